@@ -1,0 +1,226 @@
+"""Repo ids, revisions, weight_name resolution, downloads and Hub errors.
+
+Every download goes through huggingface_hub (so its cache, `HF_ENDPOINT`, `HF_TOKEN` and `revision` work as
+users expect); bundled repos are read from `assets/hub` instead. Every call passes an explicit revision.
+Errors are turned into `HubError`s that name the repo and say what was wrong.
+"""
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from peft_core import bundled
+from peft_core.errors import HubError
+
+REPO_ID_MAX = 96
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+REPO_ID_RE = re.compile(rf"^(?:{_REPO_PART}/)?{_REPO_PART}$")
+REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+# Pickle-based formats run code when loaded: they are listed in errors but never downloaded.
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+
+
+def check_repo_id(repo_id) -> str:
+    """A Hub repo id ("org/name" or "name"), stripped; anything else is refused with the reason."""
+    if not isinstance(repo_id, str) or not repo_id.strip():
+        raise HubError(f"repo id must be a Hub id like 'org/name', got {repo_id!r}")
+    repo_id = repo_id.strip()
+    shown = repo_id if len(repo_id) <= 80 else repo_id[:77] + "..."
+    if len(repo_id) > REPO_ID_MAX:
+        raise HubError(f"repo id {shown!r} is {len(repo_id)} characters; Hub ids have at most {REPO_ID_MAX}")
+    if "://" in repo_id or repo_id.startswith(("www.", "hf.co", "huggingface.co")):
+        raise HubError(f"repo id {shown!r} looks like a URL; give the id only, like 'org/name'")
+    if repo_id.count("/") > 1:
+        raise HubError(f"repo id {shown!r} has too many '/': a Hub id is 'org/name'")
+    if ".." in repo_id or "--" in repo_id or not REPO_ID_RE.match(repo_id):
+        raise HubError(
+            f"repo id {shown!r} is not a valid Hub id: use 'org/name' with letters, digits, '-', '_' or '.', "
+            "no '..' or '--', not starting or ending with '-' or '.'"
+        )
+    return repo_id
+
+
+def check_revision(revision) -> str:
+    if revision is None or (isinstance(revision, str) and not revision.strip()):
+        return "main"
+    if not isinstance(revision, str) or not REVISION_RE.match(revision.strip()) or ".." in revision:
+        raise HubError(f"revision must be a branch, tag or commit sha like 'main', got {revision!r}")
+    return revision.strip()
+
+
+def check_filename(name: str, what: str = "weight_name") -> str:
+    """A plain file name inside a repo: no absolute paths, no '..', no backslashes."""
+    name = name.strip()
+    path = PurePosixPath(name)
+    if not name or "\\" in name or path.is_absolute() or ".." in path.parts or len(path.parts) != 1:
+        raise HubError(f"{what} must be a file name in the repo like 'pytorch_lora_weights.safetensors', got {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class Repo:
+    """One repo at one revision: bundled (read from disk) or on the Hub (read through huggingface_hub)."""
+
+    repo_id: str
+    revision: str
+    local_dir: Path | None  # set for bundled repos
+
+    @property
+    def bundled(self) -> bool:
+        return self.local_dir is not None
+
+    def list_files(self) -> list[str]:
+        """Every file path in the repo, '/'-separated."""
+        if self.local_dir is not None:
+            return sorted(p.relative_to(self.local_dir).as_posix() for p in self.local_dir.rglob("*") if p.is_file())
+        import huggingface_hub
+
+        with hub_errors(self.repo_id, self.revision):
+            return sorted(huggingface_hub.list_repo_files(self.repo_id, revision=self.revision))
+
+    def file_path(self, filename: str) -> Path:
+        """A local path to `filename`, downloaded into the Hub cache when the repo is remote."""
+        if self.local_dir is not None:
+            return self.local_dir / filename
+        import huggingface_hub
+
+        with hub_errors(self.repo_id, self.revision, filename):
+            return Path(huggingface_hub.hf_hub_download(self.repo_id, filename, revision=self.revision))
+
+    def snapshot(self, allow_patterns: list[str]) -> Path:
+        """A local folder with the files matching `allow_patterns` (never pickle files)."""
+        if self.local_dir is not None:
+            return self.local_dir
+        import huggingface_hub
+
+        with hub_errors(self.repo_id, self.revision):
+            return Path(
+                huggingface_hub.snapshot_download(self.repo_id, revision=self.revision, allow_patterns=allow_patterns)
+            )
+
+    def card_data(self) -> dict:
+        """The model card's YAML metadata, or {} when the repo has no card."""
+        if "README.md" not in self.list_files():
+            return {}
+        from huggingface_hub import ModelCard
+
+        try:
+            card = ModelCard.load(self.file_path("README.md"), ignore_metadata_errors=True)
+        except Exception:  # a broken card must not stop the weights from loading
+            return {}
+        return card.data.to_dict() if card.data else {}
+
+
+def allowed_local_dirs() -> list[Path]:
+    """Folders an admin allows loading from by local path (`STUDIO_LOCAL_DIRS`, separated by os.pathsep)."""
+    value = os.environ.get("STUDIO_LOCAL_DIRS", "")
+    return [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p.strip()]
+
+
+def _is_local_path(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~"))
+
+
+def open_local(path: str, revision: str) -> Repo:
+    """A folder under one of the admin's allowed dirs, read as a repo; anything else is refused."""
+    resolved = Path(path).expanduser().resolve()  # resolve() follows symlinks: a link cannot lead outside
+    allowed = allowed_local_dirs()
+    if not any(resolved == root or root in resolved.parents for root in allowed):
+        where = ", ".join(map(str, allowed)) if allowed else "none are configured (STUDIO_LOCAL_DIRS)"
+        raise HubError(f"local path {path!r} is not allowed; give a Hub id like 'org/name'. Allowed folders: {where}")
+    if not resolved.is_dir():
+        raise HubError(f"local path {path!r} is not a folder")
+    if revision != "main":
+        raise HubError(f"local folder {path!r} has only revision 'main', not {revision!r}")
+    return Repo(str(resolved), "main", resolved)
+
+
+def open_repo(repo_id, revision="main") -> Repo:
+    """Validate the id and revision and say where the repo lives; downloads nothing."""
+    if isinstance(repo_id, str) and _is_local_path(repo_id.strip()):
+        return open_local(repo_id.strip(), check_revision(revision))
+    repo_id = check_repo_id(repo_id)
+    revision = check_revision(revision)
+    local_dir = bundled.bundled_path(repo_id)
+    if local_dir is not None and revision != bundled.BUNDLED_REVISION:
+        raise HubError(
+            f"{repo_id!r} is bundled with the app and has only revision {bundled.BUNDLED_REVISION!r}, not {revision!r}"
+        )
+    return Repo(repo_id, revision, local_dir)
+
+
+def pick_weight_name(repo: Repo, weight_name: str, files: list[str] | None = None) -> str:
+    """The safetensors file to load from `repo`.
+
+    Empty `weight_name`: the single `.safetensors` file at the repo's top level; when there are several, the
+    error lists them so the user can choose. Pickle files are never picked: they can run code when loaded.
+    """
+    files = repo.list_files() if files is None else files
+    top = [f for f in files if "/" not in f]
+    safetensors = [f for f in top if f.endswith(".safetensors")]
+    pickles = [f for f in top if f.endswith(PICKLE_SUFFIXES)]
+    where = f"{repo.repo_id!r} (revision {repo.revision!r})"
+    if weight_name and weight_name.strip():
+        weight_name = check_filename(weight_name)
+        if weight_name.endswith(PICKLE_SUFFIXES):
+            raise HubError(
+                f"weight_name {weight_name!r} is a pickle file; only .safetensors are loaded (pickle can run code)"
+            )
+        if not weight_name.endswith(".safetensors"):
+            raise HubError(f"weight_name {weight_name!r} is not a .safetensors file")
+        if weight_name not in files:
+            raise HubError(
+                f"{weight_name!r} is not in {where}; its safetensors files are: {', '.join(safetensors) or 'none'}"
+            )
+        return weight_name
+    if len(safetensors) == 1:
+        return safetensors[0]
+    if len(safetensors) > 1:
+        raise HubError(f"{where} has several safetensors files; choose one as weight_name: {', '.join(safetensors)}")
+    if pickles:
+        raise HubError(
+            f"{where} has only pickle weights ({', '.join(pickles)}); they are refused because unpickling can run "
+            "code. Ask the author for a .safetensors file."
+        )
+    raise HubError(f"{where} has no .safetensors file; files: {', '.join(files[:20]) or 'none'}")
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, revision: str, filename: str | None = None):
+    """Turn huggingface_hub's exceptions into HubErrors that say what went wrong with which repo."""
+    from huggingface_hub import errors
+
+    what = f"{repo_id!r} (revision {revision!r})"
+    try:
+        yield
+    except errors.GatedRepoError:
+        raise HubError(f"{what} is gated: accept its terms on the Hub and set HF_TOKEN") from None
+    except errors.RevisionNotFoundError:
+        raise HubError(f"revision {revision!r} not found in {repo_id!r}") from None
+    except errors.RemoteEntryNotFoundError:
+        raise HubError(f"file {filename!r} not found in {what}") from None
+    except errors.RepositoryNotFoundError:
+        # Some mirrors answer a missing file with "repository not found": say both when a file was asked for.
+        if filename:
+            raise HubError(f"file {filename!r} or repository {what} not found on the Hub") from None
+        raise HubError(f"repository {what} not found on the Hub (check the id, or set HF_TOKEN if private)") from None
+    except errors.LocalEntryNotFoundError:
+        raise HubError(f"{what}: the Hub is unreachable and the file is not in the local cache") from None
+    except errors.OfflineModeIsEnabled:
+        raise HubError(f"{what}: HF_HUB_OFFLINE is set and the file is not in the local cache") from None
+    except errors.HfHubHTTPError as exc:
+        raise HubError(f"the Hub refused {what}: {_short(exc)}") from None
+    except (OSError, TimeoutError) as exc:
+        raise HubError(f"{what}: the Hub is unreachable ({_short(exc)})") from None
+    except Exception as exc:
+        # httpx transport errors (connect, read timeout) do not share a base class with OSError.
+        if type(exc).__module__.startswith(("httpx", "httpcore")):
+            raise HubError(f"{what}: the Hub is unreachable or too slow ({type(exc).__name__})") from None
+        raise
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

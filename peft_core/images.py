@@ -1,0 +1,327 @@
+"""The image studio: one pipeline, its resident LoRA adapters, and generation with a per-request mix.
+
+Data flows one way: request (prompt, mix, seed) -> validate -> apply the mix under the lock -> pipeline -> image.
+The pipeline and the resident adapters are shared by every user, so they live here behind one lock; the mix
+(which adapters, at which weights, or none) belongs to each request. `set_adapters` is called only when a
+request's mix differs from the one already applied, so repeating a mix costs nothing.
+"""
+
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+
+from peft_core import hub, limits
+from peft_core.adapters import AdapterInfo, read_lora_file, trigger_words
+from peft_core.errors import AdapterError, HubError, InputError
+from peft_core.runtime import pick_device, quiet_libraries
+
+# Files a diffusers pipeline needs; pickle weights are left out on purpose.
+PIPELINE_PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.model", "README.md", "*/*.json", "*/*.txt",
+                     "*/*.safetensors", "*/*.model"]  # fmt: skip
+# Used when a pipeline's own config does not say better (SD 1.x-like defaults).
+FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.0
+# The applied mix after a load or delete: diffusers changed the active set, so the next request re-applies.
+_UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One generation: everything that decides the image, so equal requests give equal images."""
+
+    prompt: str
+    adapters: dict = field(default_factory=dict)  # this request's mix: adapter_name -> weight
+    use_adapters: bool = True  # False is the disable toggle: exactly the base output
+    seed: int = 0
+    steps: int | None = None  # None: the pipeline's default
+    guidance_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    negative_prompt: str = ""
+
+
+@dataclass
+class PipelineInfo:
+    model_id: str
+    revision: str
+    pipeline_class: str
+    device: str
+    dtype: str
+    default_steps: int
+    default_guidance_scale: float
+    default_width: int
+    default_height: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class ImageStudio:
+    """Owns the diffusion pipeline and its resident adapters; safe to share between threads."""
+
+    def __init__(self, device: str | None = None):
+        self.device, self.dtype = pick_device(device)
+        self._lock = threading.RLock()
+        self.pipe = None
+        self.info: PipelineInfo | None = None
+        self._adapters: dict[str, AdapterInfo] = {}  # insertion order = load order
+        self._applied = None  # the mix the pipeline holds now: None = LoRA disabled, else ((name, weight), ...)
+
+    # --- base pipeline -------------------------------------------------------------------------------------------
+
+    def load_pipeline(self, model_id: str, revision: str = "main") -> dict:
+        """Load a base pipeline by Hub id (or bundled id). The old pipeline and its adapters stay until it works."""
+        repo = hub.open_repo(model_id, revision)
+        files = repo.list_files()
+        if "model_index.json" not in files:
+            raise HubError(
+                f"{repo.repo_id!r} is not a diffusers pipeline (no model_index.json); files: {', '.join(files[:10])}"
+            )
+        folder = repo.snapshot(PIPELINE_PATTERNS)
+        pipe = self._from_pretrained(repo.repo_id, folder)
+        info = PipelineInfo(
+            model_id=repo.repo_id,
+            revision=repo.revision,
+            pipeline_class=type(pipe).__name__,
+            device=self.device,
+            dtype=str(self.dtype).replace("torch.", ""),
+            **_pipeline_defaults(pipe, repo.card_data()),
+        )
+        with self._lock:
+            self.pipe, self.info = pipe, info
+            self._adapters.clear()  # adapters belong to the base they were loaded into
+            self._applied = None
+        return info.to_dict()
+
+    def _from_pretrained(self, repo_id: str, folder):
+        from diffusers import DiffusionPipeline
+
+        with quiet_libraries():
+            try:
+                # No custom_pipeline, no trust_remote_code: only code that ships with diffusers runs.
+                pipe = DiffusionPipeline.from_pretrained(folder, dtype=self.dtype, use_safetensors=True)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise HubError(f"{repo_id!r} could not be loaded as a diffusers pipeline: {exc}") from None
+        if not hasattr(pipe, "load_lora_weights"):
+            raise AdapterError(f"{type(pipe).__name__} ({repo_id!r}) does not support LoRA adapters")
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def pipeline_info(self) -> dict:
+        return self._require_pipe().to_dict()
+
+    def _require_pipe(self) -> PipelineInfo:
+        if self.pipe is None or self.info is None:
+            raise InputError("no base pipeline is loaded; load one first (for example 'adapter-studio/tiny-shapes')")
+        return self.info
+
+    # --- adapters ------------------------------------------------------------------------------------------------
+
+    def load_adapter(self, repo_id: str, weight_name: str = "", adapter_name: str = "", revision: str = "main"):
+        """Load a LoRA by Hub id and keep it resident; returns every resident adapter.
+
+        The file is resolved, downloaded and checked before the lock is taken, so a slow download does not hold
+        up generations, and a bad file leaves the pipeline untouched.
+        """
+        self._require_pipe()
+        repo = hub.open_repo(repo_id, revision)
+        if adapter_name and adapter_name.strip():
+            adapter_name = limits.check_adapter_name(adapter_name)
+            self._check_free(adapter_name)
+        weight_name = hub.pick_weight_name(repo, weight_name or "")
+        lora = read_lora_file(repo.file_path(weight_name))
+        words = trigger_words(repo.card_data())
+        with self._lock:
+            if not adapter_name or not adapter_name.strip():
+                adapter_name = limits.derive_adapter_name(repo.repo_id, self._adapters)
+            self._check_free(adapter_name)
+            self._inject(adapter_name, lora, f"{repo.repo_id}/{weight_name}")
+            self._adapters[adapter_name] = AdapterInfo(
+                adapter_name=adapter_name,
+                repo_id=repo.repo_id,
+                weight_name=weight_name,
+                revision=repo.revision,
+                rank=lora.rank,
+                components=lora.components,
+                size_mb=lora.size_mb,
+                trigger_words=words,
+                layout=lora.layout,
+                num_layers=lora.num_layers,
+            )
+            return self.list_adapters()
+
+    def _check_free(self, adapter_name: str) -> None:
+        if adapter_name in self._adapters:
+            raise InputError(
+                f"adapter_name {adapter_name!r} is already loaded; choose another name or delete it first"
+            )
+
+    def _inject(self, adapter_name: str, lora, source: str) -> None:
+        """load_lora_weights, then check that the adapter really landed; on any failure, undo it."""
+        pipe = self.pipe
+        try:
+            with quiet_libraries():
+                # A copy: diffusers converts the dict in place, and the caller may reuse it.
+                pipe.load_lora_weights(dict(lora.state_dict), adapter_name=adapter_name)
+            registered = _count_lora_layers(pipe, adapter_name)
+        except Exception as exc:
+            self._undo_load(adapter_name)
+            raise AdapterError(
+                f"{source} ({lora.layout} layout) does not fit {self.info.model_id!r}: {_first_line(exc)}"
+            ) from None
+        if registered < lora.num_layers:
+            self._undo_load(adapter_name)
+            raise AdapterError(
+                f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but only {registered} match "
+                f"{self.info.model_id!r}: it was probably made for another base model"
+            )
+        self._applied = _UNKNOWN  # load_lora_weights activates the new adapter: the applied mix is no longer known
+
+    def _undo_load(self, adapter_name: str) -> None:
+        """Remove whatever a failed load registered, so the pipeline is exactly as before."""
+        pipe = self.pipe
+        if adapter_name in {a for names in pipe.get_list_adapters().values() for a in names}:
+            with quiet_libraries():
+                pipe.delete_adapters(adapter_name)
+        for component in pipe._lora_loadable_modules:
+            model = getattr(pipe, component, None)
+            config = getattr(model, "peft_config", None)
+            if isinstance(config, dict):
+                config.pop(adapter_name, None)
+        self._applied = _UNKNOWN
+
+    def list_adapters(self) -> list[dict]:
+        with self._lock:
+            return [info.to_dict() for info in self._adapters.values()]
+
+    def delete_adapter(self, adapter_name: str) -> list[dict]:
+        """Remove one adapter; the others stay loaded with their weights."""
+        self._require_pipe()
+        with self._lock:
+            if adapter_name not in self._adapters:
+                raise InputError(f"no adapter named {adapter_name!r}; loaded: {', '.join(self._adapters) or 'none'}")
+            with quiet_libraries():
+                self.pipe.delete_adapters(adapter_name)
+            del self._adapters[adapter_name]
+            self._applied = _UNKNOWN
+            return self.list_adapters()
+
+    # --- generation ----------------------------------------------------------------------------------------------
+
+    def check_request(self, request: ImageRequest) -> ImageRequest:
+        """Validate every field and fill the pipeline's defaults; raises before anything runs."""
+        info = self._require_pipe()
+        mix = request.adapters or {}
+        if not isinstance(mix, dict):
+            raise InputError(f"adapters must map adapter names to weights, got {type(mix).__name__}")
+        with self._lock:
+            missing = ", ".join(repr(name) for name in mix if name not in self._adapters)
+            if missing:
+                raise InputError(f"adapter(s) {missing} not loaded; loaded: {', '.join(self._adapters) or 'none'}")
+        weights = {name: limits.check_weight(name, w) for name, w in mix.items()}
+        return ImageRequest(
+            prompt=limits.check_prompt("prompt", request.prompt),
+            negative_prompt=limits.check_prompt("negative_prompt", request.negative_prompt or ""),
+            adapters=weights,
+            use_adapters=bool(request.use_adapters),
+            seed=limits.check_int("seed", request.seed, limits.SEED_MIN, limits.SEED_MAX),
+            steps=limits.check_int(
+                "steps",
+                info.default_steps if request.steps is None else request.steps,
+                limits.STEPS_MIN,
+                limits.STEPS_MAX,
+            ),
+            guidance_scale=limits.check_number(
+                "guidance_scale",
+                info.default_guidance_scale if request.guidance_scale is None else request.guidance_scale,
+                limits.GUIDANCE_MIN,
+                limits.GUIDANCE_MAX,
+            ),
+            width=limits.check_size("width", info.default_width if request.width is None else request.width),
+            height=limits.check_size("height", info.default_height if request.height is None else request.height),
+        )
+
+    def generate(self, request: ImageRequest, progress=None):
+        """One PIL image for `request`. `progress(step, total)` is called after each denoising step."""
+        request = self.check_request(request)
+        with self._lock:
+            self._apply_mix(request)
+            return self._run(request, progress)
+
+    def compare(self, request: ImageRequest, progress=None):
+        """(base image, adapted image) with the same seed and settings."""
+        request = self.check_request(request)
+        with self._lock:
+            self._apply_mix(dataclasses.replace(request, use_adapters=False))
+            base = self._run(request, progress)
+            self._apply_mix(request)
+            return base, self._run(request, progress)
+
+    def _apply_mix(self, request: ImageRequest) -> None:
+        mix = tuple((n, w) for n, w in request.adapters.items()) if request.use_adapters else ()
+        wanted = mix or None  # an empty mix is the base: same as the disable toggle
+        if wanted == self._applied:
+            return
+        if wanted is None:
+            if self._adapters:
+                self.pipe.disable_lora()
+        else:
+            self.pipe.enable_lora()
+            self.pipe.set_adapters([n for n, _ in mix], adapter_weights=[w for _, w in mix])
+        self._applied = wanted
+
+    def _run(self, request: ImageRequest, progress):
+        import torch
+
+        callback = None
+        if progress is not None:
+
+            def callback(pipe, step, timestep, kwargs):
+                progress(step + 1, request.steps)
+                return kwargs
+
+        generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        with torch.inference_mode():
+            result = self.pipe(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance_scale,
+                width=request.width,
+                height=request.height,
+                generator=generator,
+                callback_on_step_end=callback,
+            )
+        return result.images[0]
+
+
+def _count_lora_layers(pipe, adapter_name: str) -> int:
+    """How many LoRA layers across the pipeline's parts carry `adapter_name`."""
+    count = 0
+    for component in pipe._lora_loadable_modules:
+        model = getattr(pipe, component, None)
+        if model is None:
+            continue
+        for module in model.modules():
+            lora_a = getattr(module, "lora_A", None)
+            if lora_a is not None and adapter_name in lora_a:
+                count += 1
+    return count
+
+
+def _pipeline_defaults(pipe, card_data: dict) -> dict:
+    """Steps, guidance and size to use when a request leaves them out: the model card's, else the pipeline's."""
+    widget = card_data.get("studio_defaults") or {}
+    sample = getattr(getattr(pipe, "unet", None), "config", None)
+    size = int(sample.sample_size * pipe.vae_scale_factor) if sample is not None else 512
+    return {
+        "default_steps": int(widget.get("steps", FALLBACK_STEPS)),
+        "default_guidance_scale": float(widget.get("guidance_scale", FALLBACK_GUIDANCE)),
+        "default_width": int(widget.get("width", size)),
+        "default_height": int(widget.get("height", size)),
+    }
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
