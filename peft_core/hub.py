@@ -32,9 +32,11 @@ def check_repo_id(repo_id) -> str:
         raise HubError(f"repo id {shown!r} is {len(repo_id)} characters; Hub ids have at most {REPO_ID_MAX}")
     if "://" in repo_id or repo_id.startswith(("www.", "hf.co", "huggingface.co")):
         raise HubError(f"repo id {shown!r} looks like a URL; give the id only, like 'org/name'")
+    if ".." in repo_id:
+        raise HubError(f"repo id {shown!r} contains '..'; a Hub id is 'org/name', never a path")
     if repo_id.count("/") > 1:
         raise HubError(f"repo id {shown!r} has too many '/': a Hub id is 'org/name'")
-    if ".." in repo_id or "--" in repo_id or not REPO_ID_RE.match(repo_id):
+    if "--" in repo_id or not REPO_ID_RE.match(repo_id):
         raise HubError(
             f"repo id {shown!r} is not a valid Hub id: use 'org/name' with letters, digits, '-', '_' or '.', "
             "no '..' or '--', not starting or ending with '-' or '.'"

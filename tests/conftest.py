@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny pipeline and LoRA repos in every layout, built once per session from configs."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -92,3 +93,29 @@ def studio(allow_assets):
 
 def pixels(image) -> np.ndarray:
     return np.asarray(image).astype(np.int16)
+
+
+@contextlib.contextmanager
+def launch_app(assets, adapters=()):
+    """The real app around a studio holding the tiny pipeline (and `adapters`), served on a free loopback port."""
+    import app
+    from peft_core.images import ImageStudio
+
+    old = os.environ.get("STUDIO_LOCAL_DIRS")
+    os.environ["STUDIO_LOCAL_DIRS"] = str(assets["root"])
+    try:
+        studio = ImageStudio(device="cpu")
+        studio.load_pipeline(str(assets["pipeline"]))
+        for name in adapters:
+            studio.load_adapter(str(assets[name]), adapter_name=name)
+        demo = app.build_demo(studio)
+        demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        try:
+            yield demo.local_url
+        finally:
+            demo.close()
+    finally:
+        if old is None:
+            os.environ.pop("STUDIO_LOCAL_DIRS", None)
+        else:
+            os.environ["STUDIO_LOCAL_DIRS"] = old
