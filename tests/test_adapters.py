@@ -92,7 +92,7 @@ def test_lycoris_is_named(tmp_path):
         (f"{A}.lora.down.weight", "old-diffusers"),
         ("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight", "attn-procs"),
         ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "kohya"),
-        ("text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_linear_layer.down.weight", "old-text-encoder"),
+        ("text_encoder.encoder.layers.0.self_attn.q_proj.lora_linear_layer.down.weight", "old-text-encoder"),
     ],
 )
 def test_layouts(key, layout):
