@@ -23,6 +23,8 @@ from peft_core.images import ImageRequest, ImageStudio
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "adapter-studio"
 ADAPTER_COLUMNS = ["active", "adapter_name", "weight", "repo_id", "weight_name", "revision", "rank", "components",
                    "size_mb", "trigger_words"]  # fmt: skip
+# Small demo images are shown enlarged with crisp pixels instead of a blur.
+CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 ADAPTER_TYPES = ["bool", "str", "number", "str", "str", "str", "number", "str", "number", "str"]
 
 
@@ -225,10 +227,12 @@ def build_demo(images: ImageStudio) -> gr.Blocks:
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                 compare_btn = gr.Button("Compare base vs adapted", elem_id="compare")
             with gr.Row():
-                image = gr.Image(label="Image", format="png", type="pil", elem_id="image", height=320)
-                base_image = gr.Image(label="Base (same seed)", format="png", type="pil", elem_id="base", height=320)
+                image = gr.Image(label="Image", format="png", type="pil", elem_id="image", height=320,
+                                 elem_classes="pixelated")
+                base_image = gr.Image(label="Base (same seed)", format="png", type="pil", elem_id="base", height=320,
+                                      elem_classes="pixelated")
                 adapted_image = gr.Image(label="Adapted (same seed)", format="png", type="pil", elem_id="adapted",
-                                         height=320)  # fmt: skip
+                                         height=320, elem_classes="pixelated")  # fmt: skip
 
         settings = [prompt, negative, seed, steps, guidance, width, height]
         load_pipeline_btn.click(ui_load_pipeline, [model_id, model_revision], [pipeline_md, table, delete_name],
@@ -276,7 +280,7 @@ def main(argv=None) -> None:
     if not args.no_defaults:
         load_defaults(images)
     demo = build_demo(images)
-    demo.queue().launch(share=args.share, server_name=args.server_name, server_port=args.server_port)
+    demo.queue().launch(share=args.share, server_name=args.server_name, server_port=args.server_port, css=CSS)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,9 @@ def launch_app(assets, adapters=()):
         for name in adapters:
             studio.load_adapter(str(assets[name]), adapter_name=name)
         demo = app.build_demo(studio)
-        demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        demo.queue(default_concurrency_limit=4).launch(
+            prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, css=app.CSS
+        )
         try:
             yield demo.local_url
         finally:
