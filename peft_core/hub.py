@@ -6,12 +6,11 @@ Errors are turned into `HubError`s that name the repo and say what was wrong.
 """
 
 import contextlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from peft_core import bundled
+from peft_core import bundled, settings
 from peft_core.errors import HubError
 
 REPO_ID_MAX = 96
@@ -75,12 +74,22 @@ class Repo:
 
     def list_files(self) -> list[str]:
         """Every file path in the repo, '/'-separated."""
+        return sorted(self.file_sizes())
+
+    def file_sizes(self) -> dict[str, int | None]:
+        """Every file path with its size in bytes (None where the server does not say), from one listing."""
         if self.local_dir is not None:
-            return sorted(p.relative_to(self.local_dir).as_posix() for p in self.local_dir.rglob("*") if p.is_file())
-        import huggingface_hub
+            return {
+                p.relative_to(self.local_dir).as_posix(): p.stat().st_size
+                for p in self.local_dir.rglob("*")
+                if p.is_file()
+            }
+        from huggingface_hub import HfApi
+        from huggingface_hub.hf_api import RepoFile
 
         with hub_errors(self.repo_id, self.revision):
-            return sorted(huggingface_hub.list_repo_files(self.repo_id, revision=self.revision))
+            tree = HfApi().list_repo_tree(self.repo_id, revision=self.revision, recursive=True)
+            return {item.path: getattr(item, "size", None) for item in tree if isinstance(item, RepoFile)}
 
     def file_path(self, filename: str) -> Path:
         """A local path to `filename`, downloaded into the Hub cache when the repo is remote."""
@@ -115,12 +124,6 @@ class Repo:
         return card.data.to_dict() if card.data else {}
 
 
-def allowed_local_dirs() -> list[Path]:
-    """Folders an admin allows loading from by local path (`STUDIO_LOCAL_DIRS`, separated by os.pathsep)."""
-    value = os.environ.get("STUDIO_LOCAL_DIRS", "")
-    return [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p.strip()]
-
-
 def _is_local_path(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~"))
 
@@ -128,7 +131,7 @@ def _is_local_path(value: str) -> bool:
 def open_local(path: str, revision: str) -> Repo:
     """A folder under one of the admin's allowed dirs, read as a repo; anything else is refused."""
     resolved = Path(path).expanduser().resolve()  # resolve() follows symlinks: a link cannot lead outside
-    allowed = allowed_local_dirs()
+    allowed = settings.current().local_dirs
     if not any(resolved == root or root in resolved.parents for root in allowed):
         where = ", ".join(map(str, allowed)) if allowed else "none are configured (STUDIO_LOCAL_DIRS)"
         raise HubError(f"local path {path!r} is not allowed; give a Hub id like 'org/name'. Allowed folders: {where}")
@@ -146,11 +149,23 @@ def open_repo(repo_id, revision="main") -> Repo:
     repo_id = check_repo_id(repo_id)
     revision = check_revision(revision)
     local_dir = bundled.bundled_path(repo_id)
+    allowed_orgs = settings.current().allowed_orgs
+    if local_dir is None and allowed_orgs and repo_id.partition("/")[0] not in allowed_orgs:
+        allowed = ", ".join(sorted(allowed_orgs))
+        raise HubError(f"{repo_id!r} is not from an allowed organisation on this Space; allowed: {allowed}")
     if local_dir is not None and revision != bundled.BUNDLED_REVISION:
         raise HubError(
             f"{repo_id!r} is bundled with the app and has only revision {bundled.BUNDLED_REVISION!r}, not {revision!r}"
         )
     return Repo(repo_id, revision, local_dir)
+
+
+def check_file_size(repo: Repo, filename: str, size: int | None, max_mb: float) -> None:
+    """Refuse a file larger than the admin's cap before downloading it."""
+    if size is not None and size > max_mb * 2**20:
+        raise HubError(
+            f"{filename!r} in {repo.repo_id!r} is {size / 2**20:,.1f} MB; this Space accepts at most {max_mb:,.0f} MB"
+        )
 
 
 def pick_weight_name(repo: Repo, weight_name: str, files: list[str] | None = None) -> str:
@@ -204,9 +219,11 @@ def hub_errors(repo_id: str, revision: str, filename: str | None = None):
     except errors.RemoteEntryNotFoundError:
         raise HubError(f"file {filename!r} not found in {what}") from None
     except errors.RepositoryNotFoundError:
-        # Some mirrors answer a missing file with "repository not found": say both when a file was asked for.
+        # Some mirrors answer a missing file or revision with "repository not found": name every possibility.
         if filename:
             raise HubError(f"file {filename!r} or repository {what} not found on the Hub") from None
+        if revision != "main":
+            raise HubError(f"repository {repo_id!r} or its revision {revision!r} not found on the Hub") from None
         raise HubError(f"repository {what} not found on the Hub (check the id, or set HF_TOKEN if private)") from None
     except errors.LocalEntryNotFoundError:
         raise HubError(f"{what}: the Hub is unreachable and the file is not in the local cache") from None

@@ -10,7 +10,7 @@ import dataclasses
 import threading
 from dataclasses import dataclass, field
 
-from peft_core import hub, limits
+from peft_core import bundled, hub, limits, settings
 from peft_core.adapters import AdapterInfo, read_lora_file, trigger_words
 from peft_core.errors import AdapterError, HubError, InputError
 from peft_core.runtime import pick_device, quiet_libraries
@@ -65,12 +65,19 @@ class ImageStudio:
         self.info: PipelineInfo | None = None
         self._adapters: dict[str, AdapterInfo] = {}  # insertion order = load order
         self._applied = None  # the mix the pipeline holds now: None = LoRA disabled, else ((name, weight), ...)
+        self._last_used: dict[str, int] = {}  # adapter_name -> request counter, for least-recently-used eviction
+        self._requests = 0
 
     # --- base pipeline -------------------------------------------------------------------------------------------
 
     def load_pipeline(self, model_id: str, revision: str = "main") -> dict:
         """Load a base pipeline by Hub id (or bundled id). The old pipeline and its adapters stay until it works."""
         repo = hub.open_repo(model_id, revision)
+        if self.info is not None and settings.current().lock_base and repo.repo_id != self.info.model_id:
+            raise InputError(
+                f"this Space is locked to the base {self.info.model_id!r} (STUDIO_LOCK_BASE); {repo.repo_id!r} "
+                "cannot replace it"
+            )
         files = repo.list_files()
         if "model_index.json" not in files:
             raise HubError(
@@ -89,6 +96,7 @@ class ImageStudio:
         with self._lock:
             self.pipe, self.info = pipe, info
             self._adapters.clear()  # adapters belong to the base they were loaded into
+            self._last_used.clear()
             self._applied = None
         return info.to_dict()
 
@@ -128,14 +136,19 @@ class ImageStudio:
         if adapter_name and adapter_name.strip():
             adapter_name = limits.check_adapter_name(adapter_name)
             self._check_free(adapter_name)
-        weight_name = hub.pick_weight_name(repo, weight_name or "")
+        sizes = repo.file_sizes()
+        weight_name = hub.pick_weight_name(repo, weight_name or "", list(sizes))
+        hub.check_file_size(repo, weight_name, sizes[weight_name], settings.current().max_adapter_mb)
         lora = read_lora_file(repo.file_path(weight_name))
-        words = trigger_words(repo.card_data())
+        words = trigger_words(repo.card_data()) if "README.md" in sizes else []
         with self._lock:
             if not adapter_name or not adapter_name.strip():
                 adapter_name = limits.derive_adapter_name(repo.repo_id, self._adapters)
             self._check_free(adapter_name)
+            evict = self._eviction_candidate()
             self._inject(adapter_name, lora, f"{repo.repo_id}/{weight_name}")
+            if evict is not None:
+                self._delete(evict)
             self._adapters[adapter_name] = AdapterInfo(
                 adapter_name=adapter_name,
                 repo_id=repo.repo_id,
@@ -149,6 +162,25 @@ class ImageStudio:
                 num_layers=lora.num_layers,
             )
             return self.list_adapters()
+
+    def _eviction_candidate(self) -> str | None:
+        """The adapter to drop so a new one fits under the resident cap: the least recently used one that is
+        neither bundled nor in the applied mix. Raises when the cap is reached and nothing may go."""
+        cap = settings.current().max_resident_adapters
+        if len(self._adapters) < cap:
+            return None
+        in_use = {name for name, _ in self._applied} if isinstance(self._applied, tuple) else set()
+        candidates = [
+            name
+            for name in sorted(self._adapters, key=lambda n: self._last_used.get(n, 0))
+            if name not in in_use and bundled.bundled_path(self._adapters[name].repo_id) is None
+        ]
+        if not candidates:
+            raise InputError(
+                f"{len(self._adapters)} adapters are loaded, the most this Space keeps ({cap}), and all are bundled "
+                "or in use; delete one first"
+            )
+        return candidates[0]
 
     def _check_free(self, adapter_name: str) -> None:
         if adapter_name in self._adapters:
@@ -200,11 +232,15 @@ class ImageStudio:
         with self._lock:
             if adapter_name not in self._adapters:
                 raise InputError(f"no adapter named {adapter_name!r}; loaded: {', '.join(self._adapters) or 'none'}")
-            with quiet_libraries():
-                self.pipe.delete_adapters(adapter_name)
-            del self._adapters[adapter_name]
-            self._applied = _UNKNOWN
+            self._delete(adapter_name)
             return self.list_adapters()
+
+    def _delete(self, adapter_name: str) -> None:
+        with quiet_libraries():
+            self.pipe.delete_adapters(adapter_name)
+        del self._adapters[adapter_name]
+        self._last_used.pop(adapter_name, None)
+        self._applied = _UNKNOWN
 
     # --- generation ----------------------------------------------------------------------------------------------
 
@@ -259,6 +295,8 @@ class ImageStudio:
 
     def _apply_mix(self, request: ImageRequest) -> None:
         mix = tuple((n, w) for n, w in request.adapters.items()) if request.use_adapters else ()
+        self._requests += 1
+        self._last_used.update({name: self._requests for name, _ in mix})
         wanted = mix or None  # an empty mix is the base: same as the disable toggle
         if wanted == self._applied:
             return
