@@ -7,14 +7,9 @@ import pytest
 
 from peft_core.errors import AdapterError, HubError, InputError
 from peft_core.images import ImageRequest
-from tests.conftest import pixels
+from tests.conftest import gen, pixels
 
 PROMPT = "a red circle"
-
-
-def gen(studio, mix=None, use_adapters=True, seed=0, prompt=PROMPT):
-    request = ImageRequest(prompt, mix or {}, use_adapters, seed, steps=4, guidance_scale=5.0, width=32, height=32)
-    return pixels(studio.generate(request))
 
 
 @pytest.fixture
@@ -205,3 +200,21 @@ def test_parallel_requests_get_their_own_mix(two):
     assert not errors
     for w, images in results.items():
         assert all(np.array_equal(img, solo[w]) for img in images)
+
+
+def test_resident_cap_evicts_the_least_recently_used(studio, allow_assets, monkeypatch):
+    monkeypatch.setenv("STUDIO_MAX_RESIDENT_ADAPTERS", "2")
+    studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="a")
+    studio.load_adapter(str(allow_assets["lora_b"]), adapter_name="b")
+    gen(studio, {"b": 1.0})
+    gen(studio, {"a": 1.0})  # a is now the most recent, and the applied mix: b goes
+    names = [x["adapter_name"] for x in studio.load_adapter(str(allow_assets["lora_b"]), adapter_name="c")]
+    assert names == ["a", "c"]
+    assert np.array_equal(gen(studio, {"c": 1.0}), gen(studio, {"a": 0.0, "c": 1.0}))
+
+
+def test_locked_base_cannot_be_replaced(studio, allow_assets, monkeypatch):
+    monkeypatch.setenv("STUDIO_LOCK_BASE", "1")
+    with pytest.raises(InputError, match="locked to the base"):
+        studio.load_pipeline(str(allow_assets["lora_a"]))
+    studio.load_pipeline(str(allow_assets["pipeline"]))  # reloading the same base stays allowed

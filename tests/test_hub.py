@@ -1,0 +1,83 @@
+"""The image side through a real Hub server (olah on loopback): pipeline and adapters by Hub id and revision,
+and the errors users see for repos, files and revisions that are not there."""
+
+import numpy as np
+import pytest
+
+from peft_core.errors import HubError
+from peft_core.images import ImageStudio
+from tests.conftest import gen
+from tests.hubserver import running_hub
+
+pytestmark = [pytest.mark.hub, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, assets):
+    with running_hub(tmp_path_factory.mktemp("hub")) as server:
+        server.add_repo("test-org/tiny-sd", assets["pipeline"])
+        lora_b = assets["lora_b"]
+        server.add_repo("test-org/lora", assets["lora_a"], revisions={"v2": lora_b})
+        server.add_repo("test-org/two-files", assets["two_files"])
+        server.add_repo("test-org/pickle-only", assets["pickle_only"])
+        yield server
+
+
+@pytest.fixture(scope="module")
+def studio(hub):
+    s = ImageStudio(device="cpu")
+    s.load_pipeline("test-org/tiny-sd", "main")
+    return s
+
+
+def test_pipeline_by_hub_id(studio, hub):
+    info = studio.pipeline_info()
+    assert info["model_id"] == "test-org/tiny-sd" and info["revision"] == "main"
+    assert info["pipeline_class"] == "StableDiffusionPipeline"
+
+
+def test_adapters_by_hub_id_and_revision(studio, hub):
+    base = gen(studio)
+    adapters = studio.load_adapter("test-org/lora", adapter_name="main_rev")
+    adapters = studio.load_adapter("test-org/lora", adapter_name="v2_rev", revision="v2")
+    main_rev, v2_rev = adapters[-2:]
+    assert main_rev["revision"] == "main" and v2_rev["revision"] == "v2"
+    assert main_rev["trigger_words"] == ["sks style"] and v2_rev["trigger_words"] == []  # each revision's card
+    a, b = gen(studio, {"main_rev": 1.0}), gen(studio, {"v2_rev": 1.0})
+    assert not np.array_equal(a, b) and not np.array_equal(a, base)
+    assert np.array_equal(gen(studio, {"main_rev": 1.0}, use_adapters=False), base)
+    studio.delete_adapter("main_rev")
+    studio.delete_adapter("v2_rev")
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda s: s.load_adapter("test-org/missing"), "repository 'test-org/missing' .* not found"),
+        (lambda s: s.load_adapter("test-org/lora", revision="nope"), "revision 'nope' not found"),
+        (lambda s: s.load_adapter("test-org/lora", weight_name="other.safetensors"), "'other.safetensors' is not in"),
+        (lambda s: s.load_adapter("test-org/two-files"), "choose one as weight_name: one.safetensors, two.safe"),
+        (lambda s: s.load_adapter("test-org/pickle-only"), "only pickle weights .*pytorch_lora_weights.bin"),
+        (lambda s: s.load_pipeline("test-org/missing"), "repository 'test-org/missing' .* not found"),
+        (lambda s: s.load_pipeline("test-org/lora"), "not a diffusers pipeline"),
+    ],
+)
+def test_hub_errors_are_clear_and_change_nothing(studio, call, message):
+    before = studio.list_adapters(), studio.pipeline_info(), gen(studio)
+    with pytest.raises(HubError, match=message):
+        call(studio)
+    assert (studio.list_adapters(), studio.pipeline_info()) == before[:2]
+    assert np.array_equal(gen(studio), before[2])
+
+
+def test_size_cap_is_checked_before_download(studio, monkeypatch, hub):
+    monkeypatch.setenv("STUDIO_MAX_ADAPTER_MB", "0.001")
+    with pytest.raises(HubError, match="this Space accepts at most 0.001 MB"):
+        studio.load_adapter("test-org/lora")
+    assert studio.list_adapters() == []
+
+
+def test_allowed_orgs(studio, monkeypatch):
+    monkeypatch.setenv("STUDIO_ALLOWED_ORGS", "trusted,other")
+    with pytest.raises(HubError, match="not from an allowed organisation .* allowed: other, trusted"):
+        studio.load_adapter("test-org/lora")
