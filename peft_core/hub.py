@@ -164,7 +164,7 @@ def check_file_size(repo: Repo, filename: str, size: int | None, max_mb: float) 
     """Refuse a file larger than the admin's cap before downloading it."""
     if size is not None and size > max_mb * 2**20:
         raise HubError(
-            f"{filename!r} in {repo.repo_id!r} is {size / 2**20:,.1f} MB; this Space accepts at most {max_mb:,.0f} MB"
+            f"{filename!r} in {repo.repo_id!r} is {size / 2**20:,.1f} MB; this Space accepts at most {max_mb:g} MB"
         )
 
 
