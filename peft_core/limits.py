@@ -6,6 +6,7 @@ so callers validate everything first and only then touch the model.
 
 import math
 import re
+from functools import cache
 
 from peft_core.errors import InputError
 
@@ -104,7 +105,18 @@ def check_adapter_name(value) -> str:
             f"adapter_name {name!r} is reserved by the libraries; choose another (reserved: "
             f"{', '.join(sorted(RESERVED_ADAPTER_NAMES))})"
         )
+    if name in torch_attribute_names():
+        raise InputError(f"adapter_name {name!r} is the name of a torch module method or attribute; choose another")
     return name
+
+
+@cache
+def torch_attribute_names() -> frozenset[str]:
+    """Names peft cannot use for an adapter: it keeps adapters in torch ModuleDicts and ParameterDicts, where an
+    adapter called "half", "keys" or "to" would collide with a method."""
+    import torch
+
+    return frozenset(dir(torch.nn.ModuleDict)) | frozenset(dir(torch.nn.ParameterDict))
 
 
 def derive_adapter_name(repo_id: str, taken) -> str:
@@ -119,6 +131,6 @@ def derive_adapter_name(repo_id: str, taken) -> str:
     if not base or base in RESERVED_ADAPTER_NAMES:
         raise InputError(f"cannot derive an adapter name from {repo_id!r}; please give adapter_name")
     name, n = base, 2
-    while name in taken:
+    while name in taken or name in torch_attribute_names():
         name, n = f"{base}_{n}", n + 1
     return name
