@@ -1,271 +1,59 @@
 """Adapter Studio: try, mix and compare LoRA adapters for Diffusers pipelines and Transformers LMs.
 
-This file is wiring only: `build_demo(images, text)` lays out the page and exposes the named API endpoints;
-everything else lives in `peft_core`. Importing this module downloads nothing and loads no model.
+This file is wiring only: `build_demo(images, text)` lays out the page from the tabs in `ui/` and exposes the
+named API endpoints; everything else lives in `peft_core`. Importing it downloads nothing and loads no model.
 
     python app.py                 # bundled tiny models, offline, on CPU
     python app.py --share         # plus a public share link
 """
 
 import argparse
-import functools
 import os
-import tempfile
-import uuid
-from pathlib import Path
 
 import gradio as gr
-from gradio.data_classes import FileData
 
-from peft_core import StudioError, bundled
-from peft_core.images import ImageRequest, ImageStudio
+from peft_core import bundled
+from peft_core.images import ImageStudio
+from peft_core.text import TextStudio
+from ui.common import CSS
+from ui.images_tab import build_images_tab, image_api
+from ui.text_tab import build_text_tab, text_api
 
-OUTPUT_DIR = Path(tempfile.gettempdir()) / "adapter-studio"
-ADAPTER_COLUMNS = ["active", "adapter_name", "weight", "repo_id", "weight_name", "revision", "rank", "components",
-                   "size_mb", "trigger_words"]  # fmt: skip
-# Small demo images are shown enlarged with crisp pixels instead of a blur.
-CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
-ADAPTER_TYPES = ["bool", "str", "number", "str", "str", "str", "number", "str", "number", "str"]
+__all__ = ["CSS", "build_demo", "load_defaults", "main"]
 
 
-def user_errors(fn):
-    """Show the core's refusals as Gradio errors (a toast on the page, an AppError for API clients)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from None
-
-    return wrapper
-
-
-def save_png(image) -> str:
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    path = OUTPUT_DIR / f"{uuid.uuid4().hex}.png"
-    image.save(path, format="PNG")
-    return str(path)
-
-
-def _progress_callback(progress):
-    return lambda step, total: progress((step, total), desc="denoising")
-
-
-# --- the table of resident adapters: the page's editable view of the mix ----------------------------------------
-
-
-def adapter_rows(adapters: list[dict], previous=None) -> list[list]:
-    """One row per resident adapter; keeps the active flag and weight the user already set for known names."""
-    kept = {row[1]: (bool(row[0]), float(row[2])) for row in _rows(previous)}
-    rows = []
-    for i, a in enumerate(adapters):
-        active, weight = kept.get(a["adapter_name"], (not kept and i == 0, 1.0))
-        rows.append([active, a["adapter_name"], weight, a["repo_id"], a["weight_name"], a["revision"], a["rank"],
-                     ", ".join(a["components"]), a["size_mb"], ", ".join(a["trigger_words"])])  # fmt: skip
-    return rows
-
-
-def _rows(table) -> list[list]:
-    if table is None:
-        return []
-    if hasattr(table, "values"):  # a pandas DataFrame from the Dataframe component
-        table = table.values.tolist()
-    return [row for row in table if len(row) >= 3 and row[1]]
-
-
-def mix_from_rows(table) -> dict[str, float]:
-    """The request's mix: every active row's adapter at its weight (the core checks the values)."""
-    return {str(row[1]): row[2] for row in _rows(table) if bool(row[0])}
-
-
-# --- the page -----------------------------------------------------------------------------------------------------
-
-
-def build_demo(images: ImageStudio) -> gr.Blocks:
-    """The whole app around an image studio; the studio may hold no pipeline yet."""
-
-    @user_errors
-    def load_pipeline(model_id: str, revision: str = "main") -> dict:
-        """Load a base diffusion pipeline by Hub id; resident adapters are cleared."""
-        return images.load_pipeline(model_id, revision)
-
-    @user_errors
-    def load_adapter(
-        repo_id: str, weight_name: str = "", adapter_name: str = "", revision: str = "main"
-    ) -> list[dict]:
-        """Load a LoRA by Hub id and keep it resident; returns every resident adapter."""
-        return images.load_adapter(repo_id, weight_name, adapter_name, revision)
-
-    @user_errors
-    def list_adapters() -> list[dict]:
-        """Every resident adapter with its facts."""
-        return images.list_adapters()
-
-    @user_errors
-    def delete_adapter(adapter_name: str) -> list[dict]:
-        """Remove one adapter; the others stay."""
-        return images.delete_adapter(adapter_name)
-
-    @user_errors
-    def generate(
-        prompt: str,
-        adapters: dict[str, float] = {},  # noqa: B006 - gradio reads the default for the API docs; never mutated
-        use_adapters: bool = True,
-        seed: int = 0,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        negative_prompt: str = "",
-    ) -> FileData:
-        """One PNG image. `adapters` is this request's mix (name -> weight); use_adapters=False gives the base.
-        steps, guidance_scale, width and height default to the pipeline's own."""
-        request = ImageRequest(prompt, dict(adapters or {}), use_adapters, seed, steps, guidance_scale, width, height,
-                               negative_prompt)  # fmt: skip
-        return FileData(path=save_png(images.generate(request)), mime_type="image/png")
-
-    @user_errors
-    def compare(
-        prompt: str,
-        adapters: dict[str, float] = {},  # noqa: B006
-        seed: int = 0,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        negative_prompt: str = "",
-    ) -> tuple[FileData, FileData]:
-        """Two PNG images with the same seed: the base, then the adapted one."""
-        request = ImageRequest(prompt, dict(adapters or {}), True, seed, steps, guidance_scale, width, height,
-                               negative_prompt)  # fmt: skip
-        base, adapted = images.compare(request)
-        return (FileData(path=save_png(base), mime_type="image/png"),
-                FileData(path=save_png(adapted), mime_type="image/png"))  # fmt: skip
-
-    # Page handlers: thin adapters from components to the same core calls.
-
-    @user_errors
-    def ui_load_pipeline(model_id, revision):
-        info = images.load_pipeline(model_id, revision or "main")
-        return _pipeline_markdown(info), adapter_rows([]), gr.update(choices=[], value=None)
-
-    @user_errors
-    def ui_load_adapter(repo_id, weight_name, adapter_name, revision, table, progress=gr.Progress()):
-        progress(0, desc=f"downloading and loading {repo_id}")
-        adapters = images.load_adapter(repo_id, weight_name, adapter_name, revision or "main")
-        names = [a["adapter_name"] for a in adapters]
-        return adapter_rows(adapters, table), gr.update(choices=names, value=names[-1])
-
-    @user_errors
-    def ui_delete_adapter(adapter_name, table):
-        if not adapter_name:
-            raise gr.Error("choose an adapter to delete")
-        adapters = images.delete_adapter(adapter_name)
-        names = [a["adapter_name"] for a in adapters]
-        return adapter_rows(adapters, table), gr.update(choices=names, value=names[0] if names else None)
-
-    def _request(table, disabled, prompt, negative, seed, steps, guidance, width, height):
-        return ImageRequest(prompt, mix_from_rows(table), not disabled, int(seed), int(steps), float(guidance),
-                            int(width), int(height), negative)  # fmt: skip
-
-    @user_errors
-    def ui_generate(table, disabled, *settings, progress=gr.Progress()):
-        return images.generate(_request(table, disabled, *settings), _progress_callback(progress))
-
-    @user_errors
-    def ui_compare(table, disabled, *settings, progress=gr.Progress()):
-        return images.compare(_request(table, False, *settings), _progress_callback(progress))
-
-    info = images.info.to_dict() if images.info else None
-    adapters = images.list_adapters() if images.info else []
-    defaults = info or {"default_steps": 20, "default_guidance_scale": 5.0, "default_width": 32, "default_height": 32}
-
+def build_demo(images: ImageStudio, text: TextStudio | None = None) -> gr.Blocks:
+    """The whole app around an image studio and a text studio; either may hold no model yet."""
+    text = text if text is not None else TextStudio(device=images.device)
     with gr.Blocks(title="Adapter Studio") as demo:
         gr.Markdown(
             "# Adapter Studio\nLoad a base model, load LoRA adapters by Hub id, name them, mix them with weights, "
             "switch them off — and see the difference with the same seed."
         )
         with gr.Tab("Images (Diffusers)"):
-            with gr.Row():
-                model_id = gr.Textbox(label="Base pipeline (Hub id)", value=info["model_id"] if info else
-                                      bundled.DEFAULT_PIPELINE, scale=3)  # fmt: skip
-                model_revision = gr.Textbox(label="Revision", value="main", scale=1)
-                load_pipeline_btn = gr.Button("Load pipeline", scale=1)
-            pipeline_md = gr.Markdown(_pipeline_markdown(info) if info else "No pipeline loaded.")
-            with gr.Row():
-                repo_id = gr.Textbox(label="LoRA repo id", placeholder="org/name", scale=3)
-                weight_name = gr.Textbox(label="weight_name (optional)", placeholder="file.safetensors", scale=2)
-                adapter_name = gr.Textbox(label="adapter_name (optional)", scale=2)
-                adapter_revision = gr.Textbox(label="Revision", value="main", scale=1)
-                load_adapter_btn = gr.Button("Load adapter", scale=1)
-            table = gr.Dataframe(
-                value=adapter_rows(adapters),
-                headers=ADAPTER_COLUMNS,
-                datatype=ADAPTER_TYPES,
-                interactive=True,
-                static_columns=list(range(3, len(ADAPTER_COLUMNS))) + [1],
-                label="Resident adapters: tick 'active' and set 'weight' (−2…2) to build the mix",
-                elem_id="adapter-table",
-            )
-            with gr.Row():
-                delete_name = gr.Dropdown(
-                    label="Adapter to delete", choices=[a["adapter_name"] for a in adapters], scale=3
-                )
-                delete_btn = gr.Button("Delete adapter", variant="stop", scale=1)
-            with gr.Row():
-                prompt = gr.Textbox(label="Prompt", value="a red circle", scale=3, elem_id="prompt")
-                negative = gr.Textbox(label="Negative prompt", scale=2)
-            with gr.Row():
-                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
-                steps = gr.Slider(1, 100, value=defaults["default_steps"], step=1, label="Steps")
-                guidance = gr.Slider(0, 30, value=defaults["default_guidance_scale"], step=0.5, label="Guidance")
-                width = gr.Slider(8, 1024, value=defaults["default_width"], step=8, label="Width")
-                height = gr.Slider(8, 1024, value=defaults["default_height"], step=8, label="Height")
-            with gr.Row():
-                disabled = gr.Checkbox(label="Disable LoRA (base output)", value=False, elem_id="disable-lora")
-                generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
-                compare_btn = gr.Button("Compare base vs adapted", elem_id="compare")
-            with gr.Row():
-                image = gr.Image(label="Image", format="png", type="pil", elem_id="image", height=320,
-                                 elem_classes="pixelated")
-                base_image = gr.Image(label="Base (same seed)", format="png", type="pil", elem_id="base", height=320,
-                                      elem_classes="pixelated")
-                adapted_image = gr.Image(label="Adapted (same seed)", format="png", type="pil", elem_id="adapted",
-                                         height=320, elem_classes="pixelated")  # fmt: skip
-
-        settings = [prompt, negative, seed, steps, guidance, width, height]
-        load_pipeline_btn.click(ui_load_pipeline, [model_id, model_revision], [pipeline_md, table, delete_name],
-                                api_visibility="private")  # fmt: skip
-        load_adapter_btn.click(ui_load_adapter, [repo_id, weight_name, adapter_name, adapter_revision, table],
-                               [table, delete_name], api_visibility="private")  # fmt: skip
-        delete_btn.click(ui_delete_adapter, [delete_name, table], [table, delete_name], api_visibility="private")
-        generate_btn.click(ui_generate, [table, disabled, *settings], image, api_visibility="private")
-        compare_btn.click(ui_compare, [table, disabled, *settings], [base_image, adapted_image],
-                          api_visibility="private")  # fmt: skip
-
+            build_images_tab(images)
+        with gr.Tab("Text (Transformers)"):
+            build_text_tab(text)
         # The named API: the contract documented in the README.
-        for fn in (load_pipeline, load_adapter, list_adapters, delete_adapter, generate, compare):
+        for fn in image_api(images) + text_api(text):
             gr.api(fn, api_name=fn.__name__)
     return demo
 
 
-def _pipeline_markdown(info: dict) -> str:
-    return (
-        f"**{info['model_id']}** @ `{info['revision']}` — {info['pipeline_class']} on {info['device']} "
-        f"({info['dtype']}); defaults: {info['default_steps']} steps, guidance {info['default_guidance_scale']}, "
-        f"{info['default_width']}×{info['default_height']}"
-    )
-
-
-def load_defaults(images: ImageStudio) -> None:
-    """The bundled pipeline and its demo adapters, so the first page shows something real offline."""
+def load_defaults(images: ImageStudio, text: TextStudio) -> None:
+    """The bundled models and their demo adapters, so the first page shows something real offline."""
     images.load_pipeline(bundled.DEFAULT_PIPELINE)
-    if bundled.DEFAULT_PIPELINE.startswith(f"{bundled.BUNDLED_ORG}/"):
-        for name in bundled.DEFAULT_IMAGE_ADAPTERS:
+    text.load_model(bundled.DEFAULT_TEXT_MODEL)
+    demos = []  # the demo adapters fit only the bundled bases, not a Hub model an admin chose instead
+    if bundled.bundled_path(bundled.DEFAULT_PIPELINE) is not None:
+        demos.append((images, bundled.DEFAULT_IMAGE_ADAPTERS))
+    if bundled.bundled_path(bundled.DEFAULT_TEXT_MODEL) is not None:
+        demos.append((text, bundled.DEFAULT_TEXT_ADAPTERS))
+    for studio, names in demos:
+        for name in names:
             repo_id = f"{bundled.BUNDLED_ORG}/{name}"
             if bundled.bundled_path(repo_id) is not None:
-                images.load_adapter(repo_id)
+                studio.load_adapter(repo_id, adapter_name=name.split("-", 1)[-1])
 
 
 def main(argv=None) -> None:
@@ -276,10 +64,10 @@ def main(argv=None) -> None:
     parser.add_argument("--no-defaults", action="store_true", help="start without loading the bundled models")
     args = parser.parse_args(argv)
 
-    images = ImageStudio()
+    images, text = ImageStudio(), TextStudio()
     if not args.no_defaults:
-        load_defaults(images)
-    demo = build_demo(images)
+        load_defaults(images, text)
+    demo = build_demo(images, text)
     demo.queue().launch(share=args.share, server_name=args.server_name, server_port=args.server_port, css=CSS)
 
 

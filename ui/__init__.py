@@ -1,0 +1,2 @@
+"""The Gradio side of Adapter Studio: one module per tab, plus what they share. Only `app.py` and this package
+import gradio; every handler is a line or two into `peft_core`."""

@@ -1,0 +1,53 @@
+"""What the tabs share: turning the core's refusals into Gradio errors, PNG files for API clients, the CSS."""
+
+import functools
+import tempfile
+import uuid
+from pathlib import Path
+
+import gradio as gr
+from gradio.data_classes import FileData
+
+from peft_core import StudioError
+
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "adapter-studio"
+# Small demo images are shown enlarged with crisp pixels instead of a blur.
+CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
+
+
+def user_errors(fn):
+    """Show the core's refusals as Gradio errors (a toast on the page, an AppError for API clients)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+
+    return wrapper
+
+
+def user_errors_gen(fn):
+    """user_errors for generator handlers (streamed progress)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+
+    return wrapper
+
+
+def png_file(image) -> FileData:
+    """A PNG on disk that gradio_client receives as a file (a PIL image would reach it as a repr string)."""
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT_DIR / f"{uuid.uuid4().hex}.png"
+    image.save(path, format="PNG")
+    return FileData(path=str(path), mime_type="image/png")
+
+
+def choices_update(names: list[str], value=None):
+    return gr.update(choices=names, value=value if value in names else (names[-1] if names else None))

@@ -1,0 +1,206 @@
+"""The Images tab and the image API: a pipeline, its resident LoRAs, a table that is the mix, generate, compare."""
+
+import gradio as gr
+from gradio.data_classes import FileData
+
+from peft_core import bundled
+from peft_core.images import ImageRequest, ImageStudio
+from ui.common import choices_update, png_file, user_errors
+
+ADAPTER_COLUMNS = ["active", "adapter_name", "weight", "repo_id", "weight_name", "revision", "rank", "components",
+                   "size_mb", "trigger_words"]  # fmt: skip
+ADAPTER_TYPES = ["bool", "str", "number", "str", "str", "str", "number", "str", "number", "str"]
+
+
+def image_api(images: ImageStudio) -> list:
+    """The named endpoints of the image side, typed for gradio_client (see the README's API section)."""
+
+    @user_errors
+    def load_pipeline(model_id: str, revision: str = "main") -> dict:
+        """Load a base diffusion pipeline by Hub id; resident adapters are cleared."""
+        return images.load_pipeline(model_id, revision)
+
+    @user_errors
+    def load_adapter(
+        repo_id: str, weight_name: str = "", adapter_name: str = "", revision: str = "main"
+    ) -> list[dict]:
+        """Load a LoRA by Hub id and keep it resident; returns every resident adapter."""
+        return images.load_adapter(repo_id, weight_name, adapter_name, revision)
+
+    @user_errors
+    def list_adapters() -> list[dict]:
+        """Every resident adapter with its facts."""
+        return images.list_adapters()
+
+    @user_errors
+    def delete_adapter(adapter_name: str) -> list[dict]:
+        """Remove one adapter; the others stay."""
+        return images.delete_adapter(adapter_name)
+
+    @user_errors
+    def generate(
+        prompt: str,
+        adapters: dict[str, float] = {},  # noqa: B006 - gradio reads the default for the API docs; never mutated
+        use_adapters: bool = True,
+        seed: int = 0,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        negative_prompt: str = "",
+    ) -> FileData:
+        """One PNG image. `adapters` is this request's mix (name -> weight); use_adapters=False gives the base.
+        steps, guidance_scale, width and height default to the pipeline's own."""
+        request = ImageRequest(prompt, dict(adapters or {}), use_adapters, seed, steps, guidance_scale, width, height,
+                               negative_prompt)  # fmt: skip
+        return png_file(images.generate(request))
+
+    @user_errors
+    def compare(
+        prompt: str,
+        adapters: dict[str, float] = {},  # noqa: B006
+        seed: int = 0,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        negative_prompt: str = "",
+    ) -> tuple[FileData, FileData]:
+        """Two PNG images with the same seed: the base, then the adapted one."""
+        request = ImageRequest(prompt, dict(adapters or {}), True, seed, steps, guidance_scale, width, height,
+                               negative_prompt)  # fmt: skip
+        base, adapted = images.compare(request)
+        return png_file(base), png_file(adapted)
+
+    return [load_pipeline, load_adapter, list_adapters, delete_adapter, generate, compare]
+
+
+# --- the table of resident adapters: the page's editable view of the mix ----------------------------------------
+
+
+def adapter_rows(adapters: list[dict], previous=None) -> list[list]:
+    """One row per resident adapter; keeps the active flag and weight the user already set for known names.
+    With no previous table, the first adapter starts active so the first image already shows an effect."""
+    kept = {row[1]: (bool(row[0]), float(row[2])) for row in _rows(previous)}
+    rows = []
+    for i, a in enumerate(adapters):
+        active, weight = kept.get(a["adapter_name"], (not kept and i == 0, 1.0))
+        rows.append([active, a["adapter_name"], weight, a["repo_id"], a["weight_name"], a["revision"], a["rank"],
+                     ", ".join(a["components"]), a["size_mb"], ", ".join(a["trigger_words"])])  # fmt: skip
+    return rows
+
+
+def _rows(table) -> list[list]:
+    if table is None:
+        return []
+    if hasattr(table, "values"):  # a pandas DataFrame from the Dataframe component
+        table = table.values.tolist()
+    return [row for row in table if len(row) >= 3 and row[1]]
+
+
+def mix_from_rows(table) -> dict[str, float]:
+    """The request's mix: every active row's adapter at its weight (the core checks the values)."""
+    return {str(row[1]): row[2] for row in _rows(table) if bool(row[0])}
+
+
+def pipeline_markdown(info: dict | None) -> str:
+    if not info:
+        return "No pipeline loaded."
+    return (
+        f"**{info['model_id']}** @ `{info['revision']}` — {info['pipeline_class']} on {info['device']} "
+        f"({info['dtype']}); defaults: {info['default_steps']} steps, guidance {info['default_guidance_scale']}, "
+        f"{info['default_width']}×{info['default_height']}"
+    )
+
+
+def build_images_tab(images: ImageStudio) -> None:
+    """The Images tab's components and events, inside the caller's Blocks."""
+
+    @user_errors
+    def ui_load_pipeline(model_id, revision):
+        info = images.load_pipeline(model_id, revision or "main")
+        return pipeline_markdown(info), adapter_rows([]), choices_update([])
+
+    @user_errors
+    def ui_load_adapter(repo_id, weight_name, adapter_name, revision, table, progress=gr.Progress()):
+        progress(0, desc=f"downloading and loading {repo_id}")
+        adapters = images.load_adapter(repo_id, weight_name, adapter_name, revision or "main")
+        return adapter_rows(adapters, table), choices_update([a["adapter_name"] for a in adapters])
+
+    @user_errors
+    def ui_delete_adapter(adapter_name, table):
+        if not adapter_name:
+            raise gr.Error("choose an adapter to delete")
+        adapters = images.delete_adapter(adapter_name)
+        return adapter_rows(adapters, table), choices_update([a["adapter_name"] for a in adapters])
+
+    def request(table, disabled, prompt, negative, seed, steps, guidance, width, height):
+        return ImageRequest(prompt, mix_from_rows(table), not disabled, int(seed), int(steps), float(guidance),
+                            int(width), int(height), negative)  # fmt: skip
+
+    def denoising(progress):
+        return lambda step, total: progress((step, total), desc="denoising")
+
+    @user_errors
+    def ui_generate(table, disabled, *settings, progress=gr.Progress()):
+        return images.generate(request(table, disabled, *settings), denoising(progress))
+
+    @user_errors
+    def ui_compare(table, disabled, *settings, progress=gr.Progress()):
+        return images.compare(request(table, False, *settings), denoising(progress))
+
+    info = images.info.to_dict() if images.info else None
+    adapters = images.list_adapters() if info else []
+    defaults = info or {"default_steps": 20, "default_guidance_scale": 5.0, "default_width": 32, "default_height": 32}
+
+    with gr.Row():
+        model_id = gr.Textbox(label="Base pipeline (Hub id)", value=info["model_id"] if info else
+                              bundled.DEFAULT_PIPELINE, scale=3)  # fmt: skip
+        model_revision = gr.Textbox(label="Revision", value="main", scale=1)
+        load_pipeline_btn = gr.Button("Load pipeline", scale=1)
+    pipeline_md = gr.Markdown(pipeline_markdown(info))
+    with gr.Row():
+        repo_id = gr.Textbox(label="LoRA repo id", placeholder="org/name", scale=3, elem_id="lora-repo-id")
+        weight_name = gr.Textbox(label="weight_name (optional)", placeholder="file.safetensors", scale=2)
+        adapter_name = gr.Textbox(label="adapter_name (optional)", scale=2, elem_id="lora-adapter-name")
+        adapter_revision = gr.Textbox(label="Revision", value="main", scale=1)
+        load_adapter_btn = gr.Button("Load adapter", scale=1)
+    table = gr.Dataframe(
+        value=adapter_rows(adapters),
+        headers=ADAPTER_COLUMNS,
+        datatype=ADAPTER_TYPES,
+        interactive=True,
+        static_columns=[1] + list(range(3, len(ADAPTER_COLUMNS))),
+        label="Resident adapters: tick 'active' and set 'weight' (−2…2) to build the mix",
+        elem_id="adapter-table",
+    )
+    with gr.Row():
+        delete_name = gr.Dropdown(label="Adapter to delete", choices=[a["adapter_name"] for a in adapters], scale=3)
+        delete_btn = gr.Button("Delete adapter", variant="stop", scale=1)
+    with gr.Row():
+        prompt = gr.Textbox(label="Prompt", value="a red circle", scale=3, elem_id="prompt")
+        negative = gr.Textbox(label="Negative prompt", scale=2)
+    with gr.Row():
+        seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
+        steps = gr.Slider(1, 100, value=defaults["default_steps"], step=1, label="Steps")
+        guidance = gr.Slider(0, 30, value=defaults["default_guidance_scale"], step=0.5, label="Guidance")
+        width = gr.Slider(8, 1024, value=defaults["default_width"], step=8, label="Width")
+        height = gr.Slider(8, 1024, value=defaults["default_height"], step=8, label="Height")
+    with gr.Row():
+        disabled = gr.Checkbox(label="Disable LoRA (base output)", value=False, elem_id="disable-lora")
+        generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+        compare_btn = gr.Button("Compare base vs adapted", elem_id="compare")
+    with gr.Row():
+        image_args = {"format": "png", "type": "pil", "height": 320, "elem_classes": "pixelated"}
+        image = gr.Image(label="Image", elem_id="image", **image_args)
+        base_image = gr.Image(label="Base (same seed)", elem_id="base", **image_args)
+        adapted_image = gr.Image(label="Adapted (same seed)", elem_id="adapted", **image_args)
+
+    settings = [prompt, negative, seed, steps, guidance, width, height]
+    private = {"api_visibility": "private"}  # the page's own events; the named API is image_api()
+    load_pipeline_btn.click(ui_load_pipeline, [model_id, model_revision], [pipeline_md, table, delete_name], **private)
+    load_adapter_btn.click(ui_load_adapter, [repo_id, weight_name, adapter_name, adapter_revision, table],
+                           [table, delete_name], **private)  # fmt: skip
+    delete_btn.click(ui_delete_adapter, [delete_name, table], [table, delete_name], **private)
+    generate_btn.click(ui_generate, [table, disabled, *settings], image, **private)
+    compare_btn.click(ui_compare, [table, disabled, *settings], [base_image, adapted_image], **private)

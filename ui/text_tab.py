@@ -1,0 +1,274 @@
+"""The Text tab and the text API: a causal LM, its PEFT adapters, add / train / merge, generate, compare."""
+
+import queue
+import tempfile
+import threading
+import time
+
+import gradio as gr
+
+from peft_core import bundled
+from peft_core.text import MERGE_TYPES, TextStudio
+from ui.common import choices_update, user_errors, user_errors_gen
+
+TEXT_COLUMNS = ["adapter_name", "repo_id", "source", "peft_type", "r", "lora_alpha", "target_modules", "trainable",
+                "steps_trained"]  # fmt: skip
+EXPORT_DIR = tempfile.gettempdir()
+
+
+def text_api(studio: TextStudio) -> list:
+    """The named endpoints of the text side, typed for gradio_client (see the README's API section)."""
+
+    @user_errors
+    def load_text_model(model_id: str, revision: str = "main") -> dict:
+        """Load a causal LM by Hub id; an adapter repo brings its base model and the adapter on it."""
+        return studio.load_model(model_id, revision)
+
+    @user_errors
+    def load_text_adapter(repo_id: str, adapter_name: str = "", revision: str = "main") -> list[dict]:
+        """Load a PEFT adapter by Hub id; returns every adapter."""
+        return studio.load_adapter(repo_id, adapter_name, revision)
+
+    @user_errors
+    def add_text_adapter(
+        adapter_name: str, r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0, target_modules: str = ""
+    ) -> list[dict]:
+        """Add a new trainable LoRA (target_modules comma-separated; empty: peft's default for the model)."""
+        return studio.add_adapter(adapter_name, r, lora_alpha, lora_dropout, target_modules)
+
+    @user_errors
+    def train_text_adapter(adapter_name: str, text: str, steps: int, learning_rate: float) -> dict:
+        """Train an added adapter on the given text; returns the loss before and after, and the curve."""
+        return studio.train_adapter(adapter_name, text, steps, learning_rate)
+
+    @user_errors
+    def merge_text_adapters(
+        adapters: dict[str, float], new_adapter_name: str, combination_type: str = "linear", density: float = 0.5
+    ) -> list[dict]:
+        """peft's add_weighted_adapter: a new adapter from weighted existing ones (density for ties/dare/prune)."""
+        return studio.merge_adapters(adapters, new_adapter_name, combination_type, density)
+
+    @user_errors
+    def list_text_adapters() -> list[dict]:
+        """Every adapter of the text model with its facts."""
+        return studio.list_adapters()
+
+    @user_errors
+    def delete_text_adapter(adapter_name: str) -> list[dict]:
+        """Remove one adapter; the others stay."""
+        return studio.delete_adapter(adapter_name)
+
+    @user_errors
+    def generate_text(
+        prompt: str,
+        adapters: list[str] = [],  # noqa: B006 - gradio reads the default for the API docs; never mutated
+        use_adapters: bool = True,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> str:
+        """The completion with `adapters` active for this request only; use_adapters=False gives the base."""
+        active = list(adapters or [])
+        return studio.generate(prompt, active, use_adapters, max_new_tokens, do_sample, seed, temperature)
+
+    @user_errors
+    def compare_text(
+        prompt: str,
+        adapters: list[str] = [],  # noqa: B006
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> tuple[str, str]:
+        """Base text, then adapted text, with the same prompt, seed and settings."""
+        return studio.compare(prompt, list(adapters or []), max_new_tokens, do_sample, seed, temperature)
+
+    return [load_text_model, load_text_adapter, add_text_adapter, train_text_adapter, merge_text_adapters,
+            list_text_adapters, delete_text_adapter, generate_text, compare_text]  # fmt: skip
+
+
+def text_rows(adapters: list[dict]) -> list[list]:
+    return [[a.get(c) if c != "target_modules" else ", ".join(a[c]) for c in TEXT_COLUMNS] for a in adapters]
+
+
+def model_markdown(info: dict | None) -> str:
+    if not info:
+        return "No text model loaded."
+    return (
+        f"**{info['model_id']}** @ `{info['revision']}` — {info['model_class']} on {info['device']} "
+        f"({info['dtype']}), {info['num_parameters']:,} parameters"
+    )
+
+
+def parse_weights(value: str) -> dict[str, float]:
+    """"pirate: 0.7, formal: 0.3" -> {"pirate": 0.7, "formal": 0.3}; the core checks names and numbers."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in (value or "").split(","))):
+        name, _, weight = part.partition(":")
+        try:
+            weights[name.strip()] = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            raise gr.Error(f"weight {weight.strip()!r} for {name.strip()!r} is not a number") from None
+    return weights
+
+
+def build_text_tab(studio: TextStudio) -> None:
+    """The Text tab's components and events, inside the caller's Blocks."""
+
+    def refreshed(adapters):
+        names = [a["adapter_name"] for a in adapters]
+        trainable = [a["adapter_name"] for a in adapters if a["trainable"]]
+        return text_rows(adapters), gr.update(choices=names, value=names[:1]), choices_update(names), \
+            choices_update(trainable)  # fmt: skip
+
+    @user_errors
+    def ui_load_model(model_id, revision):
+        info = studio.load_model(model_id, revision or "main")
+        return (model_markdown(info), *refreshed(studio.list_adapters()))
+
+    @user_errors
+    def ui_load_adapter(repo_id, adapter_name, revision):
+        return refreshed(studio.load_adapter(repo_id, adapter_name, revision or "main"))
+
+    @user_errors
+    def ui_add_adapter(adapter_name, r, alpha, dropout, targets):
+        return refreshed(studio.add_adapter(adapter_name, int(r), float(alpha), float(dropout), targets))
+
+    @user_errors
+    def ui_delete(adapter_name):
+        if not adapter_name:
+            raise gr.Error("choose an adapter to delete")
+        return refreshed(studio.delete_adapter(adapter_name))
+
+    @user_errors
+    def ui_merge(weights, new_name, combination_type, density):
+        return refreshed(studio.merge_adapters(parse_weights(weights), new_name, combination_type, density))
+
+    @user_errors_gen
+    def ui_train(adapter_name, to_learn, steps, learning_rate):
+        """Train in a worker thread and stream the loss curve to the page as it goes."""
+        if not adapter_name:
+            raise gr.Error("add an adapter first (Add a LoRA), then choose it here")
+        losses: queue.Queue = queue.Queue()
+        outcome: dict = {}
+
+        def work():
+            try:
+                outcome["result"] = studio.train_adapter(
+                    adapter_name, to_learn, int(steps), float(learning_rate),
+                    progress=lambda step, total, loss: losses.put((step, loss)),
+                )  # fmt: skip
+            except Exception as exc:  # re-raised in the handler's thread, where Gradio reports it
+                outcome["error"] = exc
+            losses.put(None)
+
+        threading.Thread(target=work, daemon=True).start()
+        points, shown = [], 0.0
+        while (item := losses.get()) is not None:
+            points.append({"step": item[0], "loss": item[1]})
+            if time.monotonic() - shown > 0.25:  # a few frames a second is smooth; one per step would flood
+                shown = time.monotonic()
+                yield gr.update(value=_frame(points)), f"step {item[0]} / {int(steps)}: loss {item[1]:.3f}"
+        if "error" in outcome:
+            raise outcome["error"]
+        r = outcome["result"]
+        yield gr.update(value=_frame(points)), f"trained **{r['adapter_name']}** for {r['steps']} steps: loss " \
+            f"{r['loss_start']:.3f} → {r['loss_end']:.3f}"  # fmt: skip
+
+    @user_errors
+    def ui_export(adapter_name):
+        if not adapter_name:
+            raise gr.Error("choose an adapter to export")
+        return str(studio.export_adapter(adapter_name, tempfile.mkdtemp(dir=EXPORT_DIR)))
+
+    @user_errors
+    def ui_generate(prompt, active, disabled, max_new_tokens, do_sample, seed, temperature):
+        return studio.generate(prompt, active or [], not disabled, int(max_new_tokens), do_sample, int(seed),
+                             float(temperature))  # fmt: skip
+
+    @user_errors
+    def ui_compare(prompt, active, max_new_tokens, do_sample, seed, temperature):
+        return studio.compare(prompt, active or [], int(max_new_tokens), do_sample, int(seed), float(temperature))
+
+    info = studio.model_info() if studio.info else None
+    adapters = studio.list_adapters() if info else []
+    names = [a["adapter_name"] for a in adapters]
+
+    with gr.Row():
+        model_id = gr.Textbox(label="Causal LM or adapter repo (Hub id)", scale=3,
+                              value=info["model_id"] if info else bundled.DEFAULT_TEXT_MODEL)  # fmt: skip
+        model_revision = gr.Textbox(label="Revision", value="main", scale=1)
+        load_model_btn = gr.Button("Load model", scale=1)
+    model_md = gr.Markdown(model_markdown(info))
+    with gr.Row():
+        repo_id = gr.Textbox(label="Adapter repo id", placeholder="org/name", scale=3)
+        adapter_name = gr.Textbox(label="adapter_name (optional)", scale=2)
+        adapter_revision = gr.Textbox(label="Revision", value="main", scale=1)
+        load_adapter_btn = gr.Button("Load adapter", scale=1)
+    table = gr.Dataframe(value=text_rows(adapters), headers=TEXT_COLUMNS, interactive=False, label="Adapters",
+                         elem_id="text-adapter-table")  # fmt: skip
+    with gr.Row():
+        active = gr.CheckboxGroup(label="Active adapters (this request)", choices=names, value=names[:1], scale=3)
+        delete_name = gr.Dropdown(label="Adapter to delete / export", choices=names, scale=2)
+        delete_btn = gr.Button("Delete", variant="stop", scale=1)
+        export_btn = gr.Button("Export (PEFT folder, zipped)", scale=1)
+    export_file = gr.File(label="Exported adapter", visible=True)
+    with gr.Accordion("Add a LoRA and train it", open=False):
+        with gr.Row():
+            new_name = gr.Textbox(label="adapter_name", value="mine")
+            rank = gr.Number(label="r", value=8, precision=0, minimum=1)
+            alpha = gr.Number(label="lora_alpha", value=16)
+            dropout = gr.Number(label="lora_dropout", value=0.0, minimum=0)
+            targets = gr.Textbox(label="target_modules (comma-separated; empty: peft's default)")
+            add_btn = gr.Button("Add LoRA")
+        with gr.Row():
+            train_name = gr.Dropdown(label="Adapter to train", choices=[a["adapter_name"] for a in adapters
+                                                                      if a["trainable"]])  # fmt: skip
+            train_steps = gr.Slider(1, 500, value=60, step=1, label="Steps")
+            learning_rate = gr.Number(label="Learning rate", value=0.01)
+        to_learn = gr.Textbox(label="Text to learn", lines=4, placeholder="Paste text in the style to learn")
+        train_btn = gr.Button("Train", variant="primary")
+        loss_plot = gr.LinePlot(x="step", y="loss", label="Training loss", height=220)
+        train_md = gr.Markdown()
+    with gr.Accordion("Merge adapters with weights (add_weighted_adapter)", open=False):
+        with gr.Row():
+            merge_weights = gr.Textbox(label="adapters and weights", placeholder="pirate: 0.7, formal: 0.3", scale=3)
+            merge_name = gr.Textbox(label="new adapter_name", value="merged", scale=2)
+            merge_type = gr.Dropdown(label="combination_type", choices=list(MERGE_TYPES), value="linear", scale=2)
+            density = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="density (ties, dare, prune)", scale=2)
+            merge_btn = gr.Button("Merge", scale=1)
+    with gr.Row():
+        prompt = gr.Textbox(label="Prompt", value="the red circle", scale=3, elem_id="text-prompt")
+        max_new_tokens = gr.Slider(1, 256, value=24, step=1, label="max_new_tokens")
+    with gr.Row():
+        do_sample = gr.Checkbox(label="Sample (else greedy)", value=False)
+        seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
+        temperature = gr.Slider(0.05, 5.0, value=1.0, step=0.05, label="Temperature")
+        disabled = gr.Checkbox(label="Disable adapters (base output)", value=False)
+    with gr.Row():
+        generate_btn = gr.Button("Generate text", variant="primary", elem_id="generate-text")
+        compare_btn = gr.Button("Compare base vs adapted", elem_id="compare-text")
+    with gr.Row():
+        output = gr.Textbox(label="Output", lines=3, elem_id="text-output")
+        base_out = gr.Textbox(label="Base", lines=3, elem_id="text-base")
+        adapted_out = gr.Textbox(label="Adapted", lines=3, elem_id="text-adapted")
+
+    private = {"api_visibility": "private"}  # the page's own events; the named API is text_api()
+    lists = [table, active, delete_name, train_name]
+    load_model_btn.click(ui_load_model, [model_id, model_revision], [model_md, *lists], **private)
+    load_adapter_btn.click(ui_load_adapter, [repo_id, adapter_name, adapter_revision], lists, **private)
+    add_btn.click(ui_add_adapter, [new_name, rank, alpha, dropout, targets], lists, **private)
+    delete_btn.click(ui_delete, [delete_name], lists, **private)
+    merge_btn.click(ui_merge, [merge_weights, merge_name, merge_type, density], lists, **private)
+    train_btn.click(ui_train, [train_name, to_learn, train_steps, learning_rate], [loss_plot, train_md], **private)
+    export_btn.click(ui_export, [delete_name], export_file, **private)
+    settings = [max_new_tokens, do_sample, seed, temperature]
+    generate_btn.click(ui_generate, [prompt, active, disabled, *settings], output, **private)
+    compare_btn.click(ui_compare, [prompt, active, *settings], [base_out, adapted_out], **private)
+
+
+def _frame(points):
+    import pandas as pd
+
+    return pd.DataFrame(points, columns=["step", "loss"])
