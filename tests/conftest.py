@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,13 @@ import torch
 from safetensors.torch import save_file
 
 from tests.tiny import build_tiny_pipeline, lora_state_dict
+from tests.tiny_text import build_tiny_lm, rename_keys, write_adapter
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # The Hub is unreachable here; a test that forgot the olah fixture must fail fast, not hang.
 os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
 
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]  # the tiny LM's linear layers
 CARD = "---\nbase_model: tiny\ninstance_prompt: {trigger}\nlicense: mit\n---\n# {name}\nA test LoRA.\n"
 
 
@@ -75,6 +78,49 @@ def assets(tmp_path_factory):
     return folders
 
 
+@pytest.fixture(scope="session")
+def lm_assets(tmp_path_factory):
+    """{name: folder}: the tiny LM and adapter folders for it, under one root that tests allow as local paths."""
+    from peft import LoHaConfig, LoraConfig
+
+    root = tmp_path_factory.mktemp("text-assets")
+    model = build_tiny_lm(root / "tiny-lm")
+    base = str(root / "tiny-lm")
+
+    def lora(seed, r=4, targets=ALL):
+        return LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, init_lora_weights=False), seed
+
+    folders = {"root": root, "lm": root / "tiny-lm", "lm_copy": shutil.copytree(root / "tiny-lm", root / "lm-copy")}
+    for name, (config, seed) in {
+        "lora_a": lora(1),
+        "lora_b": lora(2),
+        "lora_c_r2": lora(3, r=2, targets=["q_proj", "v_proj"]),
+    }.items():
+        folders[name] = write_adapter(model, root / name.replace("_", "-"), config, seed, base)
+    folders["loha"] = write_adapter(
+        model, root / "loha", LoHaConfig(r=4, alpha=8, target_modules=ALL, init_weights=False), 4, base
+    )
+    # Made for another architecture: GPT-2 style names that this Llama does not have.
+    folders["other_arch"] = rename_keys(
+        folders["lora_a"], root / "other-arch", lambda k: k.replace("model.layers.", "transformer.h.")
+    )
+    # Half fits: layer 1's weights are named for a layer 7 that does not exist.
+    folders["half_fits"] = rename_keys(
+        folders["lora_a"], root / "half-fits", lambda k: k.replace("layers.1.", "layers.7.")
+    )
+    broken = rename_keys(folders["lora_a"], root / "truncated", lambda k: k)
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    folders["truncated"] = broken
+    return folders
+
+
+@pytest.fixture
+def allow_lm(monkeypatch, lm_assets):
+    monkeypatch.setenv("STUDIO_LOCAL_DIRS", str(lm_assets["root"]))
+    return lm_assets
+
+
 @pytest.fixture
 def allow_assets(monkeypatch, assets):
     monkeypatch.setenv("STUDIO_LOCAL_DIRS", str(assets["root"]))
@@ -104,19 +150,25 @@ def gen(studio, mix=None, use_adapters=True, seed=0, prompt="a red circle") -> n
 
 
 @contextlib.contextmanager
-def launch_app(assets, adapters=()):
-    """The real app around a studio holding the tiny pipeline (and `adapters`), served on a free loopback port."""
+def launch_app(assets, adapters=(), lm_assets=None, text_adapters=()):
+    """The real app around studios holding the tiny pipeline and LM (and the named adapters), served on a free
+    loopback port."""
     import app
     from peft_core.images import ImageStudio
+    from peft_core.text import TextStudio
 
     old = os.environ.get("STUDIO_LOCAL_DIRS")
-    os.environ["STUDIO_LOCAL_DIRS"] = str(assets["root"])
+    os.environ["STUDIO_LOCAL_DIRS"] = os.pathsep.join(str(a["root"]) for a in (assets, lm_assets) if a)
     try:
-        studio = ImageStudio(device="cpu")
+        studio, text = ImageStudio(device="cpu"), TextStudio(device="cpu")
         studio.load_pipeline(str(assets["pipeline"]))
         for name in adapters:
             studio.load_adapter(str(assets[name]), adapter_name=name)
-        demo = app.build_demo(studio)
+        if lm_assets:
+            text.load_model(str(lm_assets["lm"]))
+            for name in text_adapters:
+                text.load_adapter(str(lm_assets[name]), adapter_name=name)
+        demo = app.build_demo(studio, text)
         demo.queue(default_concurrency_limit=4).launch(
             prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, css=app.CSS
         )

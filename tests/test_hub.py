@@ -8,13 +8,23 @@ from peft_core.errors import HubError
 from peft_core.images import ImageStudio
 from tests.conftest import gen
 from tests.hubserver import running_hub
+from tests.tiny_text import write_adapter
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory, assets):
+def hub(tmp_path_factory, assets, lm_assets):
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    # A text adapter whose config names its base by Hub id, as adapters published on the Hub do.
+    model = AutoModelForCausalLM.from_pretrained(lm_assets["lm"])
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    text_adapter = write_adapter(model, tmp_path_factory.mktemp("text-adapter"), config, 5, "test-org/tiny-lm")
     with running_hub(tmp_path_factory.mktemp("hub")) as server:
+        server.add_repo("test-org/tiny-lm", lm_assets["lm"])
+        server.add_repo("test-org/lm-adapter", text_adapter)
         server.add_repo("test-org/tiny-sd", assets["pipeline"])
         lora_b = assets["lora_b"]
         server.add_repo("test-org/lora", assets["lora_a"], revisions={"v2": lora_b})
@@ -81,3 +91,19 @@ def test_allowed_orgs(studio, monkeypatch):
     monkeypatch.setenv("STUDIO_ALLOWED_ORGS", "trusted,other")
     with pytest.raises(HubError, match="not from an allowed organisation .* allowed: other, trusted"):
         studio.load_adapter("test-org/lora")
+
+
+def test_text_adapter_repo_brings_its_base_from_the_hub(hub):
+    from peft_core.text import TextStudio
+
+    text = TextStudio(device="cpu")
+    info = text.load_model("test-org/lm-adapter", "main")
+    assert info["model_class"] == "LlamaForCausalLM"
+    (adapter,) = info["adapters"]
+    assert adapter["repo_id"] == "test-org/lm-adapter" and adapter["r"] == 4
+    base = text.generate("the pirate", [], max_new_tokens=8)
+    assert text.generate("the pirate", [adapter["adapter_name"]], max_new_tokens=8) != base
+    text.load_adapter("test-org/lm-adapter", adapter_name="again", revision="main")
+    with pytest.raises(HubError, match="revision 'nope' not found"):
+        text.load_adapter("test-org/lm-adapter", adapter_name="x", revision="nope")
+    assert [a["adapter_name"] for a in text.list_adapters()] == [adapter["adapter_name"], "again"]

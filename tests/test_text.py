@@ -2,7 +2,6 @@
 state. Everything is offline: the LM and its adapters are built from configs into a folder the tests allow."""
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -13,54 +12,10 @@ import torch
 
 from peft_core.errors import AdapterError, HubError, InputError, StudioError
 from peft_core.text import TextStudio
-from tests.tiny_text import build_tiny_lm, rename_keys, write_adapter
+from tests.conftest import ALL
 
 PROMPT = "the pirate"
 TEXT = "the pirate sails the sea to the island and the captain is good . " * 3
-ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
-
-
-@pytest.fixture(scope="session")
-def lm_assets(tmp_path_factory):
-    """{name: folder}: the tiny LM and adapter folders for it, under one root that tests allow as local paths."""
-    from peft import LoHaConfig, LoraConfig
-
-    root = tmp_path_factory.mktemp("text-assets")
-    model = build_tiny_lm(root / "tiny-lm")
-    base = str(root / "tiny-lm")
-
-    def lora(seed, r=4, targets=ALL):
-        return LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, init_lora_weights=False), seed
-
-    folders = {"root": root, "lm": root / "tiny-lm", "lm_copy": shutil.copytree(root / "tiny-lm", root / "lm-copy")}
-    for name, (config, seed) in {
-        "lora_a": lora(1),
-        "lora_b": lora(2),
-        "lora_c_r2": lora(3, r=2, targets=["q_proj", "v_proj"]),
-    }.items():
-        folders[name] = write_adapter(model, root / name.replace("_", "-"), config, seed, base)
-    folders["loha"] = write_adapter(
-        model, root / "loha", LoHaConfig(r=4, alpha=8, target_modules=ALL, init_weights=False), 4, base
-    )
-    # Made for another architecture: GPT-2 style names that this Llama does not have.
-    folders["other_arch"] = rename_keys(
-        folders["lora_a"], root / "other-arch", lambda k: k.replace("model.layers.", "transformer.h.")
-    )
-    # Half fits: layer 1's weights are named for a layer 7 that does not exist.
-    folders["half_fits"] = rename_keys(
-        folders["lora_a"], root / "half-fits", lambda k: k.replace("layers.1.", "layers.7.")
-    )
-    broken = rename_keys(folders["lora_a"], root / "truncated", lambda k: k)
-    weights = broken / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-100])
-    folders["truncated"] = broken
-    return folders
-
-
-@pytest.fixture
-def allow_lm(monkeypatch, lm_assets):
-    monkeypatch.setenv("STUDIO_LOCAL_DIRS", str(lm_assets["root"]))
-    return lm_assets
 
 
 @pytest.fixture
