@@ -51,3 +51,12 @@ def png_file(image) -> FileData:
 
 def choices_update(names: list[str], value=None):
     return gr.update(choices=names, value=value if value in names else (names[-1] if names else None))
+
+
+def page_url(request: gr.Request | None) -> str:
+    """The address the user reached the app at (share links included), for copy-paste snippets."""
+    if request is None:
+        return "http://127.0.0.1:7860/"
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host", "127.0.0.1:7860")
+    scheme = request.headers.get("x-forwarded-proto", "http")
+    return f"{scheme}://{host}/"

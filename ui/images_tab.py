@@ -5,7 +5,10 @@ from gradio.data_classes import FileData
 
 from peft_core import bundled
 from peft_core.images import ImageRequest, ImageStudio
-from ui.common import choices_update, png_file, user_errors
+from peft_core.prompts import with_trigger_words
+from peft_core.sweep import parse_values, sweep
+from ui.common import choices_update, page_url, png_file, user_errors
+from ui.snippets import image_snippet
 
 ADAPTER_COLUMNS = ["active", "adapter_name", "weight", "repo_id", "weight_name", "revision", "rank", "components",
                    "size_mb", "trigger_words"]  # fmt: skip
@@ -116,38 +119,69 @@ def pipeline_markdown(info: dict | None) -> str:
 def build_images_tab(images: ImageStudio) -> None:
     """The Images tab's components and events, inside the caller's Blocks."""
 
+    def refreshed(adapters, table=None):
+        """The table and every adapter picker, after the resident set changed."""
+        names = [a["adapter_name"] for a in adapters]
+        x = gr.update(choices=names, value=names[0] if names else None)
+        return adapter_rows(adapters, table), choices_update(names), x, gr.update(choices=[""] + names, value="")
+
     @user_errors
     def ui_load_pipeline(model_id, revision):
         info = images.load_pipeline(model_id, revision or "main")
-        return pipeline_markdown(info), adapter_rows([]), choices_update([])
+        return pipeline_markdown(info), *refreshed([])
 
     @user_errors
     def ui_load_adapter(repo_id, weight_name, adapter_name, revision, table, progress=gr.Progress()):
         progress(0, desc=f"downloading and loading {repo_id}")
-        adapters = images.load_adapter(repo_id, weight_name, adapter_name, revision or "main")
-        return adapter_rows(adapters, table), choices_update([a["adapter_name"] for a in adapters])
+        return refreshed(images.load_adapter(repo_id, weight_name, adapter_name, revision or "main"), table)
 
     @user_errors
     def ui_delete_adapter(adapter_name, table):
         if not adapter_name:
             raise gr.Error("choose an adapter to delete")
-        adapters = images.delete_adapter(adapter_name)
-        return adapter_rows(adapters, table), choices_update([a["adapter_name"] for a in adapters])
+        return refreshed(images.delete_adapter(adapter_name), table)
 
-    def request(table, disabled, prompt, negative, seed, steps, guidance, width, height):
-        return ImageRequest(prompt, mix_from_rows(table), not disabled, int(seed), int(steps), float(guidance),
-                            int(width), int(height), negative)  # fmt: skip
+    def request(table, disabled, triggers, prompt, negative, seed, steps, guidance, width, height):
+        mix = mix_from_rows(table)
+        if triggers and not disabled:
+            prompt = with_trigger_words(prompt, images.list_adapters(), mix)
+        return ImageRequest(prompt, mix, not disabled, int(seed), int(steps), float(guidance), int(width),
+                            int(height), negative)  # fmt: skip
 
     def denoising(progress):
         return lambda step, total: progress((step, total), desc="denoising")
 
     @user_errors
-    def ui_generate(table, disabled, *settings, progress=gr.Progress()):
-        return images.generate(request(table, disabled, *settings), denoising(progress))
+    def ui_generate(table, disabled, triggers, *settings, progress=gr.Progress()):
+        r = request(table, disabled, triggers, *settings)
+        return images.generate(r, denoising(progress)), prompt_note(r)
 
     @user_errors
-    def ui_compare(table, disabled, *settings, progress=gr.Progress()):
-        return images.compare(request(table, False, *settings), denoising(progress))
+    def ui_compare(table, disabled, triggers, *settings, progress=gr.Progress()):
+        r = request(table, False, triggers, *settings)
+        return (*images.compare(r, denoising(progress)), prompt_note(r))
+
+    @user_errors
+    def ui_sweep(table, disabled, triggers, x_name, x_text, y_name, y_text, *settings, progress=gr.Progress()):
+        if not x_name:
+            raise gr.Error("choose the adapter to sweep on X")
+        r = request(table, False, triggers, *settings)
+        x_values = parse_values("X", x_text)
+        y_values = parse_values("Y", y_text) if y_name else None
+        cells = sweep(images, r, x_name, x_values, y_name or "", y_values,
+                      progress=lambda i, n: progress((i, n), desc="sweep"))  # fmt: skip
+        return gr.update(value=cells, columns=len(x_values)), prompt_note(r)
+
+    def ui_snippet(table, disabled, triggers, prompt, negative, seed, steps, guidance, width, height,
+                   http: gr.Request):  # fmt: skip
+        mix = mix_from_rows(table)
+        if triggers and not disabled:
+            prompt = with_trigger_words(prompt, images.list_adapters(), mix)
+        return image_snippet(page_url(http), prompt, negative, {k: float(v) for k, v in mix.items()}, not disabled,
+                             int(seed), int(steps), float(guidance), int(width), int(height))  # fmt: skip
+
+    def prompt_note(r: ImageRequest) -> str:
+        return f"Prompt sent: `{r.prompt}`"
 
     info = images.info.to_dict() if images.info else None
     adapters = images.list_adapters() if info else []
@@ -188,19 +222,39 @@ def build_images_tab(images: ImageStudio) -> None:
         height = gr.Slider(8, 1024, value=defaults["default_height"], step=8, label="Height")
     with gr.Row():
         disabled = gr.Checkbox(label="Disable LoRA (base output)", value=False, elem_id="disable-lora")
+        triggers = gr.Checkbox(label="Append trigger words", value=True, elem_id="trigger-words")
         generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
         compare_btn = gr.Button("Compare base vs adapted", elem_id="compare")
+    sent = gr.Markdown(elem_id="prompt-sent")
     with gr.Row():
         image_args = {"format": "png", "type": "pil", "height": 320, "elem_classes": "pixelated"}
         image = gr.Image(label="Image", elem_id="image", **image_args)
         base_image = gr.Image(label="Base (same seed)", elem_id="base", **image_args)
         adapted_image = gr.Image(label="Adapted (same seed)", elem_id="adapted", **image_args)
+    names = [a["adapter_name"] for a in adapters]
+    with gr.Accordion("Weight sweep (X/Y grid)", open=False):
+        with gr.Row():
+            x_name = gr.Dropdown(label="X adapter", choices=names, value=names[0] if names else None,
+                                 elem_id="sweep-x")  # fmt: skip
+            x_text = gr.Textbox(label="X weights", value="-1:1.5:6", elem_id="sweep-x-values")
+            y_name = gr.Dropdown(label="Y adapter (optional)", choices=[""] + names, value="")
+            y_text = gr.Textbox(label="Y weights", value="0, 0.5, 1")
+            sweep_btn = gr.Button("Run sweep", elem_id="sweep")
+        grid = gr.Gallery(label="Sweep", columns=6, height="auto", elem_id="sweep-grid", elem_classes="pixelated",
+                          format="png")  # fmt: skip
+    with gr.Accordion("Use via API", open=False):
+        snippet = gr.Code(language="python", label="gradio_client: reproduces what is on screen",
+                          elem_id="api-snippet")  # fmt: skip
 
     settings = [prompt, negative, seed, steps, guidance, width, height]
     private = {"api_visibility": "private"}  # the page's own events; the named API is image_api()
-    load_pipeline_btn.click(ui_load_pipeline, [model_id, model_revision], [pipeline_md, table, delete_name], **private)
-    load_adapter_btn.click(ui_load_adapter, [repo_id, weight_name, adapter_name, adapter_revision, table],
-                           [table, delete_name], **private)  # fmt: skip
-    delete_btn.click(ui_delete_adapter, [delete_name, table], [table, delete_name], **private)
-    generate_btn.click(ui_generate, [table, disabled, *settings], image, **private)
-    compare_btn.click(ui_compare, [table, disabled, *settings], [base_image, adapted_image], **private)
+    lists = [table, delete_name, x_name, y_name]
+    load_pipeline_btn.click(ui_load_pipeline, [model_id, model_revision], [pipeline_md, *lists], **private)
+    load_adapter_btn.click(ui_load_adapter, [repo_id, weight_name, adapter_name, adapter_revision, table], lists,
+                           **private)  # fmt: skip
+    delete_btn.click(ui_delete_adapter, [delete_name, table], lists, **private)
+    common = [table, disabled, triggers]
+    generate_btn.click(ui_generate, [*common, *settings], [image, sent], **private)
+    compare_btn.click(ui_compare, [*common, *settings], [base_image, adapted_image, sent], **private)
+    sweep_btn.click(ui_sweep, [*common, x_name, x_text, y_name, y_text, *settings], [grid, sent], **private)
+    gr.on([c.change for c in [*common, *settings]], ui_snippet, [*common, *settings], snippet, **private)

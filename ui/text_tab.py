@@ -9,7 +9,8 @@ import gradio as gr
 
 from peft_core import bundled
 from peft_core.text import MERGE_TYPES, TextStudio
-from ui.common import choices_update, user_errors, user_errors_gen
+from ui.common import choices_update, page_url, user_errors, user_errors_gen
+from ui.snippets import text_snippet
 
 TEXT_COLUMNS = ["adapter_name", "repo_id", "source", "peft_type", "r", "lora_alpha", "target_modules", "trainable",
                 "steps_trained"]  # fmt: skip
@@ -191,6 +192,10 @@ def build_text_tab(studio: TextStudio) -> None:
     def ui_compare(prompt, active, max_new_tokens, do_sample, seed, temperature):
         return studio.compare(prompt, active or [], int(max_new_tokens), do_sample, int(seed), float(temperature))
 
+    def ui_snippet(prompt, active, disabled, max_new_tokens, do_sample, seed, temperature, http: gr.Request):
+        return text_snippet(page_url(http), prompt, active or [], not disabled, int(max_new_tokens), do_sample,
+                            int(seed), float(temperature))  # fmt: skip
+
     info = studio.model_info() if studio.info else None
     adapters = studio.list_adapters() if info else []
     names = [a["adapter_name"] for a in adapters]
@@ -253,6 +258,8 @@ def build_text_tab(studio: TextStudio) -> None:
         output = gr.Textbox(label="Output", lines=3, elem_id="text-output")
         base_out = gr.Textbox(label="Base", lines=3, elem_id="text-base")
         adapted_out = gr.Textbox(label="Adapted", lines=3, elem_id="text-adapted")
+    with gr.Accordion("Use via API", open=False):
+        snippet = gr.Code(language="python", label="gradio_client: reproduces what is on screen")
 
     private = {"api_visibility": "private"}  # the page's own events; the named API is text_api()
     lists = [table, active, delete_name, train_name]
@@ -266,6 +273,8 @@ def build_text_tab(studio: TextStudio) -> None:
     settings = [max_new_tokens, do_sample, seed, temperature]
     generate_btn.click(ui_generate, [prompt, active, disabled, *settings], output, **private)
     compare_btn.click(ui_compare, [prompt, active, *settings], [base_out, adapted_out], **private)
+    shown = [prompt, active, disabled, *settings]
+    gr.on([c.change for c in shown], ui_snippet, shown, snippet, **private)
 
 
 def _frame(points):
