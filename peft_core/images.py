@@ -242,6 +242,18 @@ class ImageStudio:
         self._last_used.pop(adapter_name, None)
         self._applied = _UNKNOWN
 
+    def export_mix(self, adapters: dict, folder):
+        """One LoRA safetensors file that equals this mix (see export.py); returns its path."""
+        from pathlib import Path
+
+        from peft_core.export import save_mix
+
+        request = self.check_request(ImageRequest("", adapters))
+        name = "_".join(f"{n}-{w:g}" for n, w in request.adapters.items())[:100] or "mix"
+        with self._lock:
+            path = Path(folder) / f"mix_{name}.safetensors"
+            return save_mix(self.pipe, request.adapters, path, self.info.model_id)
+
     # --- generation ----------------------------------------------------------------------------------------------
 
     def check_request(self, request: ImageRequest) -> ImageRequest:

@@ -218,3 +218,16 @@ def test_locked_base_cannot_be_replaced(studio, allow_assets, monkeypatch):
     with pytest.raises(InputError, match="locked to the base"):
         studio.load_pipeline(str(allow_assets["lora_a"]))
     studio.load_pipeline(str(allow_assets["pipeline"]))  # reloading the same base stays allowed
+
+
+def test_exported_mix_reproduces_the_mix(two, tmp_path, monkeypatch, allow_assets):
+    """The concatenated file, loaded as one adapter at weight 1, gives the mix's image (to float rounding)."""
+    path = two.export_mix({"a": 0.7, "b": -0.4}, tmp_path / "out")
+    monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{allow_assets['root']}:{tmp_path}")
+    info = two.load_adapter(str(path.parent), adapter_name="mixed")[-1]
+    assert info["rank"] == 8 and info["components"] == ["text_encoder", "unet"]
+    mixed, exported = gen(two, {"a": 0.7, "b": -0.4}), gen(two, {"mixed": 1.0})
+    assert np.abs(mixed - exported).max() <= 1  # uint8 pixels: at most one step of rounding apart
+    assert not np.array_equal(exported, gen(two, {"a": 0.7}))
+    with pytest.raises(InputError, match="nothing to export"):
+        two.export_mix({"a": 0.0}, tmp_path)

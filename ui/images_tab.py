@@ -1,5 +1,7 @@
 """The Images tab and the image API: a pipeline, its resident LoRAs, a table that is the mix, generate, compare."""
 
+import tempfile
+
 import gradio as gr
 from gradio.data_classes import FileData
 
@@ -180,6 +182,10 @@ def build_images_tab(images: ImageStudio) -> None:
         return image_snippet(page_url(http), prompt, negative, {k: float(v) for k, v in mix.items()}, not disabled,
                              int(seed), int(steps), float(guidance), int(width), int(height))  # fmt: skip
 
+    @user_errors
+    def ui_export(table):
+        return str(images.export_mix(mix_from_rows(table), tempfile.mkdtemp(prefix="adapter-studio-mix-")))
+
     def prompt_note(r: ImageRequest) -> str:
         return f"Prompt sent: `{r.prompt}`"
 
@@ -211,6 +217,8 @@ def build_images_tab(images: ImageStudio) -> None:
     with gr.Row():
         delete_name = gr.Dropdown(label="Adapter to delete", choices=[a["adapter_name"] for a in adapters], scale=3)
         delete_btn = gr.Button("Delete adapter", variant="stop", scale=1)
+        export_btn = gr.Button("Export mix as one LoRA", scale=1)
+    export_file = gr.File(label="The active mix as one LoRA safetensors (exact: the parts concatenated)")
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", value="a red circle", scale=3, elem_id="prompt")
         negative = gr.Textbox(label="Negative prompt", scale=2)
@@ -253,6 +261,7 @@ def build_images_tab(images: ImageStudio) -> None:
     load_adapter_btn.click(ui_load_adapter, [repo_id, weight_name, adapter_name, adapter_revision, table], lists,
                            **private)  # fmt: skip
     delete_btn.click(ui_delete_adapter, [delete_name, table], lists, **private)
+    export_btn.click(ui_export, [table], export_file, **private)
     common = [table, disabled, triggers]
     generate_btn.click(ui_generate, [*common, *settings], [image, sent], **private)
     compare_btn.click(ui_compare, [*common, *settings], [base_image, adapted_image, sent], **private)
