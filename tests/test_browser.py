@@ -1,4 +1,7 @@
-"""Smoke test in a real browser: Debian's Chromium driven by playwright loads the page and makes an image."""
+"""The user's journey in a real browser: Debian's Chromium driven by playwright, asserting on what the page shows.
+
+Screenshots of each step land in test-artifacts/ so a person can look at what the test saw.
+"""
 
 import shutil
 from pathlib import Path
@@ -13,40 +16,130 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+TIMEOUT = 90_000  # ms; the machine may be busy
 
 
 @pytest.fixture(scope="module")
-def page(assets):
+def page(assets, lm_assets):
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: run the README's test command, which installs it")
-    with launch_app(assets, adapters=("lora_a", "lora_b")) as url, sync_playwright() as p:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with launch_app(assets, ("lora_a",), lm_assets, ("lora_a",)) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(TIMEOUT)
         page.console_errors = []
         page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
         page.goto(url)
-        page.get_by_role("button", name="Generate").wait_for()
+        page.get_by_role("button", name="Generate", exact=True).wait_for()
+        page.assets = assets
         yield page
         browser.close()
 
 
-def image_src(page, elem_id: str) -> str:
-    img = page.locator(f"#{elem_id} img")
-    img.wait_for(timeout=60_000)
-    return img.get_attribute("src")
+def shot(page, name):
+    page.screenshot(path=ARTIFACTS / f"browser-{name}.png", full_page=True)
 
 
-def test_generate_shows_an_image(page):
-    ARTIFACTS.mkdir(exist_ok=True)
+def image_bytes(page, elem_id: str, previous: bytes | None = None) -> bytes:
+    """The PNG shown in #elem_id, waiting until it differs from `previous` (a new result arrived)."""
+    img = page.locator(f"#{elem_id} img").first
+    img.wait_for()
+    for _ in range(int(TIMEOUT / 250)):
+        src = img.get_attribute("src")
+        body = page.request.get(src).body() if src else b""
+        if body and body != previous:
+            return body
+        page.wait_for_timeout(250)
+    raise AssertionError(f"#{elem_id} did not show a new image")
+
+
+def click(page, name):
+    page.get_by_role("button", name=name, exact=True).click()
+
+
+def test_generate_load_weight_disable_compare(page):
     table = page.locator("#adapter-table")
-    for text in ("lora_a", "lora_b", "sks style"):  # adapter names and the trigger words from the card
-        assert table.get_by_text(text, exact=True).count() >= 1
-    page.get_by_role("button", name="Generate").click()
-    src = image_src(page, "image")
-    assert src
-    size = page.locator("#image img").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert table.get_by_text("lora_a", exact=True).count() >= 1
+    assert table.get_by_text("sks style").count() >= 1  # trigger words from the model card
+
+    click(page, "Generate")
+    adapted = image_bytes(page, "image")
+    size = page.locator("#image img").first.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert size == [32, 32]
-    page.screenshot(path=ARTIFACTS / "browser-generate.png", full_page=True)
-    assert not [e for e in page.console_errors if "favicon" not in e]
+    shot(page, "1-generate")
+
+    # Load a second adapter by its id (an allowed local folder here; a Hub id works the same way).
+    page.locator("#lora-repo-id textarea, #lora-repo-id input").first.fill(str(page.assets["lora_b"]))
+    page.locator("#lora-adapter-name textarea, #lora-adapter-name input").first.fill("second")
+    click(page, "Load adapter")
+    table.get_by_text("second", exact=True).wait_for()
+
+    # Move lora_a's weight: the image changes.
+    cell = table.locator('[data-testid="cell-0-2"]')  # row 0, column "weight"
+    cell.dblclick()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("0.3")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)
+    click(page, "Generate")
+    weighted = image_bytes(page, "image", adapted)
+    shot(page, "2-weight")
+
+    # The disable toggle gives the base; compare shows base and adapted side by side with the same seed.
+    page.locator("#disable-lora input").check()
+    click(page, "Generate")
+    base = image_bytes(page, "image", weighted)
+    page.locator("#disable-lora input").uncheck()
+    click(page, "Compare base vs adapted")
+    assert image_bytes(page, "base") == base
+    assert image_bytes(page, "adapted") == weighted
+    shot(page, "3-compare")
+
+
+def test_sweep_grid(page):
+    page.get_by_text("Weight sweep (X/Y grid)").click()
+    page.locator("#sweep-x-values textarea, #sweep-x-values input").first.fill("0, 0.5, 1")
+    click(page, "Run sweep")
+    grid = page.locator("#sweep-grid")
+    grid.get_by_text("lora_a=0.5").wait_for()
+    assert grid.locator("img").count() == 3
+    shot(page, "4-sweep")
+
+
+def test_bad_id_shows_a_toast_and_keeps_the_table(page):
+    rows = page.locator("#adapter-table .virtual-row").count()
+    page.locator("#lora-repo-id textarea, #lora-repo-id input").first.fill("not a/valid id")
+    click(page, "Load adapter")
+    page.get_by_text("is not a valid Hub id").first.wait_for()
+    shot(page, "5-error")
+    assert page.locator("#adapter-table .virtual-row").count() == rows == 2
+
+
+def test_text_tab_train_and_use(page):
+    page.get_by_role("tab", name="Text (Transformers)").click()
+    click(page, "Generate text")
+    out = page.locator("#text-output textarea")
+    page.wait_for_function("el => el.value.length > 0", arg=out.element_handle())
+    before = out.input_value()
+    page.get_by_text("Add a LoRA and train it").click()
+    click(page, "Add LoRA")
+    page.locator("#text-adapter-table").get_by_text("mine", exact=True).wait_for()
+    page.get_by_placeholder("Paste text in the style to learn").fill("the captain sails the sea . " * 6)
+    click(page, "Train")
+    page.get_by_text("trained").first.wait_for()
+    assert page.get_by_text("Training loss").count() >= 1
+    # Use it: only "mine" active, the learned text comes out.
+    page.get_by_role("checkbox", name="lora_a").uncheck()
+    page.get_by_role("checkbox", name="mine").check()
+    page.locator("#text-prompt textarea").fill("the captain")
+    click(page, "Generate text")
+    page.wait_for_function("([el, old]) => el.value !== old", arg=[out.element_handle(), before])
+    assert "sails the sea" in out.input_value()
+    shot(page, "6-train")
+
+
+def test_no_console_errors(page):
+    assert not [e for e in page.console_errors if "favicon" not in e and "Failed to load resource" not in e]

@@ -145,7 +145,7 @@ def build_images_tab(images: ImageStudio) -> None:
 
     def request(table, disabled, triggers, prompt, negative, seed, steps, guidance, width, height):
         mix = mix_from_rows(table)
-        if triggers and not disabled:
+        if triggers:  # also when disabled: the toggle then shows what the LoRA alone does to the same prompt
             prompt = with_trigger_words(prompt, images.list_adapters(), mix)
         return ImageRequest(prompt, mix, not disabled, int(seed), int(steps), float(guidance), int(width),
                             int(height), negative)  # fmt: skip
@@ -177,7 +177,7 @@ def build_images_tab(images: ImageStudio) -> None:
     def ui_snippet(table, disabled, triggers, prompt, negative, seed, steps, guidance, width, height,
                    http: gr.Request):  # fmt: skip
         mix = mix_from_rows(table)
-        if triggers and not disabled:
+        if triggers:
             prompt = with_trigger_words(prompt, images.list_adapters(), mix)
         return image_snippet(page_url(http), prompt, negative, {k: float(v) for k, v in mix.items()}, not disabled,
                              int(seed), int(steps), float(guidance), int(width), int(height))  # fmt: skip
