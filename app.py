@@ -5,6 +5,7 @@ named API endpoints; everything else lives in `peft_core`. Importing it download
 
     python app.py                 # bundled tiny models, offline, on CPU
     python app.py --share         # plus a public share link
+    python app.py --mcp           # plus an MCP server (tools = the named endpoints) at /gradio_api/mcp/
 """
 
 import argparse
@@ -61,6 +62,7 @@ def main(argv=None) -> None:
     parser.add_argument("--share", action="store_true", help="also serve through a public gradio share link")
     parser.add_argument("--server-name", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--server-port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--mcp", action="store_true", help="also serve the named endpoints as an MCP server")
     parser.add_argument("--no-defaults", action="store_true", help="start without loading the bundled models")
     args = parser.parse_args(argv)
 
@@ -68,7 +70,9 @@ def main(argv=None) -> None:
     if not args.no_defaults:
         load_defaults(images, text)
     demo = build_demo(images, text)
-    demo.queue().launch(share=args.share, server_name=args.server_name, server_port=args.server_port, css=CSS)
+    demo.queue().launch(
+        share=args.share, server_name=args.server_name, server_port=args.server_port, mcp_server=args.mcp, css=CSS
+    )
 
 
 if __name__ == "__main__":

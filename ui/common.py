@@ -15,6 +15,16 @@ OUTPUT_DIR = Path(tempfile.gettempdir()) / "adapter-studio"
 CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 
 
+def gpu(fn):
+    """On ZeroGPU Spaces, `spaces.GPU` lends a GPU for each call of `fn`; where the `spaces` package is not
+    importable (a laptop, CI, a dedicated GPU) `fn` is returned as it is."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(fn)
+
+
 def user_errors(fn):
     """Show the core's refusals as Gradio errors (a toast on the page, an AppError for API clients)."""
 

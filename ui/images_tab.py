@@ -9,7 +9,7 @@ from peft_core import bundled
 from peft_core.images import ImageRequest, ImageStudio
 from peft_core.prompts import with_trigger_words
 from peft_core.sweep import parse_values, sweep
-from ui.common import choices_update, page_url, png_file, user_errors
+from ui.common import choices_update, gpu, page_url, png_file, user_errors
 from ui.snippets import image_snippet
 
 ADAPTER_COLUMNS = ["active", "adapter_name", "weight", "repo_id", "weight_name", "revision", "rank", "components",
@@ -43,6 +43,7 @@ def image_api(images: ImageStudio) -> list:
         return images.delete_adapter(adapter_name)
 
     @user_errors
+    @gpu
     def generate(
         prompt: str,
         adapters: dict[str, float] = {},  # noqa: B006 - gradio reads the default for the API docs; never mutated
@@ -61,6 +62,7 @@ def image_api(images: ImageStudio) -> list:
         return png_file(images.generate(request))
 
     @user_errors
+    @gpu
     def compare(
         prompt: str,
         adapters: dict[str, float] = {},  # noqa: B006
@@ -154,16 +156,19 @@ def build_images_tab(images: ImageStudio) -> None:
         return lambda step, total: progress((step, total), desc="denoising")
 
     @user_errors
+    @gpu
     def ui_generate(table, disabled, triggers, *settings, progress=gr.Progress()):
         r = request(table, disabled, triggers, *settings)
         return images.generate(r, denoising(progress)), prompt_note(r)
 
     @user_errors
+    @gpu
     def ui_compare(table, disabled, triggers, *settings, progress=gr.Progress()):
         r = request(table, False, triggers, *settings)
         return (*images.compare(r, denoising(progress)), prompt_note(r))
 
     @user_errors
+    @gpu
     def ui_sweep(table, disabled, triggers, x_name, x_text, y_name, y_text, *settings, progress=gr.Progress()):
         if not x_name:
             raise gr.Error("choose the adapter to sweep on X")

@@ -9,7 +9,7 @@ import gradio as gr
 
 from peft_core import bundled
 from peft_core.text import MERGE_TYPES, TextStudio
-from ui.common import choices_update, page_url, user_errors, user_errors_gen
+from ui.common import choices_update, gpu, page_url, user_errors, user_errors_gen
 from ui.snippets import text_snippet
 
 TEXT_COLUMNS = ["adapter_name", "repo_id", "source", "peft_type", "r", "lora_alpha", "target_modules", "trainable",
@@ -38,6 +38,7 @@ def text_api(studio: TextStudio) -> list:
         return studio.add_adapter(adapter_name, r, lora_alpha, lora_dropout, target_modules)
 
     @user_errors
+    @gpu
     def train_text_adapter(adapter_name: str, text: str, steps: int, learning_rate: float) -> dict:
         """Train an added adapter on the given text; returns the loss before and after, and the curve."""
         return studio.train_adapter(adapter_name, text, steps, learning_rate)
@@ -60,6 +61,7 @@ def text_api(studio: TextStudio) -> list:
         return studio.delete_adapter(adapter_name)
 
     @user_errors
+    @gpu
     def generate_text(
         prompt: str,
         adapters: list[str] = [],  # noqa: B006 - gradio reads the default for the API docs; never mutated
@@ -74,6 +76,7 @@ def text_api(studio: TextStudio) -> list:
         return studio.generate(prompt, active, use_adapters, max_new_tokens, do_sample, seed, temperature)
 
     @user_errors
+    @gpu
     def compare_text(
         prompt: str,
         adapters: list[str] = [],  # noqa: B006
@@ -143,6 +146,7 @@ def build_text_tab(studio: TextStudio) -> None:
         return refreshed(studio.delete_adapter(adapter_name))
 
     @user_errors
+    @gpu
     def ui_merge(weights, new_name, combination_type, density):
         return refreshed(studio.merge_adapters(parse_weights(weights), new_name, combination_type, density))
 
@@ -184,11 +188,13 @@ def build_text_tab(studio: TextStudio) -> None:
         return str(studio.export_adapter(adapter_name, tempfile.mkdtemp(dir=EXPORT_DIR)))
 
     @user_errors
+    @gpu
     def ui_generate(prompt, active, disabled, max_new_tokens, do_sample, seed, temperature):
         return studio.generate(prompt, active or [], not disabled, int(max_new_tokens), do_sample, int(seed),
                              float(temperature))  # fmt: skip
 
     @user_errors
+    @gpu
     def ui_compare(prompt, active, max_new_tokens, do_sample, seed, temperature):
         return studio.compare(prompt, active or [], int(max_new_tokens), do_sample, int(seed), float(temperature))
 
