@@ -5,7 +5,7 @@ import tempfile
 import gradio as gr
 from gradio.data_classes import FileData
 
-from peft_core import bundled
+from peft_core import bundled, presets
 from peft_core.images import ImageRequest, ImageStudio
 from peft_core.prompts import with_trigger_words
 from peft_core.sweep import parse_values, sweep
@@ -191,6 +191,20 @@ def build_images_tab(images: ImageStudio) -> None:
     def ui_export(table):
         return str(images.export_mix(mix_from_rows(table), tempfile.mkdtemp(prefix="adapter-studio-mix-")))
 
+    image_presets = [p for p in presets.presets("images") if p.thumbnail.exists()]
+
+    @user_errors
+    def ui_preset(table, progress=gr.Progress(), evt: gr.SelectData = None):
+        preset = image_presets[evt.index]
+        progress(0, desc=f"loading {preset.name}")
+        mix = presets.apply(preset, images)
+        info = images.info.to_dict()
+        rows = [[row[1] in mix, row[1], mix.get(row[1], row[2]), *row[3:]]
+                for row in refreshed(images.list_adapters(), table)[0]]  # fmt: skip
+        settings = [preset.extra.get(k, info[f"default_{k}"]) for k in ("steps", "guidance_scale", "width", "height")]
+        return (pipeline_markdown(info), preset.base, preset.prompt, rows, *refreshed(images.list_adapters())[1:],
+                *settings)  # fmt: skip
+
     def prompt_note(r: ImageRequest) -> str:
         return f"Prompt sent: `{r.prompt}`"
 
@@ -198,6 +212,11 @@ def build_images_tab(images: ImageStudio) -> None:
     adapters = images.list_adapters() if info else []
     defaults = info or {"default_steps": 20, "default_guidance_scale": 5.0, "default_width": 32, "default_height": 32}
 
+    gallery = gr.Gallery(
+        value=[(str(p.thumbnail), f"{p.name}: {p.note}") for p in image_presets],
+        label="Presets (the bundled demos work offline; the others need the Hub)",
+        columns=7, height=200, allow_preview=False, elem_id="image-presets", elem_classes="pixelated",
+    )  # fmt: skip
     with gr.Row():
         model_id = gr.Textbox(label="Base pipeline (Hub id)", value=info["model_id"] if info else
                               bundled.DEFAULT_PIPELINE, scale=3)  # fmt: skip
@@ -267,6 +286,8 @@ def build_images_tab(images: ImageStudio) -> None:
                            **private)  # fmt: skip
     delete_btn.click(ui_delete_adapter, [delete_name, table], lists, **private)
     export_btn.click(ui_export, [table], export_file, **private)
+    gallery.select(ui_preset, [table], [pipeline_md, model_id, prompt, table, delete_name, x_name, y_name, steps,
+                                        guidance, width, height], **private)  # fmt: skip
     common = [table, disabled, triggers]
     generate_btn.click(ui_generate, [*common, *settings], [image, sent], **private)
     compare_btn.click(ui_compare, [*common, *settings], [base_image, adapted_image, sent], **private)

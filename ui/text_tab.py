@@ -7,7 +7,7 @@ import time
 
 import gradio as gr
 
-from peft_core import bundled
+from peft_core import bundled, presets
 from peft_core.text import MERGE_TYPES, TextStudio
 from ui.common import choices_update, gpu, page_url, user_errors, user_errors_gen
 from ui.snippets import text_snippet
@@ -198,6 +198,18 @@ def build_text_tab(studio: TextStudio) -> None:
     def ui_compare(prompt, active, max_new_tokens, do_sample, seed, temperature):
         return studio.compare(prompt, active or [], int(max_new_tokens), do_sample, int(seed), float(temperature))
 
+    text_presets = [p for p in presets.presets("text") if p.thumbnail.exists()]
+
+    @user_errors
+    def ui_preset(progress=gr.Progress(), evt: gr.SelectData = None):
+        preset = text_presets[evt.index]
+        progress(0, desc=f"loading {preset.name}")
+        mix = presets.apply(preset, studio)
+        table_rows, active, delete, train = refreshed(studio.list_adapters())
+        names = active["choices"]
+        active = gr.update(choices=names, value=[n for n in names if n in mix])
+        return model_markdown(studio.model_info()), preset.base, preset.prompt, table_rows, active, delete, train
+
     def ui_snippet(prompt, active, disabled, max_new_tokens, do_sample, seed, temperature, http: gr.Request):
         return text_snippet(page_url(http), prompt, active or [], not disabled, int(max_new_tokens), do_sample,
                             int(seed), float(temperature))  # fmt: skip
@@ -206,6 +218,11 @@ def build_text_tab(studio: TextStudio) -> None:
     adapters = studio.list_adapters() if info else []
     names = [a["adapter_name"] for a in adapters]
 
+    gallery = gr.Gallery(
+        value=[(str(p.thumbnail), f"{p.name}: {p.note}") for p in text_presets],
+        label="Presets (the bundled demos work offline; the others need the Hub)",
+        columns=7, height=200, allow_preview=False, elem_id="text-presets",
+    )  # fmt: skip
     with gr.Row():
         model_id = gr.Textbox(label="Causal LM or adapter repo (Hub id)", scale=3,
                               value=info["model_id"] if info else bundled.DEFAULT_TEXT_MODEL)  # fmt: skip
@@ -279,6 +296,7 @@ def build_text_tab(studio: TextStudio) -> None:
     settings = [max_new_tokens, do_sample, seed, temperature]
     generate_btn.click(ui_generate, [prompt, active, disabled, *settings], output, **private)
     compare_btn.click(ui_compare, [prompt, active, *settings], [base_out, adapted_out], **private)
+    gallery.select(ui_preset, None, [model_md, model_id, prompt, *lists], **private)
     shown = [prompt, active, disabled, *settings]
     gr.on([c.change for c in shown], ui_snippet, shown, snippet, **private)
 
