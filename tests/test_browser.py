@@ -28,7 +28,7 @@ def page(assets, lm_assets):
     ARTIFACTS.mkdir(exist_ok=True)
     with launch_app(assets, ("lora_a",), lm_assets, ("lora_a",)) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
         page.set_default_timeout(TIMEOUT)
         page.console_errors = []
         page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
@@ -143,3 +143,22 @@ def test_text_tab_train_and_use(page):
 
 def test_no_console_errors(page):
     assert not [e for e in page.console_errors if "favicon" not in e and "Failed to load resource" not in e]
+
+
+@pytest.mark.parametrize("theme, width", [("dark", 1280), ("light", 390), ("dark", 390)])
+def test_themes_and_phone_width(page, theme, width):
+    """Dark and light themes, and a phone-width window: the page renders, nothing overflows sideways, and an
+    image can still be made."""
+    other = page.context.new_page()
+    other.set_viewport_size({"width": width, "height": 900})
+    other.set_default_timeout(TIMEOUT)
+    other.goto(page.url.split("?")[0] + f"?__theme={theme}")
+    other.get_by_role("button", name="Generate", exact=True).click()
+    other.locator("#image img").first.wait_for()
+    is_dark = other.evaluate("document.body.classList.contains('dark') || "
+                             "document.documentElement.classList.contains('dark')")  # fmt: skip
+    assert is_dark == (theme == "dark")
+    overflow = other.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"the page is {overflow}px wider than a {width}px window"
+    other.screenshot(path=ARTIFACTS / f"browser-{theme}-{width}.png", full_page=True)
+    other.close()

@@ -215,7 +215,8 @@ def build_images_tab(images: ImageStudio) -> None:
     gallery = gr.Gallery(
         value=[(str(p.thumbnail), f"{p.name}: {p.note}") for p in image_presets],
         label="Presets (the bundled demos work offline; the others need the Hub)",
-        columns=7, height=200, allow_preview=False, elem_id="image-presets", elem_classes="pixelated",
+        columns=7, height=200, allow_preview=False, interactive=False, elem_id="image-presets",
+        elem_classes="pixelated",
     )  # fmt: skip
     with gr.Row():
         model_id = gr.Textbox(label="Base pipeline (Hub id)", value=info["model_id"] if info else
@@ -242,7 +243,7 @@ def build_images_tab(images: ImageStudio) -> None:
         delete_name = gr.Dropdown(label="Adapter to delete", choices=[a["adapter_name"] for a in adapters], scale=3)
         delete_btn = gr.Button("Delete adapter", variant="stop", scale=1)
         export_btn = gr.Button("Export mix as one LoRA", scale=1)
-    export_file = gr.File(label="The active mix as one LoRA safetensors (exact: the parts concatenated)")
+    export_file = gr.File(label="The active mix as one LoRA safetensors (exact: the parts concatenated)", height=90)
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", value="a red circle", scale=3, elem_id="prompt")
         negative = gr.Textbox(label="Negative prompt", scale=2)

@@ -221,7 +221,7 @@ def build_text_tab(studio: TextStudio) -> None:
     gallery = gr.Gallery(
         value=[(str(p.thumbnail), f"{p.name}: {p.note}") for p in text_presets],
         label="Presets (the bundled demos work offline; the others need the Hub)",
-        columns=7, height=200, allow_preview=False, elem_id="text-presets",
+        columns=7, height=200, allow_preview=False, interactive=False, elem_id="text-presets",
     )  # fmt: skip
     with gr.Row():
         model_id = gr.Textbox(label="Causal LM or adapter repo (Hub id)", scale=3,
@@ -241,7 +241,7 @@ def build_text_tab(studio: TextStudio) -> None:
         delete_name = gr.Dropdown(label="Adapter to delete / export", choices=names, scale=2)
         delete_btn = gr.Button("Delete", variant="stop", scale=1)
         export_btn = gr.Button("Export (PEFT folder, zipped)", scale=1)
-    export_file = gr.File(label="Exported adapter", visible=True)
+    export_file = gr.File(label="Exported adapter", height=90)
     with gr.Accordion("Add a LoRA and train it", open=False):
         with gr.Row():
             new_name = gr.Textbox(label="adapter_name", value="mine")
