@@ -162,3 +162,15 @@ def test_themes_and_phone_width(page, theme, width):
     assert overflow <= 1, f"the page is {overflow}px wider than a {width}px window"
     other.screenshot(path=ARTIFACTS / f"browser-{theme}-{width}.png", full_page=True)
     other.close()
+
+
+def test_preset_loads_a_bundled_demo(page):
+    page.get_by_role("tab", name="Images (Diffusers)").click()
+    gallery = page.locator("#image-presets")
+    gallery.get_by_text("Shapes: pastel", exact=False).first.wait_for()
+    gallery.locator("button").filter(has_text="Shapes: pastel").first.click()
+    page.get_by_text("adapter-studio/tiny-shapes @").first.wait_for()
+    assert page.locator("#adapter-table").get_by_text("pastel", exact=True).count() >= 1
+    click(page, "Generate")
+    image_bytes(page, "image")
+    shot(page, "7-preset")
