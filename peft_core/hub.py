@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from peft_core import bundled, settings
-from peft_core.errors import HubError
+from peft_core.errors import AdapterError, HubError
 
 REPO_ID_MAX = 96
 _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
@@ -91,16 +91,20 @@ class Repo:
             tree = HfApi().list_repo_tree(self.repo_id, revision=self.revision, recursive=True)
             return {item.path: getattr(item, "size", None) for item in tree if isinstance(item, RepoFile)}
 
-    def file_path(self, filename: str) -> Path:
+    def file_path(self, filename: str, force_download: bool = False) -> Path:
         """A local path to `filename`, downloaded into the Hub cache when the repo is remote."""
         if self.local_dir is not None:
             return self.local_dir / filename
         import huggingface_hub
 
         with hub_errors(self.repo_id, self.revision, filename):
-            return Path(huggingface_hub.hf_hub_download(self.repo_id, filename, revision=self.revision))
+            return Path(
+                huggingface_hub.hf_hub_download(
+                    self.repo_id, filename, revision=self.revision, force_download=force_download
+                )
+            )
 
-    def snapshot(self, allow_patterns: list[str]) -> Path:
+    def snapshot(self, allow_patterns: list[str], force_download: bool = False) -> Path:
         """A local folder with the files matching `allow_patterns` (never pickle files)."""
         if self.local_dir is not None:
             return self.local_dir
@@ -108,8 +112,18 @@ class Repo:
 
         with hub_errors(self.repo_id, self.revision):
             return Path(
-                huggingface_hub.snapshot_download(self.repo_id, revision=self.revision, allow_patterns=allow_patterns)
+                huggingface_hub.snapshot_download(
+                    self.repo_id, revision=self.revision, allow_patterns=allow_patterns, force_download=force_download
+                )
             )
+
+    def in_cache(self, filename: str) -> bool:
+        """Whether a Hub file of this revision is in the local cache already; asks no server."""
+        if self.local_dir is not None:
+            return False
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(self.repo_id, filename, revision=self.revision), str)
 
     def card_data(self) -> dict:
         """The model card's YAML metadata, or {} when the repo has no card."""
@@ -130,7 +144,10 @@ def _is_local_path(value: str) -> bool:
 
 def open_local(path: str, revision: str) -> Repo:
     """A folder under one of the admin's allowed dirs, read as a repo; anything else is refused."""
-    resolved = Path(path).expanduser().resolve()  # resolve() follows symlinks: a link cannot lead outside
+    try:
+        resolved = Path(path).expanduser().resolve()  # resolve() follows symlinks: a link cannot lead outside
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop, an unknown ~user
+        raise HubError(f"local path {path[:80]!r} is not a valid path; give a Hub id like 'org/name'") from None
     allowed = settings.current().local_dirs
     if not any(resolved == root or root in resolved.parents for root in allowed):
         where = ", ".join(map(str, allowed)) if allowed else "none are configured (STUDIO_LOCAL_DIRS)"
@@ -166,6 +183,42 @@ def check_file_size(repo: Repo, filename: str, size: int | None, max_mb: float) 
         raise HubError(
             f"{filename!r} in {repo.repo_id!r} is {size / 2**20:,.1f} MB; this Space accepts at most {max_mb:g} MB"
         )
+
+
+def check_snapshot_size(repo: Repo, sizes: dict[str, int | None], allow_patterns: list[str]) -> None:
+    """Refuse a model whose files matching `allow_patterns` (what `snapshot` would fetch) add up to more than the
+    admin's cap (STUDIO_MAX_MODEL_MB), before downloading any of them."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    names = list(filter_repo_objects(sizes, allow_patterns=allow_patterns))  # the same matching snapshot uses
+    total = sum(sizes[name] or 0 for name in names)
+    max_mb = settings.current().max_model_mb
+    if total > max_mb * 2**20:
+        raise HubError(
+            f"{repo.repo_id!r} (revision {repo.revision!r}) needs {total / 2**20:,.1f} MB in {len(names)} files; this "
+            f"Space loads models of at most {max_mb:g} MB (STUDIO_MAX_MODEL_MB)"
+        )
+
+
+def read_healing_cache(repo: Repo, filenames: list[str], fetch, read):
+    """read(fetch(False)), where fetch(force_download) returns local files of `repo` and read checks them.
+
+    A Hub file that came from the local cache and fails read's checks (AdapterError: a disk error, a copy cut
+    short, a hand edit) is fetched once more, bypassing the cache, and read again, so a broken cache heals itself
+    instead of failing every later load. A file that is broken on the Hub fails the same way twice.
+    """
+    cached = any(repo.in_cache(name) for name in filenames)
+    try:
+        return read(fetch(False))
+    except AdapterError as exc:
+        if not cached:
+            raise
+        broken = exc
+    try:
+        fresh = fetch(True)
+    except HubError as exc:
+        raise HubError(f"the cached copy is broken ({broken}) and downloading it again failed: {exc}") from None
+    return read(fresh)
 
 
 def pick_weight_name(repo: Repo, weight_name: str, files: list[str] | None = None) -> str:
@@ -215,7 +268,7 @@ def hub_errors(repo_id: str, revision: str, filename: str | None = None):
     except errors.GatedRepoError:
         raise HubError(f"{what} is gated: accept its terms on the Hub and set HF_TOKEN") from None
     except errors.RevisionNotFoundError:
-        raise HubError(f"revision {revision!r} not found in {repo_id!r}") from None
+        raise HubError(f"revision {revision!r} not found in {repo_id!r}{_revisions(repo_id)}") from None
     except errors.RemoteEntryNotFoundError:
         raise HubError(f"file {filename!r} not found in {what}") from None
     except errors.RepositoryNotFoundError:
@@ -223,6 +276,8 @@ def hub_errors(repo_id: str, revision: str, filename: str | None = None):
         if filename:
             raise HubError(f"file {filename!r} or repository {what} not found on the Hub") from None
         if revision != "main":
+            if valid := _revisions(repo_id):
+                raise HubError(f"revision {revision!r} not found in {repo_id!r}{valid}") from None
             raise HubError(f"repository {repo_id!r} or its revision {revision!r} not found on the Hub") from None
         raise HubError(f"repository {what} not found on the Hub (check the id, or set HF_TOKEN if private)") from None
     except errors.LocalEntryNotFoundError:
@@ -234,10 +289,41 @@ def hub_errors(repo_id: str, revision: str, filename: str | None = None):
     except (OSError, TimeoutError) as exc:
         raise HubError(f"{what}: the Hub is unreachable ({_short(exc)})") from None
     except Exception as exc:
-        # httpx transport errors (connect, read timeout) do not share a base class with OSError.
-        if type(exc).__module__.startswith(("httpx", "httpcore")):
-            raise HubError(f"{what}: the Hub is unreachable or too slow ({type(exc).__name__})") from None
-        raise
+        # httpx transport errors (connect, read timeout) do not share a base class with OSError, and a forced
+        # download that cannot reach the Hub raises a ValueError caused by one: look down the chain.
+        cause = exc
+        while cause is not None and not isinstance(cause, errors.HfHubHTTPError) and not _is_transport(cause):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        if isinstance(cause, errors.HfHubHTTPError):
+            raise HubError(f"the Hub refused {what}: {_short(cause)}") from None
+        during = f" while downloading {filename!r}" if filename else ""
+        if "Timeout" in type(cause).__name__:
+            from huggingface_hub import constants
+
+            raise HubError(
+                f"{what}: the Hub did not answer within {constants.HF_HUB_DOWNLOAD_TIMEOUT:g} s{during} "
+                f"({type(cause).__name__}); try again later, or raise HF_HUB_DOWNLOAD_TIMEOUT"
+            ) from None
+        raise HubError(f"{what}: the Hub is unreachable{during} ({type(cause).__name__}: {_short(cause)})") from None
+
+
+def _is_transport(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith(("httpx", "httpcore"))
+
+
+def _revisions(repo_id: str) -> str:
+    """"; its branches: main, v2; tags: v1.0" when the repo can be listed, else "" (asked only after an error)."""
+    from huggingface_hub import HfApi
+
+    try:
+        refs = HfApi().list_repo_refs(repo_id)
+    except Exception:  # the repo itself is missing or private: the caller says so
+        return ""
+    branches = ", ".join(sorted(b.name for b in refs.branches)[:20]) or "none"
+    tags = ", ".join(sorted(t.name for t in refs.tags)[:20])
+    return f"; its branches: {branches}" + (f"; tags: {tags}" if tags else "")
 
 
 def _short(exc: Exception) -> str:

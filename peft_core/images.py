@@ -15,9 +15,12 @@ from peft_core.adapters import AdapterInfo, read_lora_file, trigger_words
 from peft_core.errors import AdapterError, HubError, InputError
 from peft_core.runtime import pick_device, quiet_libraries
 
-# Files a diffusers pipeline needs; pickle weights are left out on purpose.
-PIPELINE_PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.model", "README.md", "*/*.json", "*/*.txt",
-                     "*/*.safetensors", "*/*.model"]  # fmt: skip
+# Files a diffusers pipeline needs; pickle weights are left out on purpose, and so are top-level weights: those
+# are single-file checkpoints (for A1111 and the like) that from_pretrained never reads, often several GB each.
+# (fnmatch's "*" matches "/", so "*.json" covers the component folders too.)
+PIPELINE_PATTERNS = ["*.json", "*.txt", "*.model", "README.md", "*/*.safetensors"]
+# Component libraries whose classes from_pretrained may build: the pipeline's parts ship with these two.
+PIPELINE_LIBRARIES = ("diffusers", "transformers")
 # Used when a pipeline's own config does not say better (SD 1.x-like defaults).
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.0
 # The applied mix after a load or delete: diffusers changed the active set, so the next request re-applies.
@@ -78,11 +81,14 @@ class ImageStudio:
                 f"this Space is locked to the base {self.info.model_id!r} (STUDIO_LOCK_BASE); {repo.repo_id!r} "
                 "cannot replace it"
             )
-        files = repo.list_files()
+        sizes = repo.file_sizes()
+        files = sorted(sizes)
         if "model_index.json" not in files:
             raise HubError(
                 f"{repo.repo_id!r} is not a diffusers pipeline (no model_index.json); files: {', '.join(files[:10])}"
             )
+        hub.check_snapshot_size(repo, sizes, PIPELINE_PATTERNS)
+        _check_model_index(repo.repo_id, repo.file_path("model_index.json"))
         folder = repo.snapshot(PIPELINE_PATTERNS)
         pipe = self._from_pretrained(repo.repo_id, folder)
         info = PipelineInfo(
@@ -106,8 +112,10 @@ class ImageStudio:
         with quiet_libraries():
             try:
                 # No custom_pipeline, no trust_remote_code: only code that ships with diffusers runs.
-                pipe = DiffusionPipeline.from_pretrained(folder, dtype=self.dtype, use_safetensors=True)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+                pipe = DiffusionPipeline.from_pretrained(
+                    folder, dtype=self.dtype, use_safetensors=True, trust_remote_code=False
+                )
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError, RuntimeError) as exc:
                 raise HubError(f"{repo_id!r} could not be loaded as a diffusers pipeline: {exc}") from None
         if not hasattr(pipe, "load_lora_weights"):
             raise AdapterError(f"{type(pipe).__name__} ({repo_id!r}) does not support LoRA adapters")
@@ -139,7 +147,9 @@ class ImageStudio:
         sizes = repo.file_sizes()
         weight_name = hub.pick_weight_name(repo, weight_name or "", list(sizes))
         hub.check_file_size(repo, weight_name, sizes[weight_name], settings.current().max_adapter_mb)
-        lora = read_lora_file(repo.file_path(weight_name))
+        lora = hub.read_healing_cache(
+            repo, [weight_name], lambda force: repo.file_path(weight_name, force), read_lora_file
+        )
         words = trigger_words(repo.card_data()) if "README.md" in sizes else []
         with self._lock:
             if not adapter_name or not adapter_name.strip():
@@ -182,6 +192,11 @@ class ImageStudio:
             )
         return candidates[0]
 
+    def _check_loaded(self, names) -> None:
+        missing = ", ".join(repr(name) for name in names if name not in self._adapters)
+        if missing:
+            raise InputError(f"adapter(s) {missing} not loaded; loaded: {', '.join(self._adapters) or 'none'}")
+
     def _check_free(self, adapter_name: str) -> None:
         if adapter_name in self._adapters:
             raise InputError(
@@ -198,6 +213,11 @@ class ImageStudio:
             registered = _count_lora_layers(pipe, adapter_name)
         except Exception as exc:
             self._undo_load(adapter_name)
+            if "not found in the base model" in str(exc):  # peft's words when no key matches a module at all
+                raise AdapterError(
+                    f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but none match "
+                    f"{self.info.model_id!r}: it was probably made for another base model"
+                ) from None
             raise AdapterError(
                 f"{source} ({lora.layout} layout) does not fit {self.info.model_id!r}: {_first_line(exc)}"
             ) from None
@@ -263,9 +283,7 @@ class ImageStudio:
         if not isinstance(mix, dict):
             raise InputError(f"adapters must map adapter names to weights, got {type(mix).__name__}")
         with self._lock:
-            missing = ", ".join(repr(name) for name in mix if name not in self._adapters)
-            if missing:
-                raise InputError(f"adapter(s) {missing} not loaded; loaded: {', '.join(self._adapters) or 'none'}")
+            self._check_loaded(mix)
         weights = {name: limits.check_weight(name, w) for name, w in mix.items()}
         return ImageRequest(
             prompt=limits.check_prompt("prompt", request.prompt),
@@ -293,6 +311,7 @@ class ImageStudio:
         """One PIL image for `request`. `progress(step, total)` is called after each denoising step."""
         request = self.check_request(request)
         with self._lock:
+            self._check_loaded(request.adapters)  # again: another request may have deleted one meanwhile
             self._apply_mix(request)
             return self._run(request, progress)
 
@@ -300,6 +319,7 @@ class ImageStudio:
         """(base image, adapted image) with the same seed and settings."""
         request = self.check_request(request)
         with self._lock:
+            self._check_loaded(request.adapters)
             self._apply_mix(dataclasses.replace(request, use_adapters=False))
             base = self._run(request, progress)
             self._apply_mix(request)
@@ -357,6 +377,41 @@ def _count_lora_layers(pipe, adapter_name: str) -> int:
             if lora_a is not None and adapter_name in lora_a:
                 count += 1
     return count
+
+
+def _check_model_index(repo_id: str, path) -> None:
+    """Refuse a pipeline whose model_index.json names code that does not ship with diffusers or transformers
+    (a custom pipeline class, a component from another module), before anything else is downloaded.
+
+    diffusers itself refuses such code without trust_remote_code, but only after the download, and with messages
+    such as "attribute name must be string, not 'list'".
+    """
+    import json
+
+    import diffusers
+
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HubError(f"{repo_id!r}: model_index.json is not valid JSON ({exc})") from None
+    if not isinstance(index, dict):
+        raise HubError(f"{repo_id!r}: model_index.json is not a JSON object")
+    name = index.get("_class_name")
+    pipeline_class = getattr(diffusers, name, None) if isinstance(name, str) else None
+    if not (isinstance(pipeline_class, type) and issubclass(pipeline_class, diffusers.DiffusionPipeline)):
+        raise HubError(
+            f"{repo_id!r} names the pipeline class {name!r}, which is not a pipeline that ships with diffusers; "
+            "custom pipeline code is never run here (no custom_pipeline, no trust_remote_code)"
+        )
+    for component, value in index.items():
+        if component.startswith("_") or not isinstance(value, list) or value == [None, None]:
+            continue
+        library = value[0] if value else None
+        if library not in PIPELINE_LIBRARIES and not hasattr(diffusers.pipelines, str(library)):
+            raise HubError(
+                f"{repo_id!r}: its component {component!r} is {value!r}, which is not a class from "
+                f"{' or '.join(PIPELINE_LIBRARIES)}; custom component code is never run here"
+            )
 
 
 def _pipeline_defaults(pipe, card_data: dict) -> dict:

@@ -46,7 +46,7 @@ def check_number(name: str, value, lo: float, hi: float) -> float:
     """A finite float in [lo, hi]."""
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too big for a float (JSON allows it)
         raise InputError(f"{name} must be a number in [{lo}, {hi}], got {value!r}") from None
     if not math.isfinite(number) or not lo <= number <= hi:
         raise InputError(f"{name} must be a finite number in [{lo}, {hi}], got {value!r}")
@@ -113,10 +113,11 @@ def check_adapter_name(value) -> str:
 @cache
 def torch_attribute_names() -> frozenset[str]:
     """Names peft cannot use for an adapter: it keeps adapters in torch ModuleDicts and ParameterDicts, where an
-    adapter called "half", "keys" or "to" would collide with a method."""
+    adapter called "half", "keys" or "to" would collide with a method, and one called "training" or "_modules" with
+    an attribute every instance sets in __init__ (so dir() of instances, not of the classes)."""
     import torch
 
-    return frozenset(dir(torch.nn.ModuleDict)) | frozenset(dir(torch.nn.ParameterDict))
+    return frozenset(dir(torch.nn.ModuleDict())) | frozenset(dir(torch.nn.ParameterDict()))
 
 
 def derive_adapter_name(repo_id: str, taken) -> str:

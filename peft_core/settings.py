@@ -6,6 +6,7 @@
 | STUDIO_ALLOWED_ORGS          | empty   | comma-separated Hub orgs/users to allow; empty allows every id       |
 | STUDIO_LOCK_BASE             | 0       | 1: the base model loaded at start cannot be replaced                 |
 | STUDIO_MAX_ADAPTER_MB        | 2048    | largest LoRA file accepted, checked before the download              |
+| STUDIO_MAX_MODEL_MB          | 32768   | largest base model (sum of its files), checked before the download   |
 | STUDIO_MAX_RESIDENT_ADAPTERS | 32      | adapters kept loaded; past it the least recently used one goes       |
 """
 
@@ -22,6 +23,7 @@ class Settings:
     allowed_orgs: frozenset[str]  # empty: every org
     lock_base: bool
     max_adapter_mb: float
+    max_model_mb: float  # a pipeline or LM: the files its snapshot would fetch, added up
     max_resident_adapters: int
 
 
@@ -44,5 +46,6 @@ def current() -> Settings:
         allowed_orgs=frozenset(o.strip() for o in orgs.split(",") if o.strip()),
         lock_base=os.environ.get("STUDIO_LOCK_BASE", "0").strip().lower() in ("1", "true", "yes"),
         max_adapter_mb=_number("STUDIO_MAX_ADAPTER_MB", "2048", float),
+        max_model_mb=_number("STUDIO_MAX_MODEL_MB", "32768", float),
         max_resident_adapters=_number("STUDIO_MAX_RESIDENT_ADAPTERS", "32", int),
     )

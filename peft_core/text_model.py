@@ -50,7 +50,12 @@ def fetch_adapter(repo: hub.Repo, sizes: dict) -> AdapterFolder:
             )
         raise HubError(f"{where} has no {ADAPTER_WEIGHTS}; files: {_some(sizes)}")
     hub.check_file_size(repo, ADAPTER_WEIGHTS, sizes[ADAPTER_WEIGHTS], settings.current().max_adapter_mb)
-    return read_adapter_folder(repo.snapshot(ADAPTER_PATTERNS), source=repr(repo.repo_id))
+    return hub.read_healing_cache(
+        repo,
+        ADAPTER_PATTERNS,
+        lambda force: repo.snapshot(ADAPTER_PATTERNS, force),
+        lambda folder: read_adapter_folder(folder, source=repr(repo.repo_id)),
+    )
 
 
 def open_base(adapter_repo: hub.Repo, adapter: AdapterFolder) -> hub.Repo:
@@ -78,6 +83,7 @@ def check_model_files(repo: hub.Repo, files: dict) -> None:
                 "can run code. Pick a model with .safetensors weights."
             )
         raise HubError(f"{where} has no .safetensors weights; files: {_some(files)}")
+    hub.check_snapshot_size(repo, files, MODEL_PATTERNS)
 
 
 def describe_model(model, repo: hub.Repo, device: str) -> TextModelInfo:
@@ -102,6 +108,7 @@ def describe_model(model, repo: hub.Repo, device: str) -> TextModelInfo:
 
 def load_causal_lm(repo_id: str, folder, device: str, dtype):
     """(model, tokenizer) from a snapshot folder: safetensors only, no remote code, frozen, in eval mode."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with quiet_libraries():
@@ -110,7 +117,7 @@ def load_causal_lm(repo_id: str, folder, device: str, dtype):
             model = AutoModelForCausalLM.from_pretrained(
                 folder, dtype=dtype, use_safetensors=True, trust_remote_code=False
             )
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
             raise HubError(f"{repo_id!r} could not be loaded as a causal LM: {first_line(exc)}") from None
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
