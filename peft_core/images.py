@@ -143,7 +143,7 @@ class ImageStudio:
         repo = hub.open_repo(repo_id, revision)
         if adapter_name and adapter_name.strip():
             adapter_name = limits.check_adapter_name(adapter_name)
-            self._check_free(adapter_name)
+            limits.check_free(adapter_name, self._adapters)
         sizes = repo.file_sizes()
         weight_name = hub.pick_weight_name(repo, weight_name or "", list(sizes))
         hub.check_file_size(repo, weight_name, sizes[weight_name], settings.current().max_adapter_mb)
@@ -154,7 +154,7 @@ class ImageStudio:
         with self._lock:
             if not adapter_name or not adapter_name.strip():
                 adapter_name = limits.derive_adapter_name(repo.repo_id, self._adapters)
-            self._check_free(adapter_name)
+            limits.check_free(adapter_name, self._adapters)
             evict = self._eviction_candidate()
             self._inject(adapter_name, lora, f"{repo.repo_id}/{weight_name}")
             if evict is not None:
@@ -191,17 +191,6 @@ class ImageStudio:
                 "or in use; delete one first"
             )
         return candidates[0]
-
-    def _check_loaded(self, names) -> None:
-        missing = ", ".join(repr(name) for name in names if name not in self._adapters)
-        if missing:
-            raise InputError(f"adapter(s) {missing} not loaded; loaded: {', '.join(self._adapters) or 'none'}")
-
-    def _check_free(self, adapter_name: str) -> None:
-        if adapter_name in self._adapters:
-            raise InputError(
-                f"adapter_name {adapter_name!r} is already loaded; choose another name or delete it first"
-            )
 
     def _inject(self, adapter_name: str, lora, source: str) -> None:
         """load_lora_weights, then check that the adapter really landed; on any failure, undo it."""
@@ -283,7 +272,7 @@ class ImageStudio:
         if not isinstance(mix, dict):
             raise InputError(f"adapters must map adapter names to weights, got {type(mix).__name__}")
         with self._lock:
-            self._check_loaded(mix)
+            limits.check_loaded(mix, self._adapters)
         weights = {name: limits.check_weight(name, w) for name, w in mix.items()}
         return ImageRequest(
             prompt=limits.check_prompt("prompt", request.prompt),
@@ -311,7 +300,8 @@ class ImageStudio:
         """One PIL image for `request`. `progress(step, total)` is called after each denoising step."""
         request = self.check_request(request)
         with self._lock:
-            self._check_loaded(request.adapters)  # again: another request may have deleted one meanwhile
+            # again: another request may have deleted one meanwhile
+            limits.check_loaded(request.adapters, self._adapters)
             self._apply_mix(request)
             return self._run(request, progress)
 
@@ -319,7 +309,7 @@ class ImageStudio:
         """(base image, adapted image) with the same seed and settings."""
         request = self.check_request(request)
         with self._lock:
-            self._check_loaded(request.adapters)
+            limits.check_loaded(request.adapters, self._adapters)
             self._apply_mix(dataclasses.replace(request, use_adapters=False))
             base = self._run(request, progress)
             self._apply_mix(request)

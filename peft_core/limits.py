@@ -135,3 +135,16 @@ def derive_adapter_name(repo_id: str, taken) -> str:
     while name in taken or name in torch_attribute_names():
         name, n = f"{base}_{n}", n + 1
     return name
+
+
+def check_loaded(names, resident) -> None:
+    """Every name in `names` is a resident adapter (`resident`: the studio's adapters by name)."""
+    missing = ", ".join(repr(name) for name in names if name not in resident)
+    if missing:
+        raise InputError(f"adapter(s) {missing} not loaded; loaded: {', '.join(resident) or 'none'}")
+
+
+def check_free(adapter_name: str, resident) -> None:
+    """`adapter_name` is not taken by a resident adapter."""
+    if adapter_name in resident:
+        raise InputError(f"adapter_name {adapter_name!r} is already loaded; choose another name or delete it first")

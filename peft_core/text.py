@@ -139,13 +139,13 @@ class TextStudio:
         repo = hub.open_repo(repo_id, revision)
         if adapter_name and adapter_name.strip():
             adapter_name = limits.check_adapter_name(adapter_name)
-            self._check_free(adapter_name)
+            limits.check_free(adapter_name, self._adapters)
         adapter = fetch_adapter(repo, repo.file_sizes())
         with self._lock:
             info = self._require_model()
             if not adapter_name or not adapter_name.strip():
                 adapter_name = limits.derive_adapter_name(repo.repo_id, self._adapters)
-            self._check_free(adapter_name)
+            limits.check_free(adapter_name, self._adapters)
             self._check_same_type(adapter.peft_type, repr(repo.repo_id))
             evict = self._eviction_candidate()
             record = load_adapter_folder(self.model, adapter_name, adapter, repo, info.model_id)
@@ -175,7 +175,7 @@ class TextStudio:
         targets = _split_names("target_modules", target_modules)
         with self._lock:
             info = self._require_model()
-            self._check_free(adapter_name)
+            limits.check_free(adapter_name, self._adapters)
             self._check_same_type("LORA", f"the new adapter {adapter_name!r}")
             if targets == ["all-linear"]:
                 peft_targets = "all-linear"  # peft expands it to every linear layer but the output head
@@ -251,8 +251,8 @@ class TextStudio:
         new_adapter_name = limits.check_adapter_name(new_adapter_name)
         with self._lock:
             self._require_model()
-            self._check_loaded(weights)
-            self._check_free(new_adapter_name)
+            limits.check_loaded(weights, self._adapters)
+            limits.check_free(new_adapter_name, self._adapters)
             check_mergeable(self.model, weights, kind)
             evict = self._eviction_candidate()
             try:
@@ -294,17 +294,6 @@ class TextStudio:
         if adapter_name not in self._adapters:
             raise InputError(f"no adapter named {adapter_name!r}; loaded: {', '.join(self._adapters) or 'none'}")
         return self._adapters[adapter_name]
-
-    def _check_loaded(self, names) -> None:
-        missing = ", ".join(repr(name) for name in names if name not in self._adapters)
-        if missing:
-            raise InputError(f"adapter(s) {missing} not loaded; loaded: {', '.join(self._adapters) or 'none'}")
-
-    def _check_free(self, adapter_name: str) -> None:
-        if adapter_name in self._adapters:
-            raise InputError(
-                f"adapter_name {adapter_name!r} is already loaded; choose another name or delete it first"
-            )
 
     def _check_same_type(self, peft_type: str, what: str) -> None:
         """One peft method per model: a LoHa injected next to a LoRA wraps the LoRA layer inside its own."""
@@ -358,7 +347,7 @@ class TextStudio:
         self._require_model()
         names = _split_names("adapters", request.adapters)
         with self._lock:
-            self._check_loaded(names)
+            limits.check_loaded(names, self._adapters)
         temperature = limits.check_number("temperature", request.temperature, 0.0, TEMPERATURE_MAX)
         if temperature <= 0:
             raise InputError(f"temperature must be a number in (0, {TEMPERATURE_MAX:g}], got {request.temperature!r}")
@@ -384,7 +373,8 @@ class TextStudio:
             TextRequest(prompt, adapters, use_adapters, max_new_tokens, do_sample, seed, temperature)
         )
         with self._lock:
-            self._check_loaded(request.adapters)  # again: another request may have deleted one meanwhile
+            # again: another request may have deleted one meanwhile
+            limits.check_loaded(request.adapters, self._adapters)
             ids = self._encode(request)
             self._apply_active(request.adapters if request.use_adapters else ())
             return self._run(ids, request)
@@ -394,7 +384,7 @@ class TextStudio:
         """(base text, adapted text) for the same prompt, seed and settings."""
         request = self.check_request(TextRequest(prompt, adapters, True, max_new_tokens, do_sample, seed, temperature))
         with self._lock:
-            self._check_loaded(request.adapters)
+            limits.check_loaded(request.adapters, self._adapters)
             ids = self._encode(request)
             self._apply_active(())
             base = self._run(ids, request)
