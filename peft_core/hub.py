@@ -6,7 +6,10 @@ Errors are turned into `HubError`s that name the repo and say what was wrong.
 """
 
 import contextlib
+import contextvars
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -97,12 +100,13 @@ class Repo:
             return self.local_dir / filename
         import huggingface_hub
 
-        with hub_errors(self.repo_id, self.revision, filename):
+        with hub_errors(self.repo_id, self.revision, filename), _reported(self.repo_id, filename) as tqdm_class:
             return Path(
                 huggingface_hub.hf_hub_download(
-                    self.repo_id, filename, revision=self.revision, force_download=force_download
+                    self.repo_id, filename, revision=self.revision, force_download=force_download,
+                    tqdm_class=tqdm_class,
                 )
-            )
+            )  # fmt: skip
 
     def snapshot(self, allow_patterns: list[str], force_download: bool = False) -> Path:
         """A local folder with the files matching `allow_patterns` (never pickle files)."""
@@ -110,12 +114,13 @@ class Repo:
             return self.local_dir
         import huggingface_hub
 
-        with hub_errors(self.repo_id, self.revision):
+        with hub_errors(self.repo_id, self.revision), _reported(self.repo_id, None) as tqdm_class:
             return Path(
                 huggingface_hub.snapshot_download(
-                    self.repo_id, revision=self.revision, allow_patterns=allow_patterns, force_download=force_download
+                    self.repo_id, revision=self.revision, allow_patterns=allow_patterns, force_download=force_download,
+                    tqdm_class=tqdm_class,
                 )
-            )
+            )  # fmt: skip
 
     def in_cache(self, filename: str) -> bool:
         """Whether a Hub file of this revision is in the local cache already; asks no server."""
@@ -329,3 +334,124 @@ def _revisions(repo_id: str) -> str:
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+# --- download progress: bytes on disk out of bytes expected, for whoever shows a progress bar --------------------
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """Where one Hub download stands: `Repo.file_path` (one file) or `Repo.snapshot` (several, added up)."""
+
+    repo_id: str
+    filename: str | None  # None for a snapshot
+    done: int  # bytes on disk so far
+    total: int  # bytes expected, 0 while unknown; a snapshot's grows as each of its files starts
+    finished: bool = False  # the last report: every file is on disk (total 0: all came from the cache)
+
+    @property
+    def what(self) -> str:
+        return f"{self.repo_id}/{self.filename}" if self.filename else self.repo_id
+
+
+# Who is waiting for the bytes of the downloads started in this thread (or asyncio task): one sink per request,
+# so two users loading at once each see their own bar. The loading code in between never has to pass it along.
+_SINK: contextvars.ContextVar[Callable[[DownloadProgress], None] | None] = contextvars.ContextVar(
+    "download_progress_sink", default=None
+)
+
+
+@contextlib.contextmanager
+def report_downloads(sink: Callable[[DownloadProgress], None]):
+    """Send a `DownloadProgress` to `sink` as each Hub download made inside the block advances.
+
+    Bundled repos and local folders download nothing and report nothing; a file found in the cache reports only
+    `finished`. `sink` may be called from huggingface_hub's worker threads (snapshots fetch files in parallel).
+    """
+    token = _SINK.set(sink)
+    try:
+        yield
+    finally:
+        _SINK.reset(token)
+
+
+@contextlib.contextmanager
+def _reported(repo_id: str, filename: str | None):
+    """The `tqdm_class` for one download: None (huggingface_hub's own console bars) when nobody is listening."""
+    sink = _SINK.get()
+    if sink is None:
+        yield None
+        return
+    counter = _ByteCounter(sink, repo_id, filename)
+    yield counter.bar_class()
+    counter.report(finished=True)  # only reached when the download succeeded
+
+
+class _ByteCounter:
+    """Stands in for tqdm through huggingface_hub's `tqdm_class`: every bar it makes is a plain counter, and the
+    byte bars ("B") are forwarded to the sink as one DownloadProgress (the file-count bar of a snapshot is not).
+
+    hf_hub_download makes one byte bar; snapshot_download makes two that add up all its files, one for the bytes
+    received and one for the bytes written, which differ when Xet deduplicates. The bar expecting the most bytes
+    is reported: the bytes written, which end at the size of the files.
+    """
+
+    def __init__(self, sink: Callable[[DownloadProgress], None], repo_id: str, filename: str | None):
+        self.sink, self.repo_id, self.filename = sink, repo_id, filename
+        self.bars: list = []
+        self.lock = threading.Lock()
+        self.last: tuple | None = None
+
+    def report(self, finished: bool = False) -> None:
+        with self.lock:
+            bar = max(self.bars, key=lambda b: (b.total or 0, b.n), default=None)
+            total = int(bar.total or 0) if bar else 0
+            done = int(bar.n) if bar else 0
+            done = min(done, total) if total else done
+            if finished:
+                done = total = max(done, total)
+            state = (done, total, finished)
+            if state == self.last:
+                return
+            self.last = state
+        self.sink(DownloadProgress(self.repo_id, self.filename, done, total, finished))
+
+    def bar_class(self) -> type:
+        counter = self
+
+        class Bar:
+            """The part of tqdm's interface that huggingface_hub uses."""
+
+            def __init__(self, *args, total=None, initial=0, unit="it", **kwargs):
+                self.total, self.n, self.unit = total, initial or 0, unit
+                self.format_dict = {"rate": None}
+                if unit == "B":
+                    counter.bars.append(self)
+                    counter.report()
+
+            def update(self, n=1):
+                self.n += n or 0
+                self.refresh()
+
+            def update_transfer(self, n=1):
+                """Bytes received: huggingface_hub reports the bytes written through update() as well."""
+
+            def refresh(self, *args, **kwargs):
+                if self.unit == "B":
+                    counter.report()
+
+            def close(self):
+                pass
+
+            def set_description(self, *args, **kwargs):
+                pass
+
+            set_description_str = set_postfix = set_postfix_str = set_transfer_postfix_str = set_description
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        return Bar
