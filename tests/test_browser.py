@@ -60,10 +60,26 @@ def click(page, name):
     page.get_by_role("button", name=name, exact=True).click()
 
 
+def card(page, name):
+    """The card of one resident adapter: its facts, active checkbox, weight slider and delete button."""
+    return page.locator(f"#adapter-card-{name}").first
+
+
+def set_weight(page, name, weight: float):
+    card(page, name).locator('input[type="range"]').fill(str(weight))
+    number = card(page, name).locator('input[type="number"]')
+    page.wait_for_function("([el, w]) => Number(el.value) === w", arg=[number.element_handle(), weight])
+
+
+def resident_names(page) -> list[str]:
+    return sorted(page.locator("#adapter-cards .gr-group[id^=adapter-card-]").evaluate_all(
+        "els => [...new Set(els.map(e => e.id.slice('adapter-card-'.length)))]"))  # fmt: skip
+
+
 def test_generate_load_weight_disable_compare(page):
-    table = page.locator("#adapter-table")
-    assert table.get_by_text("lora_a", exact=True).count() >= 1
-    assert table.get_by_text("sks style").count() >= 1  # trigger words from the model card
+    card(page, "lora_a").wait_for()
+    assert card(page, "lora_a").get_by_text("sks style").count() >= 1  # trigger words from the model card
+    assert card(page, "lora_a").get_by_role("checkbox", name="lora_a").is_checked()  # the first starts active
 
     click(page, "Generate")
     adapted = image_bytes(page, "image")
@@ -75,15 +91,12 @@ def test_generate_load_weight_disable_compare(page):
     page.locator("#lora-repo-id textarea, #lora-repo-id input").first.fill(str(page.assets["lora_b"]))
     page.locator("#lora-adapter-name textarea, #lora-adapter-name input").first.fill("second")
     click(page, "Load adapter")
-    table.get_by_text("second", exact=True).wait_for()
+    card(page, "second").wait_for()
+    page.locator("#adapter-load-status").get_by_text("Loaded second from").wait_for()
+    assert not card(page, "second").get_by_role("checkbox", name="second").is_checked()
 
-    # Move lora_a's weight: the image changes.
-    cell = table.locator('[data-testid="cell-0-2"]')  # row 0, column "weight"
-    cell.dblclick()
-    page.keyboard.press("ControlOrMeta+a")
-    page.keyboard.type("0.3")
-    page.keyboard.press("Enter")
-    page.wait_for_timeout(500)
+    # Move lora_a's weight slider: the image changes.
+    set_weight(page, "lora_a", 0.3)
     click(page, "Generate")
     weighted = image_bytes(page, "image", adapted)
     shot(page, "2-weight")
@@ -109,13 +122,28 @@ def test_sweep_grid(page):
     shot(page, "4-sweep")
 
 
-def test_bad_id_shows_a_toast_and_keeps_the_table(page):
-    rows = page.locator("#adapter-table .virtual-row").count()
+def test_bad_id_shows_a_toast_and_keeps_the_cards(page):
     page.locator("#lora-repo-id textarea, #lora-repo-id input").first.fill("not a/valid id")
     click(page, "Load adapter")
     page.get_by_text("is not a valid Hub id").first.wait_for()
     shot(page, "5-error")
-    assert page.locator("#adapter-table .virtual-row").count() == rows == 2
+    assert resident_names(page) == ["lora_a", "second"]
+
+
+def test_delete_per_card_keeps_the_other_weights(page):
+    """Each card deletes its own adapter; the others keep the weight and the mix the page showed."""
+    set_weight(page, "second", -0.5)
+    card(page, "second").get_by_role("checkbox", name="second").check()
+    page.get_by_text("Use via API").first.click()
+    snippet = page.locator("#api-snippet")
+    snippet.get_by_text("adapters={'lora_a': 0.3, 'second': -0.5}").wait_for()
+    card(page, "second").get_by_role("button", name="Delete").click()
+    card(page, "second").wait_for(state="detached")
+    assert resident_names(page) == ["lora_a"]
+    assert card(page, "lora_a").locator('input[type="number"]').input_value() == "0.3"
+    snippet.get_by_text("adapters={'lora_a': 0.3}").wait_for()
+    shot(page, "5-delete")
+    page.get_by_text("Use via API").first.click()
 
 
 def test_text_tab_train_and_use(page):
@@ -170,7 +198,9 @@ def test_preset_loads_a_bundled_demo(page):
     gallery.get_by_text("Shapes: pastel", exact=False).first.wait_for()
     gallery.locator("button").filter(has_text="Shapes: pastel").first.click()
     page.get_by_text("adapter-studio/tiny-shapes @").first.wait_for()
-    assert page.locator("#adapter-table").get_by_text("pastel", exact=True).count() >= 1
+    card(page, "pastel").wait_for()  # the cards are redrawn just after the event that loaded them
+    assert "lora_a" not in resident_names(page)  # a new base clears the adapters made for the old one
+    assert card(page, "pastel").get_by_role("checkbox", name="pastel").is_checked()
     click(page, "Generate")
     image_bytes(page, "image")
     shot(page, "7-preset")

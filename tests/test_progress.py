@@ -89,3 +89,17 @@ def test_nothing_is_reported_outside_the_block_and_errors_end_without_finished(s
     with hub.report_downloads(reports.append), pytest.raises(HubError):
         repo.file_path("missing.safetensors")
     assert not any(r.finished for r in reports)
+
+
+def test_page_bar_shows_megabytes_and_the_load_between_downloads(server, small_chunks):
+    """ui.common.hub_progress: what gr.Progress receives while a file downloads, then while it loads."""
+    from ui.common import hub_progress
+
+    calls = []
+    with hub_progress(lambda value, desc: calls.append((value, desc)), "loading test-org/lora-b"):
+        hub.open_repo("test-org/lora-b").file_path(WEIGHTS)
+    assert calls[0] == calls[-1] == (None, "loading test-org/lora-b")
+    bars = calls[1:-1]
+    assert bars and all(desc.startswith(f"downloading test-org/lora-b/{WEIGHTS}: ") for _, desc in bars)
+    assert bars[-1][0] == 1.0 and bars[-1][1].endswith(" MB") and " / " in bars[-1][1]
+    assert [value for value, _ in bars] == sorted(value for value, _ in bars)

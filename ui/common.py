@@ -1,18 +1,21 @@
 """What the tabs share: turning the core's refusals into Gradio errors, PNG files for API clients, the CSS."""
 
+import contextlib
 import functools
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 import gradio as gr
 from gradio.data_classes import FileData
 
-from peft_core import StudioError
+from peft_core import StudioError, hub
 
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "adapter-studio"
 # Small demo images are shown enlarged with crisp pixels instead of a blur.
-CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
+CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }\n" \
+    ".adapter-card .facts { padding: 0 var(--size-2) var(--size-1); }"  # fmt: skip
 
 
 def gpu(fn):
@@ -49,6 +52,31 @@ def user_errors_gen(fn):
             raise gr.Error(str(exc)) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def hub_progress(progress: gr.Progress, what: str):
+    """Show the Hub downloads made inside the block as a progress bar in bytes ("downloading org/name/file:
+    3.1 / 9.8 MB"), and `what` (e.g. "loading org/name") before, between and after them."""
+    shown = [0.0]
+
+    def sink(p: hub.DownloadProgress) -> None:
+        if p.finished:
+            progress(None, desc=what)
+            return
+        if p.done < p.total and time.monotonic() - shown[0] < 0.1:  # ten frames a second; every chunk would flood
+            return
+        shown[0] = time.monotonic()
+        amount = f"{_mb(p.done)} / {_mb(p.total)} MB" if p.total else f"{_mb(p.done)} MB"
+        progress(p.done / p.total if p.total else None, desc=f"downloading {p.what}: {amount}")
+
+    progress(None, desc=what)
+    with hub.report_downloads(sink):
+        yield
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.1f}" if n >= 2**20 / 10 else f"{n / 2**20:.2g}"
 
 
 def png_file(image) -> FileData:

@@ -1,5 +1,7 @@
-"""The Images tab and the image API: a pipeline, its resident LoRAs, a table that is the mix, generate, compare."""
+"""The Images tab and the image API: a pipeline, its resident LoRAs as cards that are the mix, generate, compare."""
 
+import itertools
+import json
 import tempfile
 
 import gradio as gr
@@ -7,14 +9,13 @@ from gradio.data_classes import FileData
 
 from peft_core import bundled, presets
 from peft_core.images import ImageRequest, ImageStudio
+from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from peft_core.prompts import with_trigger_words
 from peft_core.sweep import parse_values, sweep
-from ui.common import choices_update, gpu, page_url, png_file, user_errors
+from ui.common import gpu, hub_progress, page_url, png_file, user_errors
 from ui.snippets import image_snippet
 
-ADAPTER_COLUMNS = ["active", "adapter_name", "weight", "repo_id", "weight_name", "revision", "rank", "components",
-                   "size_mb", "trigger_words"]  # fmt: skip
-ADAPTER_TYPES = ["bool", "str", "number", "str", "str", "str", "number", "str", "number", "str"]
+WEIGHT_STEP = 0.05
 
 
 def image_api(images: ImageStudio) -> list:
@@ -82,32 +83,38 @@ def image_api(images: ImageStudio) -> list:
     return [load_pipeline, load_adapter, list_adapters, delete_adapter, generate, compare]
 
 
-# --- the table of resident adapters: the page's editable view of the mix ----------------------------------------
+# --- the resident adapters as cards: the page's editable view of the mix -------------------------------------------
+# The mix lives in the browser as {adapter_name: [active, weight]} in a hidden JSON component: each card's checkbox
+# and slider write their own entry there at once (a JavaScript-only event, no round trip and no race between two
+# quick moves), and generate, compare, sweep, the snippet and export read it. The server-side State only says
+# which cards to draw, with the values to start them at.
 
 
-def adapter_rows(adapters: list[dict], previous=None) -> list[list]:
-    """One row per resident adapter; keeps the active flag and weight the user already set for known names.
-    With no previous table, the first adapter starts active so the first image already shows an effect."""
-    kept = {row[1]: (bool(row[0]), float(row[2])) for row in _rows(previous)}
-    rows = []
-    for i, a in enumerate(adapters):
-        active, weight = kept.get(a["adapter_name"], (not kept and i == 0, 1.0))
-        rows.append([active, a["adapter_name"], weight, a["repo_id"], a["weight_name"], a["revision"], a["rank"],
-                     ", ".join(a["components"]), a["size_mb"], ", ".join(a["trigger_words"])])  # fmt: skip
-    return rows
+def card_rows(adapters: list[dict], previous: dict | None = None) -> dict[str, list]:
+    """{adapter_name: [active, weight]} for every resident adapter, keeping what the page showed for known names.
+    New ones start inactive at weight 1, but the first adapter of an empty page starts active so that the first
+    image already shows an effect."""
+    previous = previous or {}
+    return {a["adapter_name"]: list(previous.get(a["adapter_name"], [not previous and i == 0, 1.0]))
+            for i, a in enumerate(adapters)}  # fmt: skip
 
 
-def _rows(table) -> list[list]:
-    if table is None:
-        return []
-    if hasattr(table, "values"):  # a pandas DataFrame from the Dataframe component
-        table = table.values.tolist()
-    return [row for row in table if len(row) >= 3 and row[1]]
+def mix_of(rows: dict | None) -> dict[str, float]:
+    """The request's mix: every active adapter at its weight (the core checks names and values)."""
+    return {str(name): float(weight) for name, (active, weight) in (rows or {}).items() if active}
 
 
-def mix_from_rows(table) -> dict[str, float]:
-    """The request's mix: every active row's adapter at its weight (the core checks the values)."""
-    return {str(row[1]): row[2] for row in _rows(table) if bool(row[0])}
+def facts_markdown(a: dict) -> str:
+    """One line of an adapter's facts: where it came from, its rank, the parts it touches, size, trigger words."""
+    triggers = ", ".join(a["trigger_words"])
+    return (f"`{a['repo_id']}` @ `{a['revision']}` · `{a['weight_name']}` · rank {a['rank']} · "
+            f"{', '.join(a['components'])} · {a['size_mb']} MB" + (f" · trigger words: *{triggers}*" if triggers
+                                                                    else ""))  # fmt: skip
+
+
+def _set_row_js(name: str) -> str:
+    """The browser-side update of one card's entry in the mix, from its checkbox and slider."""
+    return f"(rows, active, weight) => ({{...(rows || {{}}), {json.dumps(name)}: [active, weight]}})"
 
 
 def pipeline_markdown(info: dict | None) -> str:
@@ -122,31 +129,41 @@ def pipeline_markdown(info: dict | None) -> str:
 
 def build_images_tab(images: ImageStudio) -> None:
     """The Images tab's components and events, inside the caller's Blocks."""
+    versions = itertools.count(1)  # every new card set differs from the last, so the cards are always redrawn
 
-    def refreshed(adapters, table=None):
-        """The table and every adapter picker, after the resident set changed."""
+    def cards(adapters, rows) -> dict:
+        return {"adapters": adapters, "rows": rows, "version": next(versions)}
+
+    def refreshed(adapters, previous=None, rows=None):
+        """The cards, the mix and the sweep's adapter pickers, after the resident set changed."""
+        rows = card_rows(adapters, previous) if rows is None else rows
         names = [a["adapter_name"] for a in adapters]
         x = gr.update(choices=names, value=names[0] if names else None)
-        return adapter_rows(adapters, table), choices_update(names), x, gr.update(choices=[""] + names, value="")
+        return cards(adapters, rows), rows, x, gr.update(choices=[""] + names, value="")
 
     @user_errors
-    def ui_load_pipeline(model_id, revision):
-        info = images.load_pipeline(model_id, revision or "main")
+    def ui_load_pipeline(model_id, revision, progress=gr.Progress()):
+        with hub_progress(progress, f"loading {model_id}"):
+            info = images.load_pipeline(model_id, revision or "main")
         return pipeline_markdown(info), *refreshed([])
 
     @user_errors
-    def ui_load_adapter(repo_id, weight_name, adapter_name, revision, table, progress=gr.Progress()):
-        progress(0, desc=f"downloading and loading {repo_id}")
-        return refreshed(images.load_adapter(repo_id, weight_name, adapter_name, revision or "main"), table)
+    def ui_load_adapter(repo_id, weight_name, adapter_name, revision, rows, progress=gr.Progress()):
+        with hub_progress(progress, f"loading {repo_id}"):
+            adapters = images.load_adapter(repo_id, weight_name, adapter_name, revision or "main")
+        new = adapters[-1]
+        note = f"Loaded **{new['adapter_name']}** from `{new['repo_id']}` ({new['size_mb']} MB)."
+        return note, *refreshed(adapters, rows)
 
-    @user_errors
-    def ui_delete_adapter(adapter_name, table):
-        if not adapter_name:
-            raise gr.Error("choose an adapter to delete")
-        return refreshed(images.delete_adapter(adapter_name), table)
+    def deleter(name):
+        @user_errors
+        def ui_delete_adapter(rows):
+            return refreshed(images.delete_adapter(name), rows)
 
-    def request(table, disabled, triggers, prompt, negative, seed, steps, guidance, width, height):
-        mix = mix_from_rows(table)
+        return ui_delete_adapter
+
+    def request(rows, disabled, triggers, prompt, negative, seed, steps, guidance, width, height):
+        mix = mix_of(rows)
         if triggers:  # also when disabled: the toggle then shows what the LoRA alone does to the same prompt
             prompt = with_trigger_words(prompt, images.list_adapters(), mix)
         return ImageRequest(prompt, mix, not disabled, int(seed), int(steps), float(guidance), int(width),
@@ -157,59 +174,60 @@ def build_images_tab(images: ImageStudio) -> None:
 
     @user_errors
     @gpu
-    def ui_generate(table, disabled, triggers, *settings, progress=gr.Progress()):
-        r = request(table, disabled, triggers, *settings)
+    def ui_generate(rows, disabled, triggers, *settings, progress=gr.Progress()):
+        r = request(rows, disabled, triggers, *settings)
         return images.generate(r, denoising(progress)), prompt_note(r)
 
     @user_errors
     @gpu
-    def ui_compare(table, disabled, triggers, *settings, progress=gr.Progress()):
-        r = request(table, False, triggers, *settings)
+    def ui_compare(rows, disabled, triggers, *settings, progress=gr.Progress()):
+        r = request(rows, False, triggers, *settings)
         return (*images.compare(r, denoising(progress)), prompt_note(r))
 
     @user_errors
     @gpu
-    def ui_sweep(table, disabled, triggers, x_name, x_text, y_name, y_text, *settings, progress=gr.Progress()):
+    def ui_sweep(rows, disabled, triggers, x_name, x_text, y_name, y_text, *settings, progress=gr.Progress()):
         if not x_name:
             raise gr.Error("choose the adapter to sweep on X")
-        r = request(table, False, triggers, *settings)
+        r = request(rows, False, triggers, *settings)
         x_values = parse_values("X", x_text)
         y_values = parse_values("Y", y_text) if y_name else None
         cells = sweep(images, r, x_name, x_values, y_name or "", y_values,
                       progress=lambda i, n: progress((i, n), desc="sweep"))  # fmt: skip
         return gr.update(value=cells, columns=len(x_values)), prompt_note(r)
 
-    def ui_snippet(table, disabled, triggers, prompt, negative, seed, steps, guidance, width, height,
+    def ui_snippet(rows, disabled, triggers, prompt, negative, seed, steps, guidance, width, height,
                    http: gr.Request):  # fmt: skip
-        mix = mix_from_rows(table)
+        mix = mix_of(rows)
         if triggers:
             prompt = with_trigger_words(prompt, images.list_adapters(), mix)
-        return image_snippet(page_url(http), prompt, negative, {k: float(v) for k, v in mix.items()}, not disabled,
-                             int(seed), int(steps), float(guidance), int(width), int(height))  # fmt: skip
+        return image_snippet(page_url(http), prompt, negative, mix, not disabled, int(seed), int(steps),
+                             float(guidance), int(width), int(height))  # fmt: skip
 
     @user_errors
-    def ui_export(table):
-        return str(images.export_mix(mix_from_rows(table), tempfile.mkdtemp(prefix="adapter-studio-mix-")))
+    def ui_export(rows):
+        return str(images.export_mix(mix_of(rows), tempfile.mkdtemp(prefix="adapter-studio-mix-")))
 
     image_presets = [p for p in presets.presets("images") if p.thumbnail.exists()]
 
     @user_errors
-    def ui_preset(table, progress=gr.Progress(), evt: gr.SelectData = None):
+    def ui_preset(rows, progress=gr.Progress(), evt: gr.SelectData = None):
         preset = image_presets[evt.index]
-        progress(0, desc=f"loading {preset.name}")
-        mix = presets.apply(preset, images)
+        with hub_progress(progress, f"loading {preset.name}"):
+            mix = presets.apply(preset, images)
         info = images.info.to_dict()
-        rows = [[row[1] in mix, row[1], mix.get(row[1], row[2]), *row[3:]]
-                for row in refreshed(images.list_adapters(), table)[0]]  # fmt: skip
+        adapters = images.list_adapters()
+        kept = card_rows(adapters, rows)
+        rows = {name: [name in mix, mix.get(name, weight)] for name, (_, weight) in kept.items()}
         settings = [preset.extra.get(k, info[f"default_{k}"]) for k in ("steps", "guidance_scale", "width", "height")]
-        return (pipeline_markdown(info), preset.base, preset.prompt, rows, *refreshed(images.list_adapters())[1:],
-                *settings)  # fmt: skip
+        return (pipeline_markdown(info), preset.base, preset.prompt, *refreshed(adapters, rows=rows), *settings)
 
     def prompt_note(r: ImageRequest) -> str:
         return f"Prompt sent: `{r.prompt}`"
 
     info = images.info.to_dict() if images.info else None
     adapters = images.list_adapters() if info else []
+    rows = card_rows(adapters)
     defaults = info or {"default_steps": 20, "default_guidance_scale": 5.0, "default_width": 32, "default_height": 32}
 
     gallery = gr.Gallery(
@@ -223,26 +241,41 @@ def build_images_tab(images: ImageStudio) -> None:
                               bundled.DEFAULT_PIPELINE, scale=3)  # fmt: skip
         model_revision = gr.Textbox(label="Revision", value="main", scale=1)
         load_pipeline_btn = gr.Button("Load pipeline", scale=1)
-    pipeline_md = gr.Markdown(pipeline_markdown(info))
+    pipeline_md = gr.Markdown(pipeline_markdown(info), elem_id="pipeline-info")
     with gr.Row():
         repo_id = gr.Textbox(label="LoRA repo id", placeholder="org/name", scale=3, elem_id="lora-repo-id")
         weight_name = gr.Textbox(label="weight_name (optional)", placeholder="file.safetensors", scale=2)
         adapter_name = gr.Textbox(label="adapter_name (optional)", scale=2, elem_id="lora-adapter-name")
         adapter_revision = gr.Textbox(label="Revision", value="main", scale=1)
         load_adapter_btn = gr.Button("Load adapter", scale=1)
-    table = gr.Dataframe(
-        value=adapter_rows(adapters),
-        headers=ADAPTER_COLUMNS,
-        datatype=ADAPTER_TYPES,
-        interactive=True,
-        static_columns=[1] + list(range(3, len(ADAPTER_COLUMNS))),
-        label="Resident adapters: tick 'active' and set 'weight' (−2…2) to build the mix",
-        elem_id="adapter-table",
-    )
-    with gr.Row():
-        delete_name = gr.Dropdown(label="Adapter to delete", choices=[a["adapter_name"] for a in adapters], scale=3)
-        delete_btn = gr.Button("Delete adapter", variant="stop", scale=1)
-        export_btn = gr.Button("Export mix as one LoRA", scale=1)
+    load_note = gr.Markdown(elem_id="adapter-load-status", min_height=32)
+    resident = gr.State(cards(adapters, rows))
+    mix_rows = gr.JSON(rows, visible="hidden", elem_id="mix-rows")
+    private = {"api_visibility": "private"}  # the page's own events; the named API is image_api()
+
+    with gr.Column(elem_id="adapter-cards"):
+        gr.Markdown("**Resident adapters**: tick to use one, set its weight (−2…2, negative subtracts the style)")
+
+        @gr.render(inputs=[resident], show_progress="hidden")
+        def adapter_cards(shown):
+            if not shown["adapters"]:
+                gr.Markdown("No adapter loaded yet: load one by Hub id above, or pick a preset.")
+            for a in shown["adapters"]:
+                name = a["adapter_name"]
+                active, weight = shown["rows"].get(name, [False, 1.0])
+                with gr.Group(elem_classes="adapter-card", elem_id=f"adapter-card-{name}"):
+                    with gr.Row():
+                        on = gr.Checkbox(value=active, label=name, interactive=True, scale=1, min_width=120,
+                                         elem_classes="active")  # fmt: skip
+                        w = gr.Slider(WEIGHT_MIN, WEIGHT_MAX, value=weight, step=WEIGHT_STEP, label="weight",
+                                      interactive=True, scale=3, min_width=180, elem_classes="weight")  # fmt: skip
+                        delete = gr.Button("Delete", variant="stop", size="sm", scale=0, min_width=80)
+                    gr.Markdown(facts_markdown(a), elem_classes="facts")
+                for control in (on, w):
+                    control.change(None, [mix_rows, on, w], mix_rows, js=_set_row_js(name), **private)
+                delete.click(deleter(name), [mix_rows], [resident, mix_rows, x_name, y_name], **private)
+
+    export_btn = gr.Button("Export mix as one LoRA")
     export_file = gr.File(label="The active mix as one LoRA safetensors (exact: the parts concatenated)", height=90)
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", value="a red circle", scale=3, elem_id="prompt")
@@ -280,16 +313,14 @@ def build_images_tab(images: ImageStudio) -> None:
                           elem_id="api-snippet")  # fmt: skip
 
     settings = [prompt, negative, seed, steps, guidance, width, height]
-    private = {"api_visibility": "private"}  # the page's own events; the named API is image_api()
-    lists = [table, delete_name, x_name, y_name]
+    lists = [resident, mix_rows, x_name, y_name]
     load_pipeline_btn.click(ui_load_pipeline, [model_id, model_revision], [pipeline_md, *lists], **private)
-    load_adapter_btn.click(ui_load_adapter, [repo_id, weight_name, adapter_name, adapter_revision, table], lists,
-                           **private)  # fmt: skip
-    delete_btn.click(ui_delete_adapter, [delete_name, table], lists, **private)
-    export_btn.click(ui_export, [table], export_file, **private)
-    gallery.select(ui_preset, [table], [pipeline_md, model_id, prompt, table, delete_name, x_name, y_name, steps,
-                                        guidance, width, height], **private)  # fmt: skip
-    common = [table, disabled, triggers]
+    load_adapter_btn.click(ui_load_adapter, [repo_id, weight_name, adapter_name, adapter_revision, mix_rows],
+                           [load_note, *lists], show_progress_on=load_note, **private)  # fmt: skip
+    export_btn.click(ui_export, [mix_rows], export_file, **private)
+    gallery.select(ui_preset, [mix_rows], [pipeline_md, model_id, prompt, *lists, steps, guidance, width, height],
+                   show_progress_on=pipeline_md, **private)  # fmt: skip
+    common = [mix_rows, disabled, triggers]
     generate_btn.click(ui_generate, [*common, *settings], [image, sent], **private)
     compare_btn.click(ui_compare, [*common, *settings], [base_image, adapted_image, sent], **private)
     sweep_btn.click(ui_sweep, [*common, x_name, x_text, y_name, y_text, *settings], [grid, sent], **private)

@@ -9,7 +9,7 @@ import gradio as gr
 
 from peft_core import bundled, presets
 from peft_core.text import MERGE_TYPES, TextStudio
-from ui.common import choices_update, gpu, page_url, user_errors, user_errors_gen
+from ui.common import choices_update, gpu, hub_progress, page_url, user_errors, user_errors_gen
 from ui.snippets import text_snippet
 
 TEXT_COLUMNS = ["adapter_name", "repo_id", "source", "peft_type", "r", "lora_alpha", "target_modules", "trainable",
@@ -127,13 +127,15 @@ def build_text_tab(studio: TextStudio) -> None:
             choices_update(trainable)  # fmt: skip
 
     @user_errors
-    def ui_load_model(model_id, revision):
-        info = studio.load_model(model_id, revision or "main")
+    def ui_load_model(model_id, revision, progress=gr.Progress()):
+        with hub_progress(progress, f"loading {model_id}"):
+            info = studio.load_model(model_id, revision or "main")
         return (model_markdown(info), *refreshed(studio.list_adapters()))
 
     @user_errors
-    def ui_load_adapter(repo_id, adapter_name, revision):
-        return refreshed(studio.load_adapter(repo_id, adapter_name, revision or "main"))
+    def ui_load_adapter(repo_id, adapter_name, revision, progress=gr.Progress()):
+        with hub_progress(progress, f"loading {repo_id}"):
+            return refreshed(studio.load_adapter(repo_id, adapter_name, revision or "main"))
 
     @user_errors
     def ui_add_adapter(adapter_name, r, alpha, dropout, targets):
@@ -203,8 +205,8 @@ def build_text_tab(studio: TextStudio) -> None:
     @user_errors
     def ui_preset(progress=gr.Progress(), evt: gr.SelectData = None):
         preset = text_presets[evt.index]
-        progress(0, desc=f"loading {preset.name}")
-        mix = presets.apply(preset, studio)
+        with hub_progress(progress, f"loading {preset.name}"):
+            mix = presets.apply(preset, studio)
         table_rows, active, delete, train = refreshed(studio.list_adapters())
         names = active["choices"]
         active = gr.update(choices=names, value=[n for n in names if n in mix])
@@ -286,8 +288,10 @@ def build_text_tab(studio: TextStudio) -> None:
 
     private = {"api_visibility": "private"}  # the page's own events; the named API is text_api()
     lists = [table, active, delete_name, train_name]
-    load_model_btn.click(ui_load_model, [model_id, model_revision], [model_md, *lists], **private)
-    load_adapter_btn.click(ui_load_adapter, [repo_id, adapter_name, adapter_revision], lists, **private)
+    load_model_btn.click(ui_load_model, [model_id, model_revision], [model_md, *lists], show_progress_on=model_md,
+                         **private)  # fmt: skip
+    load_adapter_btn.click(ui_load_adapter, [repo_id, adapter_name, adapter_revision], lists, show_progress_on=table,
+                           **private)  # fmt: skip
     add_btn.click(ui_add_adapter, [new_name, rank, alpha, dropout, targets], lists, **private)
     delete_btn.click(ui_delete, [delete_name], lists, **private)
     merge_btn.click(ui_merge, [merge_weights, merge_name, merge_type, density], lists, **private)
@@ -296,7 +300,7 @@ def build_text_tab(studio: TextStudio) -> None:
     settings = [max_new_tokens, do_sample, seed, temperature]
     generate_btn.click(ui_generate, [prompt, active, disabled, *settings], output, **private)
     compare_btn.click(ui_compare, [prompt, active, *settings], [base_out, adapted_out], **private)
-    gallery.select(ui_preset, None, [model_md, model_id, prompt, *lists], **private)
+    gallery.select(ui_preset, None, [model_md, model_id, prompt, *lists], show_progress_on=model_md, **private)
     shown = [prompt, active, disabled, *settings]
     gr.on([c.change for c in shown], ui_snippet, shown, snippet, **private)
 
