@@ -3,7 +3,9 @@
 Screenshots of each step land in test-artifacts/ so a person can look at what the test saw.
 """
 
+import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +146,32 @@ def test_delete_per_card_keeps_the_other_weights(page):
     snippet.get_by_text("adapters={'lora_a': 0.3}").wait_for()
     shot(page, "5-delete")
     page.get_by_text("Use via API").first.click()
+
+
+def test_load_by_hub_id_shows_a_download_bar(page, tmp_path, monkeypatch):
+    """A LoRA by Hub id through a real Hub server (olah): the page shows the bytes arriving, then the card."""
+    from huggingface_hub import constants
+
+    from peft_core import hub
+    from tests.hubserver import running_hub
+
+    # The test file is 20 kB: small chunks, each held back a little, make the bar last long enough to be seen.
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1024)
+    report = hub._ByteCounter.report
+    monkeypatch.setattr(hub._ByteCounter, "report", lambda self, **kw: (time.sleep(0.15), report(self, **kw)))
+    with running_hub(tmp_path) as server:
+        server.add_repo("test-org/lora-b", page.assets["lora_b"])
+        page.locator("#lora-repo-id textarea, #lora-repo-id input").first.fill("test-org/lora-b")
+        page.locator("#lora-adapter-name textarea, #lora-adapter-name input").first.fill("hubbed")
+        click(page, "Load adapter")
+        status = page.locator("#adapter-load-status")
+        status.get_by_text("downloading test-org/lora-b/pytorch_lora_weights.safetensors: ").first.wait_for()
+        assert status.get_by_text(re.compile(r"\d / 0\.019 MB")).count() >= 1
+        shot(page, "5-download")
+        card(page, "hubbed").wait_for()
+    assert "test-org/lora-b" in card(page, "hubbed").inner_text()
+    card(page, "hubbed").get_by_role("button", name="Delete").click()
+    card(page, "hubbed").wait_for(state="detached")
 
 
 def test_text_tab_train_and_use(page):
