@@ -36,14 +36,15 @@ def mix_state_dict(pipe, mix: dict[str, float]) -> dict:
     return state
 
 
-def save_mix(pipe, mix: dict[str, float], path: Path, source: str) -> Path:
-    """Write the mix as one safetensors LoRA at `path` (metadata says what it was made from)."""
+def save_mix(pipe, mix: dict[str, float], path: Path, source: str, label: dict | None = None) -> Path:
+    """Write the mix (names as the pipeline knows them -> weight) as one safetensors LoRA at `path`; its metadata
+    says what it was made from (`label`: the mix as the user named it, when that differs)."""
     from safetensors.torch import save_file
 
     state = mix_state_dict(pipe, mix)
     if not state:
         raise InputError("the mix is empty (no adapter with a weight other than 0); nothing to export")
-    description = ", ".join(f"{name}={weight:g}" for name, weight in mix.items())
+    description = ", ".join(f"{name}={weight:g}" for name, weight in (label or mix).items())
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, path, metadata={"format": "pt", "adapter_studio_mix": description, "base_model": source})
     return path

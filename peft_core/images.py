@@ -2,8 +2,9 @@
 
 Data flows one way: request (prompt, mix, seed) -> validate -> apply the mix under the lock -> pipeline -> image.
 The pipeline and the resident adapters are shared by every user, so they live here behind one lock; the mix
-(which adapters, at which weights, or none) belongs to each request. `set_adapters` is called only when a
-request's mix differs from the one already applied, so repeating a mix costs nothing.
+(which adapters, at which weights, or none) belongs to each request. Resident adapters wait in RAM and only the
+ones in use sit in the pipeline (slots.py), so a switch, a generation or a load costs the same with 1 adapter
+resident or 64, and a mix used again and again is fused into the base weights.
 """
 
 import dataclasses
@@ -14,6 +15,7 @@ from peft_core import bundled, hub, limits, settings
 from peft_core.adapters import AdapterInfo, read_lora_file, trigger_words
 from peft_core.errors import AdapterError, HubError, InputError
 from peft_core.runtime import pick_device, quiet_libraries
+from peft_core.slots import LoraSlots
 
 # Files a diffusers pipeline needs; pickle weights are left out on purpose, and so are top-level weights: those
 # are single-file checkpoints (for A1111 and the like) that from_pretrained never reads, often several GB each.
@@ -23,8 +25,6 @@ PIPELINE_PATTERNS = ["*.json", "*.txt", "*.model", "README.md", "*/*.safetensors
 PIPELINE_LIBRARIES = ("diffusers", "transformers")
 # Used when a pipeline's own config does not say better (SD 1.x-like defaults).
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.0
-# The applied mix after a load or delete: diffusers changed the active set, so the next request re-applies.
-_UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class ImageStudio:
         self.device, self.dtype = pick_device(device)
         self._lock = threading.RLock()
         self.pipe = None
+        self.slots: LoraSlots | None = None  # the resident adapters of self.pipe, in RAM and in its slots
         self.info: PipelineInfo | None = None
         self._adapters: dict[str, AdapterInfo] = {}  # insertion order = load order
         self._applied = None  # the mix the pipeline holds now: None = LoRA disabled, else ((name, weight), ...)
@@ -99,8 +100,10 @@ class ImageStudio:
             dtype=str(self.dtype).replace("torch.", ""),
             **_pipeline_defaults(pipe, repo.card_data()),
         )
+        config = settings.current()
+        slots = LoraSlots(pipe, k=config.lora_slots, fuse=config.fuse, fuse_max_mb=config.fuse_max_mb)
         with self._lock:
-            self.pipe, self.info = pipe, info
+            self.pipe, self.info, self.slots = pipe, info, slots
             self._adapters.clear()  # adapters belong to the base they were loaded into
             self._last_used.clear()
             self._applied = None
@@ -156,7 +159,8 @@ class ImageStudio:
                 adapter_name = limits.derive_adapter_name(repo.repo_id, self._adapters)
             limits.check_free(adapter_name, self._adapters)
             evict = self._eviction_candidate()
-            self._inject(adapter_name, lora, f"{repo.repo_id}/{weight_name}")
+            source = f"{repo.repo_id}/{weight_name}"
+            self.slots.load(adapter_name, lambda slot_name: self._inject(slot_name, lora, source))
             if evict is not None:
                 self._delete(evict)
             self._adapters[adapter_name] = AdapterInfo(
@@ -193,7 +197,8 @@ class ImageStudio:
         return candidates[0]
 
     def _inject(self, adapter_name: str, lora, source: str) -> None:
-        """load_lora_weights, then check that the adapter really landed; on any failure, undo it."""
+        """load_lora_weights under `adapter_name` (a slot's name), then check that the adapter really landed; on any
+        failure, undo it."""
         pipe = self.pipe
         try:
             with quiet_libraries():
@@ -216,7 +221,6 @@ class ImageStudio:
                 f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but only {registered} match "
                 f"{self.info.model_id!r}: it was probably made for another base model"
             )
-        self._applied = _UNKNOWN  # load_lora_weights activates the new adapter: the applied mix is no longer known
 
     def _undo_load(self, adapter_name: str) -> None:
         """Remove whatever a failed load registered, so the pipeline is exactly as before."""
@@ -229,7 +233,6 @@ class ImageStudio:
             config = getattr(model, "peft_config", None)
             if isinstance(config, dict):
                 config.pop(adapter_name, None)
-        self._applied = _UNKNOWN
 
     def list_adapters(self) -> list[dict]:
         with self._lock:
@@ -246,10 +249,11 @@ class ImageStudio:
 
     def _delete(self, adapter_name: str) -> None:
         with quiet_libraries():
-            self.pipe.delete_adapters(adapter_name)
+            self.slots.remove(adapter_name)
         del self._adapters[adapter_name]
         self._last_used.pop(adapter_name, None)
-        self._applied = _UNKNOWN
+        if isinstance(self._applied, tuple) and adapter_name in dict(self._applied):
+            self._applied = None
 
     def export_mix(self, adapters: dict, folder):
         """One LoRA safetensors file that equals this mix (see export.py); returns its path."""
@@ -261,7 +265,9 @@ class ImageStudio:
         name = "_".join(f"{n}-{w:g}" for n, w in request.adapters.items())[:100] or "mix"
         with self._lock:
             path = Path(folder) / f"mix_{name}.safetensors"
-            return save_mix(self.pipe, request.adapters, path, self.info.model_id)
+            limits.check_loaded(request.adapters, self._adapters)
+            by_slot = self.slots.place(request.adapters)
+            return save_mix(self.pipe, by_slot, path, self.info.model_id, label=request.adapters)
 
     # --- generation ----------------------------------------------------------------------------------------------
 
@@ -319,16 +325,8 @@ class ImageStudio:
         mix = tuple((n, w) for n, w in request.adapters.items()) if request.use_adapters else ()
         self._requests += 1
         self._last_used.update({name: self._requests for name, _ in mix})
-        wanted = mix or None  # an empty mix is the base: same as the disable toggle
-        if wanted == self._applied:
-            return
-        if wanted is None:
-            if self._adapters:
-                self.pipe.disable_lora()
-        else:
-            self.pipe.enable_lora()
-            self.pipe.set_adapters([n for n, _ in mix], adapter_weights=[w for _, w in mix])
-        self._applied = wanted
+        self.slots.activate(dict(mix))  # an empty mix is the base: same as the disable toggle
+        self._applied = mix or None
 
     def _run(self, request: ImageRequest, progress):
         import torch

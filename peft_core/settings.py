@@ -8,6 +8,9 @@
 | STUDIO_MAX_ADAPTER_MB        | 2048    | largest LoRA file accepted, checked before the download              |
 | STUDIO_MAX_MODEL_MB          | 32768   | largest base model (sum of its files), checked before the download   |
 | STUDIO_MAX_RESIDENT_ADAPTERS | 32      | adapters kept loaded; past it the least recently used one goes       |
+| STUDIO_LORA_SLOTS            | 4       | adapters held in the pipeline at once (the rest wait in RAM)         |
+| STUDIO_FUSE                  | 1       | 0: never merge the mix into the base weights (see slots.py)          |
+| STUDIO_FUSE_MAX_MB           | 4096    | fuse only while the adapted layers' base weights fit under this      |
 """
 
 import os
@@ -25,16 +28,19 @@ class Settings:
     max_adapter_mb: float
     max_model_mb: float  # a pipeline or LM: the files its snapshot would fetch, added up
     max_resident_adapters: int
+    lora_slots: int  # see slots.py: more slots, fewer refills, but every generation walks them all
+    fuse: bool
+    fuse_max_mb: float  # fusing keeps a copy of the adapted base weights, for an exact unfuse
 
 
-def _number(name: str, default: str, cast):
+def _number(name: str, default: str, cast, zero_ok=False):
     value = os.environ.get(name, default)
     try:
         number = cast(value)
     except ValueError:
         raise InputError(f"admin setting {name}={value!r} is not a number") from None
-    if number <= 0:
-        raise InputError(f"admin setting {name}={value!r} must be positive")
+    if number < 0 or (number == 0 and not zero_ok):
+        raise InputError(f"admin setting {name}={value!r} must be {'0 or more' if zero_ok else 'positive'}")
     return number
 
 
@@ -48,4 +54,7 @@ def current() -> Settings:
         max_adapter_mb=_number("STUDIO_MAX_ADAPTER_MB", "2048", float),
         max_model_mb=_number("STUDIO_MAX_MODEL_MB", "32768", float),
         max_resident_adapters=_number("STUDIO_MAX_RESIDENT_ADAPTERS", "32", int),
+        lora_slots=_number("STUDIO_LORA_SLOTS", "4", int),
+        fuse=os.environ.get("STUDIO_FUSE", "1").strip().lower() not in ("0", "false", "no"),
+        fuse_max_mb=_number("STUDIO_FUSE_MAX_MB", "4096", float, zero_ok=True),
     )

@@ -1,0 +1,330 @@
+"""Resident LoRA adapters kept in RAM, and a few slots in the pipeline that hold the ones in use.
+
+Why: with every resident adapter injected, each one adds three modules per adapted layer (lora_A, lora_B,
+lora_dropout), and diffusers and peft walk the whole module tree on every generation (the group-offload hook
+lookup), every `set_adapters` and every load. With 64 adapters resident, generation took 1.5x as long, a switch
+9x and the next load 7x, although only two adapters were active (docs/BENCHMARKS.md). Here the model holds at
+most `k` injected adapters, the *slots* ("slot0", "slot1", ...), whatever the number resident, so all of
+those walks cost the same at 1 resident adapter or 64.
+
+- Loading goes through diffusers' own `load_lora_weights` into a slot (every layout diffusers reads, text
+  encoders too); the adapter that slot held stays resident in RAM. What peft registered is then copied out as
+  its state dict and `LoraConfig` (`get_peft_model_state_dict`): that copy is the adapter from then on.
+- A mix whose adapters are not all in slots refills the least recently used slots: in place, tensor by tensor
+  (what peft's hotswap does), when the slot's adapter has the same layers, shapes and scaling config, and
+  otherwise by deleting the slot's adapter and re-adding it with peft (`add_adapter` +
+  `set_peft_model_state_dict`). Both give the layers exactly the tensors and scaling that the first load gave,
+  so an image does not depend on which slot an adapter sits in or how it got there.
+- Switching between mixes already in slots calls peft's layer methods (`set_adapter`, `set_scale`,
+  `enable_adapters`) on the LoRA layers listed once, instead of `pipe.set_adapters`, which walks the whole
+  pipeline for them: the same calls diffusers makes, without the walk.
+- Fusion: the applied mix is merged into the base weights (peft's `merge`), so each denoising step costs what
+  the base costs. For a diffusion pipeline this pays even for a single image: merging costs about one step's
+  worth of the LoRA layers' extra work, once, while unfused LoRA layers add it at every step (times two with
+  classifier-free guidance). Fusing every adapted request, not only a mix seen before, keeps the image a
+  function of the request alone: the same request gives the same bits whatever ran before it. Any other mix
+  unfuses first. peft's `unmerge` subtracts the delta again, which costs as much as the merge and is not exact
+  in floating point, so unfusing copies the base weights back from a copy taken at the first fusion instead:
+  after unfusing the model is bit for bit what it was. A fused image differs from the unfused one by rounding
+  only (tests/test_slots.py states the tolerance). The copy costs the adapted layers' base weights in memory;
+  past `fuse_max_mb` the studio does not fuse.
+
+Not thread-safe: the image studio calls it under its lock.
+"""
+
+from dataclasses import dataclass, field
+
+# Slots made at first; a mix of more adapters adds slots for as long as it is needed.
+DEFAULT_SLOTS = 4
+# Fusing keeps a copy of the adapted layers' base weights (for the exact unfuse); past this, no fusion.
+DEFAULT_FUSE_MAX_MB = 4096
+# LoraConfig fields that decide what a slot's layers compute from its tensors (with the tensors' names and
+# shapes): two adapters that agree on these can take each other's slot by copying tensors alone.
+_SCALING_FIELDS = ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora", "use_dora", "lora_bias",
+                   "fan_in_fan_out")  # fmt: skip
+
+
+@dataclass
+class Resident:
+    """One adapter as it waits in RAM: per pipeline part, peft's state dict and config."""
+
+    state: dict  # component -> {"<module>.lora_A.weight": tensor, ...} (peft keys, no adapter name)
+    config: dict  # component -> LoraConfig
+    signature: tuple = ()  # equal signatures: a slot can swap one for the other by copying tensors
+    nbytes: int = 0
+
+
+@dataclass
+class Slot:
+    name: str  # the adapter name inside the pipeline
+    holder: str | None = None  # the resident adapter whose tensors it holds now; None: empty
+    signature: tuple | None = None
+    used: int = 0  # request counter of its last use, for least-recently-used refills
+    params: dict = field(default_factory=dict)  # component -> {peft key: the slot's parameter}, for copies
+
+
+class LoraSlots:
+    """The resident adapters of one pipeline and the slots that hold the ones in use."""
+
+    def __init__(self, pipe, k: int = DEFAULT_SLOTS, fuse: bool = True, fuse_max_mb: float = DEFAULT_FUSE_MAX_MB):
+        self.pipe = pipe
+        self.slots = [Slot(f"slot{i}") for i in range(max(1, k))]
+        self.fuse, self.fuse_max_mb = fuse, fuse_max_mb
+        self.residents: dict[str, Resident] = {}
+        self._requests = 0
+        self._layers: list | None = None  # peft's LoRA layers in the pipeline; None: list them again
+        self._active: list[str] | None = None  # the slots set active on every layer; None: unknown
+        self._weights: dict[str, float] = {}  # slot -> the scale set on its layers
+        self._enabled: bool | None = None  # None: unknown (diffusers changed it during a load)
+        self._originals: dict = {}  # base parameter -> its copy from before any merge (kept for the next fusion)
+        self._fused: list | None = None  # while fused: the layers merged
+        self._fused_mix: tuple | None = None  # the mix merged into the base weights
+        self.stats = {"copy_fills": 0, "inject_fills": 0, "fuses": 0, "too_big_to_fuse": 0}
+
+    # --- resident adapters ---------------------------------------------------------------------------------------
+
+    def load(self, adapter_name: str, load_into) -> None:
+        """Make `adapter_name` resident: `load_into(slot_name)` loads it into the pipeline under that name (the
+        caller's `load_lora_weights` plus its checks; on failure it must leave nothing behind and raise).
+
+        The least recently used slot outside the applied mix takes it; its old adapter stays resident in RAM.
+        """
+        self.unfuse()
+        slot = self._free_slot(exclude=set(self._active_holders()))
+        if slot.holder is not None or self._slot_injected(slot):
+            self._empty(slot)
+        self._forget_activation()
+        self._layers = None
+        load_into(slot.name)  # raises with the pipeline as it was, less what slot held (still resident)
+        resident = self._read_slot(slot)
+        self.residents[adapter_name] = resident
+        slot.holder, slot.signature, slot.used = adapter_name, resident.signature, self._tick()
+
+    def remove(self, adapter_name: str) -> None:
+        self.unfuse()
+        del self.residents[adapter_name]
+        for slot in self.slots:
+            if slot.holder == adapter_name:
+                self._empty(slot)
+
+    def slot_of(self, adapter_name: str) -> str | None:
+        return next((s.name for s in self.slots if s.holder == adapter_name), None)
+
+    # --- the mix -------------------------------------------------------------------------------------------------
+
+    def activate(self, mix: dict[str, float]) -> None:
+        """Make the pipeline compute exactly `mix` (adapter_name -> weight); an empty mix is the base."""
+        key = tuple(mix.items())
+        if self._fused is not None and key == self._fused_mix:
+            return  # the same mix, still fused
+        self.unfuse()
+        if not mix:
+            self._enable(False)
+            return
+        self._fill(list(mix))
+        slot_of = {s.holder: s.name for s in self.slots if s.holder is not None}
+        # Slot order, not mix order: the same set of slots gives the same list, so set_adapter can be skipped.
+        names = [s.name for s in self.slots if s.holder in mix]
+        weights = {slot_of[a]: float(w) for a, w in mix.items()}
+        layers = self._lora_layers()
+        self._enable(True)
+        if names != self._active:
+            for layer in layers:
+                layer.set_adapter(names, inference_mode=True)
+            self._active = names
+        if weights != {n: self._weights.get(n) for n in names}:
+            for layer in layers:
+                for name in names:
+                    layer.set_scale(name, weights[name])
+            self._weights.update(weights)
+        if self.fuse:
+            self._fuse(names, key)
+
+    def place(self, mix: dict[str, float]) -> dict[str, float]:
+        """Put `mix`'s adapters into slots without activating them; returns the mix by slot name (for export)."""
+        self.unfuse()
+        self._fill(list(mix))
+        slot_of = {s.holder: s.name for s in self.slots if s.holder is not None}
+        return {slot_of[a]: w for a, w in mix.items()}
+
+    def _fill(self, names: list[str]) -> None:
+        while len(self.slots) < len(names):
+            self.slots.append(Slot(f"slot{len(self.slots)}"))
+        tick = self._tick()
+        for slot in self.slots:
+            if slot.holder in names:
+                slot.used = tick
+        for adapter_name in names:
+            if any(s.holder == adapter_name for s in self.slots):
+                continue
+            slot = self._free_slot(exclude=set(names))
+            resident = self.residents[adapter_name]
+            if slot.holder is not None and slot.signature == resident.signature:
+                self._copy_into(slot, resident)
+                self.stats["copy_fills"] += 1
+            else:
+                self._inject_into(slot, resident)
+                self.stats["inject_fills"] += 1
+            slot.holder, slot.signature, slot.used = adapter_name, resident.signature, tick
+
+    # --- fusion --------------------------------------------------------------------------------------------------
+
+    def _fuse(self, names: list[str], key: tuple) -> None:
+        import torch
+
+        todo = [(layer, [n for n in names if n in layer.lora_A]) for layer in self._lora_layers()]
+        todo = [(layer, present) for layer, present in todo if present]
+        params = [p for layer, _ in todo for p in _base_params(layer)]
+        if sum(p.numel() * p.element_size() for p in params) > self.fuse_max_mb * 2**20:
+            self.stats["too_big_to_fuse"] += 1
+            return
+        with torch.no_grad():
+            for param in params:
+                if param not in self._originals:  # never merged into yet: this is the base weight
+                    self._originals[param] = param.detach().clone()
+            self._fused, self._fused_mix = [layer for layer, _ in todo], key
+            for layer, present in todo:
+                layer.merge(adapter_names=present)
+        self.stats["fuses"] += 1
+
+    def unfuse(self) -> None:
+        """Back to the unfused model, bit for bit: the base weights copied back from before the merge."""
+        if self._fused is None:
+            return
+        import torch
+
+        with torch.no_grad():
+            for layer in self._fused:
+                for param in _base_params(layer):
+                    param.copy_(self._originals[param])
+                # What peft's unmerge() would leave, without its inexact subtraction (overwritten just above).
+                layer.merged_adapters.clear()
+        self._fused = self._fused_mix = None
+
+    @property
+    def fused(self) -> bool:
+        return self._fused is not None
+
+    # --- slots ---------------------------------------------------------------------------------------------------
+
+    def _tick(self) -> int:
+        self._requests += 1
+        return self._requests
+
+    def _active_holders(self) -> list[str]:
+        by_name = {s.name: s.holder for s in self.slots}
+        return [by_name[n] for n in (self._active or []) if by_name.get(n)] if self._enabled else []
+
+    def _free_slot(self, exclude: set) -> Slot:
+        """An empty slot, else the least recently used one whose adapter is not in `exclude`."""
+        empty = [s for s in self.slots if s.holder is None]
+        if empty:
+            return empty[0]
+        candidates = [s for s in self.slots if s.holder not in exclude]
+        if not candidates:  # every slot is in use: one more
+            self.slots.append(Slot(f"slot{len(self.slots)}"))
+            return self.slots[-1]
+        return min(candidates, key=lambda s: s.used)
+
+    def _components(self):
+        for component in self.pipe._lora_loadable_modules:
+            model = getattr(self.pipe, component, None)
+            if model is not None:
+                yield component, model
+
+    def _slot_injected(self, slot: Slot) -> bool:
+        return any(slot.name in (getattr(m, "peft_config", None) or {}) for _, m in self._components())
+
+    def _empty(self, slot: Slot) -> None:
+        if self._slot_injected(slot):
+            self.pipe.delete_adapters(slot.name)
+        for _, model in self._components():
+            config = getattr(model, "peft_config", None)
+            if isinstance(config, dict):
+                config.pop(slot.name, None)
+        slot.holder, slot.signature, slot.params = None, None, {}
+        self._forget_activation()
+        self._layers = None
+
+    def _forget_activation(self) -> None:
+        self._active, self._enabled, self._weights = None, None, {}
+
+    def _read_slot(self, slot: Slot) -> Resident:
+        """The adapter in `slot` as peft registered it, copied out of the model."""
+        from peft.utils import get_peft_model_state_dict
+
+        state, config, signature, nbytes = {}, {}, [], 0
+        for component, model in self._components():
+            if slot.name not in (getattr(model, "peft_config", None) or {}):
+                continue
+            tensors = get_peft_model_state_dict(model, adapter_name=slot.name)
+            state[component] = {k: v.detach().clone() for k, v in tensors.items()}
+            config[component] = model.peft_config[slot.name]
+            nbytes += sum(v.numel() * v.element_size() for v in state[component].values())
+            shapes = tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in tensors.items()))
+            scaling = tuple(repr(getattr(config[component], f, None)) for f in _SCALING_FIELDS)
+            signature.append((component, shapes, scaling))
+        self._index_params(slot)
+        return Resident(state=state, config=config, signature=tuple(signature), nbytes=nbytes)
+
+    def _index_params(self, slot: Slot) -> None:
+        """References to the slot's parameters under peft's state-dict keys, so a refill is a copy per tensor."""
+        from peft.utils import get_peft_model_state_dict
+
+        slot.params = {}
+        for component, model in self._components():
+            if slot.name in (getattr(model, "peft_config", None) or {}):
+                # get_peft_model_state_dict returns the parameters themselves (detached views), keyed as saved.
+                slot.params[component] = get_peft_model_state_dict(model, adapter_name=slot.name)
+
+    def _copy_into(self, slot: Slot, resident: Resident) -> None:
+        import torch
+
+        with torch.no_grad():
+            for component, tensors in resident.state.items():
+                params = slot.params[component]
+                for key, value in tensors.items():
+                    params[key].copy_(value)
+
+    def _inject_into(self, slot: Slot, resident: Resident) -> None:
+        """Re-add `resident` under the slot's name with peft: its config, then its tensors."""
+        import copy
+        import warnings
+
+        from peft.utils import set_peft_model_state_dict
+
+        if slot.holder is not None or self._slot_injected(slot):
+            self._empty(slot)
+        self._forget_activation()
+        self._layers = None
+        for component, model in self._components():
+            if component not in resident.state:
+                continue
+            with warnings.catch_warnings():  # "Already found a peft_config": the other slots, as intended
+                warnings.simplefilter("ignore", UserWarning)
+                model.add_adapter(copy.deepcopy(resident.config[component]), adapter_name=slot.name)
+            result = set_peft_model_state_dict(model, resident.state[component], adapter_name=slot.name)
+            unexpected = getattr(result, "unexpected_keys", None)
+            if unexpected:
+                raise RuntimeError(f"re-adding {slot.name}: keys peft did not place: {unexpected[:3]}")
+        self._index_params(slot)
+
+    def _lora_layers(self) -> list:
+        if self._layers is None:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            self._layers = [m for _, model in self._components() for m in model.modules()
+                            if isinstance(m, BaseTunerLayer)]  # fmt: skip
+        return self._layers
+
+    def _enable(self, enabled: bool) -> None:
+        if enabled != self._enabled:
+            for layer in self._lora_layers():
+                layer.enable_adapters(enabled)
+            self._enabled = enabled
+
+
+def _base_params(layer) -> list:
+    """The base weights a merge of `layer` writes to."""
+    base = layer.get_base_layer()
+    return [p for p in (base.weight, getattr(base, "bias", None)) if p is not None]
