@@ -227,7 +227,6 @@ def build_images_tab(images: ImageStudio) -> None:
 
     info = images.info.to_dict() if images.info else None
     adapters = images.list_adapters() if info else []
-    rows = card_rows(adapters)
     defaults = info or {"default_steps": 20, "default_guidance_scale": 5.0, "default_width": 32, "default_height": 32}
 
     gallery = gr.Gallery(
@@ -249,8 +248,9 @@ def build_images_tab(images: ImageStudio) -> None:
         adapter_revision = gr.Textbox(label="Revision", value="main", scale=1)
         load_adapter_btn = gr.Button("Load adapter", scale=1)
     load_note = gr.Markdown(elem_id="adapter-load-status", min_height=32)
-    resident = gr.State(cards(adapters, rows))
-    mix_rows = gr.JSON(rows, visible="hidden", elem_id="mix-rows")
+    # Read when each page loads, not when the app is built: the resident set is shared and may have changed since.
+    resident = gr.State(lambda: cards(images.list_adapters(), card_rows(images.list_adapters())))
+    mix_rows = gr.JSON(lambda: card_rows(images.list_adapters()), visible="hidden", elem_id="mix-rows")
     private = {"api_visibility": "private"}  # the page's own events; the named API is image_api()
 
     with gr.Column(elem_id="adapter-cards"):
