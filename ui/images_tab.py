@@ -254,8 +254,11 @@ def build_images_tab(images: ImageStudio) -> None:
     private = {"api_visibility": "private"}  # the page's own events; the named API is image_api()
 
     with gr.Column(elem_id="adapter-cards"):
-        gr.Markdown("**Resident adapters**: tick to use one, set its weight (−2…2, negative subtracts the style)")
+        gr.Markdown(f"**Resident adapters**: tick to use one, set its weight ({WEIGHT_MIN:g}…{WEIGHT_MAX:g}; negative "
+                    "subtracts the style)")  # fmt: skip
 
+        # Drawn when a page loads and after each change of the resident set, so x_name and y_name (made below)
+        # exist by then.
         @gr.render(inputs=[resident], show_progress="hidden")
         def adapter_cards(shown):
             if not shown["adapters"]:
