@@ -26,18 +26,23 @@ those walks cost the same at 1 resident adapter or 64.
   unfuses first. peft's `unmerge` subtracts the delta again, which costs as much as the merge and is not exact
   in floating point, so unfusing copies the base weights back from a copy taken at the first fusion instead:
   after unfusing the model is bit for bit what it was. A fused image differs from the unfused one by rounding
-  only (tests/test_slots.py states the tolerance). The copy costs the adapted layers' base weights in memory;
-  past `fuse_max_mb` the studio does not fuse.
+  only (tests/test_slots.py states the tolerance). The merged weights of the last few mixes are kept too, so
+  going back to a recent mix is a copy rather than a merge, with the same bits. The copies cost the adapted
+  layers' base weights in memory, once plus once per kept mix, all under `fuse_max_mb`; past it the studio
+  keeps fewer mixes, and then does not fuse.
 
 Not thread-safe: the image studio calls it under its lock.
 """
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 # Slots made at first; a mix of more adapters adds slots for as long as it is needed.
 DEFAULT_SLOTS = 4
-# Fusing keeps a copy of the adapted layers' base weights (for the exact unfuse); past this, no fusion.
+# Fusing keeps a copy of the adapted layers' base weights (for the exact unfuse) and the merged weights of the
+# last FUSED_MIXES mixes (so going back to one is a copy, not a merge); past this, no fusion.
 DEFAULT_FUSE_MAX_MB = 4096
+FUSED_MIXES = 4
 # LoraConfig fields that decide what a slot's layers compute from its tensors (with the tensors' names and
 # shapes): two adapters that agree on these can take each other's slot by copying tensors alone.
 _SCALING_FIELDS = ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora", "use_dora", "lora_bias",
@@ -73,13 +78,13 @@ class LoraSlots:
         self.residents: dict[str, Resident] = {}
         self._requests = 0
         self._layers: list | None = None  # peft's LoRA layers in the pipeline; None: list them again
-        self._active: list[str] | None = None  # the slots set active on every layer; None: unknown
-        self._weights: dict[str, float] = {}  # slot -> the scale set on its layers
         self._enabled: bool | None = None  # None: unknown (diffusers changed it during a load)
+        self._applied: dict[str, float] = {}  # the mix of the last activate(); {}: the base
         self._originals: dict = {}  # base parameter -> its copy from before any merge (kept for the next fusion)
         self._fused: list | None = None  # while fused: the layers merged
         self._fused_mix: tuple | None = None  # the mix merged into the base weights
-        self.stats = {"copy_fills": 0, "inject_fills": 0, "fuses": 0, "too_big_to_fuse": 0}
+        self._fused_cache: OrderedDict = OrderedDict()  # mix -> {base parameter: its merged value}, LRU first
+        self.stats = {"copy_fills": 0, "inject_fills": 0, "fuses": 0, "cached_fuses": 0, "too_big_to_fuse": 0}
 
     # --- resident adapters ---------------------------------------------------------------------------------------
 
@@ -96,6 +101,7 @@ class LoraSlots:
         self._forget_activation()
         self._layers = None
         load_into(slot.name)  # raises with the pipeline as it was, less what slot held (still resident)
+        self._forget_fused(adapter_name)
         resident = self._read_slot(slot)
         self.residents[adapter_name] = resident
         slot.holder, slot.signature, slot.used = adapter_name, resident.signature, self._tick()
@@ -103,6 +109,7 @@ class LoraSlots:
     def remove(self, adapter_name: str) -> None:
         self.unfuse()
         del self.residents[adapter_name]
+        self._forget_fused(adapter_name)
         for slot in self.slots:
             if slot.holder == adapter_name:
                 self._empty(slot)
@@ -118,6 +125,7 @@ class LoraSlots:
         if self._fused is not None and key == self._fused_mix:
             return  # the same mix, still fused
         self.unfuse()
+        self._applied = dict(mix)
         if not mix:
             self._enable(False)
             return
@@ -128,17 +136,14 @@ class LoraSlots:
         weights = {slot_of[a]: float(w) for a, w in mix.items()}
         layers = self._lora_layers()
         self._enable(True)
-        if names != self._active:
-            for layer in layers:
+        for layer in layers:  # scales first: a merge reads them (set_scale skips layers without the adapter)
+            for name in names:
+                layer.set_scale(name, weights[name])
+        if self.fuse and self._fuse(names, key):
+            return
+        for layer in layers:
+            if layer.active_adapters != names:
                 layer.set_adapter(names, inference_mode=True)
-            self._active = names
-        if weights != {n: self._weights.get(n) for n in names}:
-            for layer in layers:
-                for name in names:
-                    layer.set_scale(name, weights[name])
-            self._weights.update(weights)
-        if self.fuse:
-            self._fuse(names, key)
 
     def place(self, mix: dict[str, float]) -> dict[str, float]:
         """Put `mix`'s adapters into slots without activating them; returns the mix by slot name (for export)."""
@@ -169,23 +174,61 @@ class LoraSlots:
 
     # --- fusion --------------------------------------------------------------------------------------------------
 
-    def _fuse(self, names: list[str], key: tuple) -> None:
+    def _fuse(self, names: list[str], key: tuple) -> bool:
+        """Merge `names` (scales already set) into the base weights; False when the copy would pass the cap."""
         import torch
 
-        todo = [(layer, [n for n in names if n in layer.lora_A]) for layer in self._lora_layers()]
+        layers = self._lora_layers()
+        todo = [(layer, [n for n in names if _holds(layer, n)]) for layer in layers]
         todo = [(layer, present) for layer, present in todo if present]
         params = [p for layer, _ in todo for p in _base_params(layer)]
-        if sum(p.numel() * p.element_size() for p in params) > self.fuse_max_mb * 2**20:
+        size = sum(p.numel() * p.element_size() for p in params)
+        if size > self.fuse_max_mb * 2**20:
             self.stats["too_big_to_fuse"] += 1
-            return
+            return False
         with torch.no_grad():
             for param in params:
                 if param not in self._originals:  # never merged into yet: this is the base weight
                     self._originals[param] = param.detach().clone()
             self._fused, self._fused_mix = [layer for layer, _ in todo], key
-            for layer, present in todo:
-                layer.merge(adapter_names=present)
+            cached = self._fused_cache.pop(key, None)
+            if cached is not None and all(p in cached for p in params):
+                # A mix merged before: its merged weights, copied back. The bits are those the merge gave.
+                for param in params:
+                    param.copy_(cached[param])
+                for layer, present in todo:
+                    layer.merged_adapters.extend(present)  # the record peft's merge keeps
+                self.stats["cached_fuses"] += 1
+            else:
+                for layer, present in todo:
+                    layer.merge(adapter_names=present)
+                cached = {p: p.detach().clone() for p in params} if self._cache_room(size) else None
+            if cached is not None:
+                self._fused_cache[key] = cached  # most recently used last
+        # A merged layer computes its base layer alone, whatever its active adapters, so those are left as they
+        # are (set_adapter costs a walk over every parameter of the layer). The layers left unmerged must not
+        # keep another slot active.
+        for layer in layers:
+            if not layer.merged and any(_holds(layer, a) and a not in names for a in layer.active_adapters):
+                layer.set_adapter(names, inference_mode=True)
         self.stats["fuses"] += 1
+        return True
+
+    def _cache_room(self, size: int) -> bool:
+        """Make room for `size` more bytes of merged weights under fuse_max_mb (with the originals), dropping the
+        least recently used mixes; False when even an empty cache has no room."""
+        cap = self.fuse_max_mb * 2**20 - sum(t.numel() * t.element_size() for t in self._originals.values())
+        while self._fused_cache and size + self._cache_bytes() > cap or len(self._fused_cache) >= FUSED_MIXES:
+            self._fused_cache.pop(next(iter(self._fused_cache)))
+        return size <= cap
+
+    def _cache_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for entry in self._fused_cache.values() for t in entry.values())
+
+    def _forget_fused(self, adapter_name: str) -> None:
+        """Drop the merged weights of every mix that uses `adapter_name` (deleted, or its name reused)."""
+        for key in [k for k in self._fused_cache if adapter_name in dict(k)]:
+            del self._fused_cache[key]
 
     def unfuse(self) -> None:
         """Back to the unfused model, bit for bit: the base weights copied back from before the merge."""
@@ -212,8 +255,7 @@ class LoraSlots:
         return self._requests
 
     def _active_holders(self) -> list[str]:
-        by_name = {s.name: s.holder for s in self.slots}
-        return [by_name[n] for n in (self._active or []) if by_name.get(n)] if self._enabled else []
+        return list(self._fused_mix and dict(self._fused_mix) or self._applied)
 
     def _free_slot(self, exclude: set) -> Slot:
         """An empty slot, else the least recently used one whose adapter is not in `exclude`."""
@@ -247,7 +289,7 @@ class LoraSlots:
         self._layers = None
 
     def _forget_activation(self) -> None:
-        self._active, self._enabled, self._weights = None, None, {}
+        self._enabled = None
 
     def _read_slot(self, slot: Slot) -> Resident:
         """The adapter in `slot` as peft registered it, copied out of the model."""
@@ -322,6 +364,10 @@ class LoraSlots:
             for layer in self._lora_layers():
                 layer.enable_adapters(enabled)
             self._enabled = enabled
+
+
+def _holds(layer, name: str) -> bool:
+    return name in getattr(layer, "lora_A", ()) or name in getattr(layer, "lora_embedding_A", ())
 
 
 def _base_params(layer) -> list:

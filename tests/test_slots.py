@@ -75,13 +75,19 @@ def test_fused_is_close_to_unfused_and_unfusing_is_exact(monkeypatch, allow_asse
     fused = _studio(monkeypatch, allow_assets, fuse=True)
     _load(fused, allow_assets, "lora_a", "lora_b")
     base = gen(fused, use_adapters=False)
-    for mix in ({"lora_a": 1.0}, {"lora_a": 0.5, "lora_b": 1.0}, {"lora_b": -1.0}):
+    mixes = ({"lora_a": 1.0}, {"lora_a": 0.5, "lora_b": 1.0}, {"lora_b": -1.0})
+    images = []
+    for mix in mixes:
         unfused_image = gen(plain, mix)
-        fused_image = gen(fused, mix)
+        images.append(fused_image := gen(fused, mix))
         assert fused.slots.fused and not plain.slots.fused
         assert np.abs(fused_image - unfused_image).max() <= FUSED_TOLERANCE, mix
         assert not np.array_equal(fused_image, base)
         assert np.array_equal(gen(fused, mix), fused_image)  # the same request, the same bits
+    # Back to earlier mixes: their merged weights come from the cache, with the bits the merge gave.
+    for mix, image in zip(mixes, images, strict=True):
+        assert np.array_equal(gen(fused, mix), image), mix
+    assert fused.slots.stats["cached_fuses"] >= len(mixes)
     # Unfusing restores the base weights exactly: the base image and every base tensor, bit for bit.
     assert np.array_equal(gen(fused, {"lora_a": 1.0}, use_adapters=False), base)
     assert not fused.slots.fused
