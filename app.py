@@ -10,6 +10,7 @@ named API endpoints; everything else lives in `peft_core`. Importing it download
 
 import argparse
 import os
+import threading
 
 import gradio as gr
 
@@ -20,7 +21,7 @@ from ui.common import CSS
 from ui.images_tab import build_images_tab, image_api
 from ui.text_tab import build_text_tab, text_api
 
-__all__ = ["CSS", "build_demo", "load_defaults", "main"]
+__all__ = ["CSS", "build_demo", "load_defaults", "load_defaults_in_background", "main"]
 
 
 def build_demo(images: ImageStudio, text: TextStudio | None = None) -> gr.Blocks:
@@ -32,9 +33,11 @@ def build_demo(images: ImageStudio, text: TextStudio | None = None) -> gr.Blocks
             "switch them off — and see the difference with the same seed."
         )
         with gr.Tab("Images (Diffusers)"):
-            build_images_tab(images)
+            on_load = [build_images_tab(images)]
         with gr.Tab("Text (Transformers)"):
-            build_text_tab(text)
+            on_load.append(build_text_tab(text))
+        for fn, outputs in on_load:
+            demo.load(fn, None, outputs, api_visibility="private")
         # The named API: the contract documented in the README.
         for fn in image_api(images) + text_api(text):
             gr.api(fn, api_name=fn.__name__)
@@ -43,18 +46,43 @@ def build_demo(images: ImageStudio, text: TextStudio | None = None) -> gr.Blocks
 
 def load_defaults(images: ImageStudio, text: TextStudio) -> None:
     """The bundled models and their demo adapters, so the first page shows something real offline."""
+    _load_image_defaults(images)
+    _load_text_defaults(text)
+
+
+def load_defaults_in_background(images: ImageStudio, text: TextStudio) -> threading.Thread:
+    """load_defaults in a thread, so the page is served while diffusers and transformers import (~8 s here).
+    Until each studio's part is in, calls to that studio wait for it (peft_core/startup.py)."""
+    images.startup.begin()
+    text.startup.begin()
+
+    def work():
+        images.startup.run("the default image pipeline", lambda: _load_image_defaults(images))
+        text.startup.run("the default text model", lambda: _load_text_defaults(text))
+
+    thread = threading.Thread(target=work, name="load-defaults", daemon=True)
+    thread.start()
+    return thread
+
+
+def _load_image_defaults(images: ImageStudio) -> None:
     images.load_pipeline(bundled.DEFAULT_PIPELINE)
-    text.load_model(bundled.DEFAULT_TEXT_MODEL)
-    demos = []  # the demo adapters fit only the bundled bases, not a Hub model an admin chose instead
+    # The demo adapters fit only the bundled bases, not a Hub model an admin chose instead.
     if bundled.bundled_path(bundled.DEFAULT_PIPELINE) is not None:
-        demos.append((images, bundled.DEFAULT_IMAGE_ADAPTERS))
+        _load_demo_adapters(images, bundled.DEFAULT_IMAGE_ADAPTERS)
+
+
+def _load_text_defaults(text: TextStudio) -> None:
+    text.load_model(bundled.DEFAULT_TEXT_MODEL)
     if bundled.bundled_path(bundled.DEFAULT_TEXT_MODEL) is not None:
-        demos.append((text, bundled.DEFAULT_TEXT_ADAPTERS))
-    for studio, names in demos:
-        for name in names:
-            repo_id = f"{bundled.BUNDLED_ORG}/{name}"
-            if bundled.bundled_path(repo_id) is not None:
-                studio.load_adapter(repo_id, adapter_name=name.split("-", 1)[-1])
+        _load_demo_adapters(text, bundled.DEFAULT_TEXT_ADAPTERS)
+
+
+def _load_demo_adapters(studio, names) -> None:
+    for name in names:
+        repo_id = f"{bundled.BUNDLED_ORG}/{name}"
+        if bundled.bundled_path(repo_id) is not None:
+            studio.load_adapter(repo_id, adapter_name=name.split("-", 1)[-1])
 
 
 def main(argv=None) -> None:
@@ -67,9 +95,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     images, text = ImageStudio(), TextStudio()
-    if not args.no_defaults:
-        load_defaults(images, text)
     demo = build_demo(images, text)
+    if not args.no_defaults:
+        load_defaults_in_background(images, text)
     demo.queue().launch(
         share=args.share, server_name=args.server_name, server_port=args.server_port, mcp_server=args.mcp, css=CSS
     )

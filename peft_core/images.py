@@ -16,6 +16,7 @@ from peft_core.adapters import AdapterInfo, read_lora_file, trigger_words
 from peft_core.errors import AdapterError, HubError, InputError
 from peft_core.runtime import pick_device, quiet_libraries
 from peft_core.slots import LoraSlots
+from peft_core.startup import Startup
 
 # Files a diffusers pipeline needs; pickle weights are left out on purpose, and so are top-level weights: those
 # are single-file checkpoints (for A1111 and the like) that from_pretrained never reads, often several GB each.
@@ -64,6 +65,7 @@ class ImageStudio:
     def __init__(self, device: str | None = None):
         self.device, self.dtype = pick_device(device)
         self._lock = threading.RLock()
+        self.startup = Startup()  # app.py loads the defaults in the background; calls wait for them
         self.pipe = None
         self.slots: LoraSlots | None = None  # the resident adapters of self.pipe, in RAM and in its slots
         self.info: PipelineInfo | None = None
@@ -76,6 +78,7 @@ class ImageStudio:
 
     def load_pipeline(self, model_id: str, revision: str = "main") -> dict:
         """Load a base pipeline by Hub id (or bundled id). The old pipeline and its adapters stay until it works."""
+        self.startup.wait()  # else the defaults, still loading, would replace it
         repo = hub.open_repo(model_id, revision)
         if self.info is not None and settings.current().lock_base and repo.repo_id != self.info.model_id:
             raise InputError(
@@ -130,6 +133,7 @@ class ImageStudio:
         return self._require_pipe().to_dict()
 
     def _require_pipe(self) -> PipelineInfo:
+        self.startup.wait()
         if self.pipe is None or self.info is None:
             raise InputError("no base pipeline is loaded; load one first (for example 'adapter-studio/tiny-shapes')")
         return self.info
@@ -235,6 +239,7 @@ class ImageStudio:
                 config.pop(adapter_name, None)
 
     def list_adapters(self) -> list[dict]:
+        self.startup.wait()
         with self._lock:
             return [info.to_dict() for info in self._adapters.values()]
 

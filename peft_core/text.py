@@ -19,6 +19,7 @@ from pathlib import Path
 from peft_core import bundled, hub, limits, settings
 from peft_core.errors import AdapterError, InputError, StudioError
 from peft_core.runtime import pick_device, quiet_libraries
+from peft_core.startup import Startup
 from peft_core.text_adapters import (
     ADAPTER_CONFIG,
     TextAdapterInfo,
@@ -74,6 +75,7 @@ class TextStudio:
     def __init__(self, device: str | None = None):
         self.device, self.dtype = pick_device(device)
         self._lock = threading.RLock()
+        self.startup = Startup()  # app.py loads the defaults in the background; calls wait for them
         self.model = None
         self.tokenizer = None
         self.info: TextModelInfo | None = None
@@ -90,6 +92,7 @@ class TextStudio:
         as `AutoModelForCausalLM.from_pretrained("ybelkada/opt-350m-lora")` does. The old model and its adapters
         stay until the new one loaded fine.
         """
+        self.startup.wait()  # else the defaults, still loading, would replace it
         repo = hub.open_repo(model_id, revision)
         files = repo.file_sizes()
         adapter_repo, adapter = None, None
@@ -123,6 +126,7 @@ class TextStudio:
             return {**self._require_model().to_dict(), "adapters": self.list_adapters()}
 
     def _require_model(self) -> TextModelInfo:
+        self.startup.wait()
         if self.model is None or self.info is None:
             raise InputError(f"no text model is loaded; load one first (for example {bundled.DEFAULT_TEXT_MODEL!r})")
         return self.info
@@ -271,6 +275,7 @@ class TextStudio:
             return self.list_adapters()
 
     def list_adapters(self) -> list[dict]:
+        self.startup.wait()
         with self._lock:
             return [info.to_dict() for info in self._adapters.values()]
 

@@ -50,3 +50,19 @@ def test_cli_flags():
     out = subprocess.run([sys.executable, "app.py", "--help"], capture_output=True, text=True, check=True).stdout
     for flag in ("--share", "--server-name", "--server-port", "--mcp"):
         assert flag in out
+
+
+def test_defaults_load_in_the_background_and_calls_wait_for_them():
+    """`python app.py` serves the page while the bundled models load; a call made meanwhile waits for them
+    instead of seeing an empty studio."""
+    import app
+    from peft_core.images import ImageStudio
+    from peft_core.text import TextStudio
+
+    images, text = ImageStudio(device="cpu"), TextStudio(device="cpu")
+    thread = app.load_defaults_in_background(images, text)
+    assert images.startup.loading and text.startup.loading  # begun before the thread could finish
+    assert [a["adapter_name"] for a in images.list_adapters()] == ["night", "outline", "stripes", "pastel"]
+    assert [a["adapter_name"] for a in text.list_adapters()] == ["pirate", "formal", "shouting"]
+    thread.join(timeout=60)
+    assert images.startup.error is None and text.startup.error is None

@@ -127,7 +127,8 @@ def pipeline_markdown(info: dict | None) -> str:
     )
 
 
-def build_images_tab(images: ImageStudio) -> None:
+def build_images_tab(images: ImageStudio):
+    """The Images tab. Returns (fn, outputs) for the app to run when a page loads (see ui_page_load)."""
     """The Images tab's components and events, inside the caller's Blocks."""
     versions = itertools.count(1)  # every new card set differs from the last, so the cards are always redrawn
 
@@ -315,6 +316,18 @@ def build_images_tab(images: ImageStudio) -> None:
         snippet = gr.Code(language="python", label="gradio_client: reproduces what is on screen",
                           elem_id="api-snippet")  # fmt: skip
 
+    @user_errors
+    def ui_page_load():
+        """What the page shows of the studio, read when the page loads: python app.py serves the page while the
+        default pipeline is still loading (peft_core/startup.py), and other users may have changed it since."""
+        images.startup.wait()
+        info = images.info.to_dict() if images.info else None
+        names = [a["adapter_name"] for a in images.list_adapters()] if info else []
+        shown = info or defaults
+        return (info["model_id"] if info else bundled.DEFAULT_PIPELINE, pipeline_markdown(info),
+                *[shown[f"default_{k}"] for k in ("steps", "guidance_scale", "width", "height")],
+                gr.update(choices=names, value=names[0] if names else None), gr.update(choices=[""] + names, value=""))
+
     settings = [prompt, negative, seed, steps, guidance, width, height]
     lists = [resident, mix_rows, x_name, y_name]
     load_pipeline_btn.click(ui_load_pipeline, [model_id, model_revision], [pipeline_md, *lists], **private)
@@ -328,3 +341,4 @@ def build_images_tab(images: ImageStudio) -> None:
     compare_btn.click(ui_compare, [*common, *settings], [base_image, adapted_image, sent], **private)
     sweep_btn.click(ui_sweep, [*common, x_name, x_text, y_name, y_text, *settings], [grid, sent], **private)
     gr.on([c.change for c in [*common, *settings]], ui_snippet, [*common, *settings], snippet, **private)
+    return ui_page_load, [model_id, pipeline_md, steps, guidance, width, height, x_name, y_name]

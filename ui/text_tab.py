@@ -117,7 +117,8 @@ def parse_weights(value: str) -> dict[str, float]:
     return weights
 
 
-def build_text_tab(studio: TextStudio) -> None:
+def build_text_tab(studio: TextStudio):
+    """The Text tab. Returns (fn, outputs) for the app to run when a page loads (see ui_page_load)."""
     """The Text tab's components and events, inside the caller's Blocks."""
 
     def refreshed(adapters):
@@ -303,6 +304,16 @@ def build_text_tab(studio: TextStudio) -> None:
     gallery.select(ui_preset, None, [model_md, model_id, prompt, *lists], show_progress_on=model_md, **private)
     shown = [prompt, active, disabled, *settings]
     gr.on([c.change for c in shown], ui_snippet, shown, snippet, **private)
+
+    @user_errors
+    def ui_page_load():
+        """What the page shows of the studio, read when the page loads (the defaults may still be loading)."""
+        studio.startup.wait()
+        info = studio.model_info() if studio.info else None
+        return (info["model_id"] if info else bundled.DEFAULT_TEXT_MODEL, model_markdown(info),
+                *refreshed(studio.list_adapters() if info else []))
+
+    return ui_page_load, [model_id, model_md, table, active, delete_name, train_name]
 
 
 def _frame(points):

@@ -1,0 +1,51 @@
+"""Loading a studio's defaults in the background, so `python app.py` serves its page before the models are in.
+
+Importing diffusers and transformers alone takes about 8 s on a 2-core CPU; the page needs neither. A studio
+whose defaults are loading answers every call once they are in (or after STARTUP_WAIT_S, with a clear message),
+so the first request simply waits instead of seeing an empty studio.
+"""
+
+import sys
+import threading
+import traceback
+
+from peft_core.errors import InputError
+
+# How long a call waits for the defaults before it gives up with a message.
+STARTUP_WAIT_S = 300.0
+
+
+class Startup:
+    """Done, or loading in one background thread; `wait()` blocks other threads until it is done."""
+
+    def __init__(self):
+        self._done = threading.Event()
+        self._done.set()
+        self._owner: int | None = None  # the loading thread: it must not wait for itself
+        self.error: BaseException | None = None
+
+    def begin(self) -> None:
+        self._done.clear()
+
+    def run(self, what: str, fn) -> None:
+        """Run `fn` as the loading work (in the calling thread); errors are printed and kept, never raised."""
+        self._owner = threading.get_ident()
+        try:
+            fn()
+        except Exception as exc:  # the app keeps serving: a user can still load another model by hand
+            self.error = exc
+            print(f"loading {what} failed: {exc}", file=sys.stderr)
+            traceback.print_exc()
+        finally:
+            self._owner = None
+            self._done.set()
+
+    def wait(self, timeout: float = STARTUP_WAIT_S) -> None:
+        if threading.get_ident() == self._owner:
+            return
+        if not self._done.wait(timeout):
+            raise InputError(f"the default models are still loading after {timeout:.0f} s; try again in a moment")
+
+    @property
+    def loading(self) -> bool:
+        return not self._done.is_set()
