@@ -163,11 +163,12 @@ def _card_defaults(folder: Path) -> dict:
 
 
 def load_pipe(spec: PipelineSpec):
-    """A fresh pipeline from the spec's folder, float32 on CPU, progress bars off."""
+    """A fresh pipeline from the spec's folder, float32 on CPU as the studio loads it, progress bars off."""
+    import torch
     from diffusers import DiffusionPipeline
 
     with quiet():
-        pipe = DiffusionPipeline.from_pretrained(spec.folder, use_safetensors=True)
+        pipe = DiffusionPipeline.from_pretrained(spec.folder, use_safetensors=True, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -205,26 +206,6 @@ def studio_env(cfg: BenchConfig):
     with environ(STUDIO_LOCAL_DIRS=str(cfg.work.resolve()), STUDIO_MAX_RESIDENT_ADAPTERS="100000",
                  HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1"):  # fmt: skip
         yield
-
-
-@contextlib.contextmanager
-def skip_offload_walk():
-    """The stop-gap for the per-generation cost that grows with resident adapters (see docs/BENCHMARKS.md).
-
-    `DiffusionPipeline._execution_device` and `ModelMixin.device` look for a group-offloading hook on *every*
-    submodule of every component (diffusers.hooks.group_offloading._get_top_level_group_offload_hook, with a
-    `hasattr` that raises inside nn.Module.__getattr__ for each module), and each resident LoRA adds three modules
-    per adapted layer (lora_A, lora_B, lora_dropout). The studio never enables group offloading, so the answer is
-    always None: this skips the walk. Valid only while nothing calls `enable_group_offload`.
-    """
-    from diffusers.hooks import group_offloading
-
-    original = group_offloading._get_top_level_group_offload_hook
-    group_offloading._get_top_level_group_offload_hook = lambda module: None
-    try:
-        yield
-    finally:
-        group_offloading._get_top_level_group_offload_hook = original
 
 
 @contextlib.contextmanager

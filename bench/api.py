@@ -1,0 +1,76 @@
+"""The API round trip through gradio_client against the direct core call, same request (issue 6, item 4).
+
+The real app (`app.build_demo`) is served on a free loopback port, as tests/conftest.py's `launch_app` does, and
+`/generate` is called with gradio_client; the direct call is `ImageStudio.generate` with the same request on the
+same studio. Both use one adapter at weight 0.8, so neither pays a switch. The round trip adds the queue, the
+PNG encoding (`ui.common.png_file`), the HTTP transfer and the client's download.
+"""
+
+from bench.common import (
+    BenchConfig,
+    Goal,
+    adapter_repos,
+    image_request,
+    interleave,
+    median,
+    ms,
+    quiet,
+    resolve_pipeline,
+    studio_env,
+    studio_for,
+    summary,
+    table,
+    timed,
+    write_result,
+)
+
+GOAL_RATIO = 1.10
+
+
+def run_pipeline(cfg: BenchConfig, name: str) -> dict:
+    from gradio_client import Client
+
+    import app
+    from peft_core.text import TextStudio
+
+    spec = resolve_pipeline(name, cfg)
+    print(f"\n## api on {spec.name}", flush=True)
+    studio = studio_for(spec, cfg)
+    repo = adapter_repos(studio.pipe, spec, cfg, 1)[0]
+    with quiet():
+        studio.load_adapter(str(repo), adapter_name="a0")
+    request = image_request(spec, {"a0": 0.8})
+    demo = app.build_demo(studio, TextStudio(device="cpu"))
+    demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+                                                   css=app.CSS)  # fmt: skip
+    try:
+        client = Client(demo.local_url, verbose=False)
+
+        def api():
+            return client.predict(prompt=request.prompt, adapters={"a0": 0.8}, use_adapters=True, seed=request.seed,
+                                  steps=request.steps, guidance_scale=request.guidance_scale, width=request.width,
+                                  height=request.height, api_name="/generate")  # fmt: skip
+
+        with quiet():
+            times = interleave({"api": timed(api), "direct": timed(lambda: studio.generate(request))},
+                               max(cfg.repeats, cfg.pick(10, 1)), cfg.warmup)  # fmt: skip
+    finally:
+        demo.close()
+    ratio = median([a / d for a, d in zip(times["api"], times["direct"], strict=True)])
+    extra = median([a - d for a, d in zip(times["api"], times["direct"], strict=True)])
+    text = table(f"/generate through gradio_client against ImageStudio.generate on {spec.name} "
+                 f"({spec.steps} steps, {spec.size}x{spec.size})",
+                 ["direct", "API round trip", "ratio", "added per request"],
+                 [[ms(median(times["direct"])), ms(median(times["api"])), f"{ratio:.3f}", ms(extra)]])  # fmt: skip
+    goal = Goal(f"API round trip ÷ direct ≤ {GOAL_RATIO:.2f}", pipeline=spec.name,
+                measured=f"{ratio:.3f} (+{ms(extra)})", passed=ratio <= GOAL_RATIO)  # fmt: skip
+    return {"pipeline": spec.describe(), "times": summary(times), "ratio": ratio, "added_s": extra, "table": text,
+            "goals": [goal]}  # fmt: skip
+
+
+def run(cfg: BenchConfig) -> dict:
+    with studio_env(cfg):
+        results = {name: run_pipeline(cfg, name) for name in cfg.pipelines}
+    goals = [g for r in results.values() for g in r["goals"]]
+    write_result(cfg, "api", {"pipelines": results, "goals": goals})
+    return {"goals": goals}
