@@ -162,8 +162,8 @@ class LoraSlots:
         for adapter_name in names:
             if any(s.holder == adapter_name for s in self.slots):
                 continue
-            slot = self._free_slot(exclude=set(names))
             resident = self.residents[adapter_name]
+            slot = self._free_slot(exclude=set(names), signature=resident.signature)
             if slot.holder is not None and slot.signature == resident.signature:
                 self._copy_into(slot, resident)
                 self.stats["copy_fills"] += 1
@@ -257,12 +257,16 @@ class LoraSlots:
     def _active_holders(self) -> list[str]:
         return list(self._fused_mix and dict(self._fused_mix) or self._applied)
 
-    def _free_slot(self, exclude: set) -> Slot:
-        """An empty slot, else the least recently used one whose adapter is not in `exclude`."""
+    def _free_slot(self, exclude: set, signature: tuple | None = None) -> Slot:
+        """The slot to (re)fill: the least recently used one outside `exclude` holding an adapter of the same
+        `signature` (a copy refills it), else an empty slot, else the least recently used outside `exclude`."""
+        candidates = [s for s in self.slots if s.holder is not None and s.holder not in exclude]
+        same = [s for s in candidates if signature is not None and s.signature == signature]
+        if same:
+            return min(same, key=lambda s: s.used)
         empty = [s for s in self.slots if s.holder is None]
         if empty:
             return empty[0]
-        candidates = [s for s in self.slots if s.holder not in exclude]
         if not candidates:  # every slot is in use: one more
             self.slots.append(Slot(f"slot{len(self.slots)}"))
             return self.slots[-1]
