@@ -194,7 +194,8 @@ def _cases(spec, studio, ref, bare_pipe, reload_pipe, repos, ram, probe, a, b) -
             seconds = timed(lambda: target.load_adapter(str(probe), adapter_name="probe"))()
             target.delete_adapter("probe")
             # Untimed: the load took a slot from mix B; put it back, so the next round's "hit" is one.
-            _reapply(target, spec, b)
+            if all(name in target.slots.residents for name in b):  # ref holds mix A only
+                _reapply(target, spec, b)
             _reapply(target, spec, a)
             return seconds
 
