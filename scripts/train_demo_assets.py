@@ -1,7 +1,8 @@
 """Train the tiny demo models that ship with Adapter Studio, from procedural data, on a laptop CPU.
 
-    python scripts/train_demo_assets.py --out assets/hub            # the bundled assets (~30 min on 2 cores)
+    python scripts/train_demo_assets.py --out assets/hub            # the bundled assets (~90 min on 2 cores)
     python scripts/train_demo_assets.py --out /tmp/hub --quick      # every step, tiny step counts (< 60 s)
+    python scripts/train_demo_assets.py --loras-only night,outline  # only these LoRAs on the saved pipeline (~25 min)
 
 Writes Hub-style repos (a folder per repo id, each with a model card) under --out:
 
@@ -47,6 +48,34 @@ STYLE_PROSE = {
     "stripes": "Fills each shape with horizontal stripes of its colour and a darker shade of it.",
     "pastel": "Washes the colours out to soft pastels.",
 }
+# LoRA target modules. Attention alone restyles the inside of a shape (stripes, pastel). Carving out the inside
+# (outline) also needs the transformer blocks' 1x1 input/output projections and feed-forward layers. Repainting
+# the whole background (night) needs every layer: with fewer, the LoRA garbles the shape while it darkens.
+ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
+TRANSFORMER = ATTENTION + ("proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
+# "conv" is the down/upsamplers' conv; conv_in and conv_out touch the latents themselves
+EVERY_LAYER = TRANSFORMER + ("conv1", "conv2", "conv_shortcut", "time_emb_proj", "conv_in", "conv_out", "conv")
+
+
+@dataclass(frozen=True)
+class LoraRecipe:
+    target_modules: tuple[str, ...]
+    where: str  # the model card's words for target_modules
+    rank: int = 8
+    steps: int = 200
+    batch: int = 32
+    offset_noise: float = 0.0  # see diffusion_loss; only a style that changes the picture's average colour needs it
+
+
+# Measured with the summary's "kept" column (IoU of the shape with the base's) and each style's own measure.
+LORA_RECIPES = {
+    "night": LoraRecipe(
+        EVERY_LAYER, "attention, feed-forward and convolutions", rank=16, steps=600, batch=16, offset_noise=0.1
+    ),
+    "outline": LoraRecipe(TRANSFORMER, "transformer blocks", steps=400, batch=16),
+    "stripes": LoraRecipe(ATTENTION, "attention"),
+    "pastel": LoraRecipe(ATTENTION, "attention"),
+}
 # the settings the app should generate with; the model card repeats them
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 5.0
@@ -65,10 +94,9 @@ class Config:
     unet_batch: int = 32
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1  # empty prompt this often, so classifier-free guidance has an unconditional model
-    lora_steps: int = 200
-    lora_batch: int = 32
+    lora_steps: int | None = None  # None: each style's LORA_RECIPES steps; a number overrides them all
+    lora_batch: int | None = None  # likewise for the batch size
     lora_lr: float = 3e-3  # a LoRA of a tiny model learns fast; the base stays frozen
-    lora_rank: int = 8
     lm_steps: int = 600
     lm_lora_steps: int = 200
     lm_batch: int = 64
@@ -78,7 +106,8 @@ class Config:
 
 
 QUICK = dict(per_caption=2, vae_steps=4, vae_batch=8, unet_steps=4, unet_batch=8, lora_steps=2, lora_batch=8,
-             lm_steps=4, lm_lora_steps=2, lm_batch=8, eval_prompts=2, eval_steps=3, log_every=2)  # fmt: skip
+             lm_steps=4, lm_lora_steps=2, lm_batch=8, eval_prompts=2,
+             eval_steps=3, log_every=2)  # fmt: skip
 
 
 def seed_all(seed: int) -> None:
@@ -237,9 +266,16 @@ def text_ids(tokenizer, texts: list[str]) -> torch.Tensor:
                      return_tensors="pt").input_ids  # fmt: skip
 
 
-def diffusion_loss(unet, scheduler, latents, cond, gen) -> torch.Tensor:
-    """Epsilon-prediction loss with min-SNR-5 weighting, which makes tiny models converge much faster."""
+def diffusion_loss(unet, scheduler, latents, cond, gen, offset_noise: float = 0.0) -> torch.Tensor:
+    """Epsilon-prediction loss with min-SNR-5 weighting, which makes tiny models converge much faster.
+
+    `offset_noise` adds that much of a per-channel constant to the noise. SD's schedule never quite reaches pure
+    noise, so a model trained without it keeps the average colour of its training pictures; with it, a LoRA can
+    move the whole picture's brightness (night), as in https://www.crosslabs.org/blog/diffusion-with-offset-noise.
+    """
     noise = torch.randn(latents.shape, generator=gen)
+    if offset_noise:
+        noise = noise + offset_noise * torch.randn(latents.shape[:2] + (1, 1), generator=gen)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=gen)
     noisy = scheduler.add_noise(latents, noise, t)
     pred = unet(noisy, t, cond).sample
@@ -282,10 +318,12 @@ def train_image_lora(unet, scheduler, style, latents, cond_all, cond_empty, cfg:
     from peft.utils import get_peft_model_state_dict
 
     seed_all(cfg.seed + 10 + IMAGE_STYLES.index(style))
+    recipe = LORA_RECIPES[style]
+    steps, batch = cfg.lora_steps or recipe.steps, cfg.lora_batch or recipe.batch
     config = LoraConfig(
-        r=cfg.lora_rank,
-        lora_alpha=cfg.lora_rank,  # alpha = r: scale 1, and a loader that ignores alpha still gets it right
-        target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+        r=recipe.rank,
+        lora_alpha=recipe.rank,  # alpha = r: scale 1, and a loader that ignores alpha still gets it right
+        target_modules=list(recipe.target_modules),
         init_lora_weights="gaussian",
     )
     unet.add_adapter(config, adapter_name=style)
@@ -298,19 +336,19 @@ def train_image_lora(unet, scheduler, style, latents, cond_all, cond_empty, cfg:
     opt = torch.optim.AdamW(params, lr=cfg.lora_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 20 + IMAGE_STYLES.index(style))
     unet.train()
-    for step in range(cfg.lora_steps):
+    for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.lora_steps, cfg.lora_lr, warmup=20)
-        idx = torch.randint(len(latents), (cfg.lora_batch,), generator=gen)
+            group["lr"] = cosine_lr(step, steps, cfg.lora_lr, warmup=20)
+        idx = torch.randint(len(latents), (batch,), generator=gen)
         cond = cond_all[idx].clone()
         # the unconditional branch learns the style too, or guidance would pull the picture back to the base
         cond[torch.rand(len(idx), generator=gen) < cfg.caption_dropout] = cond_empty
-        loss = diffusion_loss(unet, scheduler, latents[idx], cond, gen)
+        loss = diffusion_loss(unet, scheduler, latents[idx], cond, gen, recipe.offset_noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % cfg.log_every == 0 or step == cfg.lora_steps - 1:
-            log(f"lora[{style}] step {step:5d}/{cfg.lora_steps}  loss {loss.item():.4f}")
+        if step % cfg.log_every == 0 or step == steps - 1:
+            log(f"lora[{style}] step {step:5d}/{steps}  loss {loss.item():.4f}")
     unet.eval()
     state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(unet, adapter_name=style).items()}
     metadata = config.to_dict()
@@ -337,11 +375,11 @@ def train_image_models(out: Path, cfg: Config) -> None:
     # the VAE sees every style, so dark backgrounds, thin outlines and stripes all survive the round trip
     train_vae(vae, torch.cat(list(pictures.values())), cfg)
     vae.requires_grad_(False)
-    latents = {style: encode_latents(vae, x) for style, x in pictures.items()}
+    latents = encode_latents(vae, pictures["base"])
     # unit-variance latents, as the noise schedule expects; the pipeline divides by this before decoding
-    scaling = float(1.0 / latents["base"].std())
+    scaling = float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scaling)
-    latents = {style: z * scaling for style, z in latents.items()}
+    latents = latents * scaling
     log(f"vae scaling_factor {scaling:.4f}")
 
     # SD's training schedule; DPM-Solver++ samples it cleanly in 20 steps
@@ -349,7 +387,7 @@ def train_image_models(out: Path, cfg: Config) -> None:
                                     beta_schedule="scaled_linear")  # fmt: skip
     ids = text_ids(tokenizer, texts)
     empty_ids = text_ids(tokenizer, [""])[0]
-    train_unet(unet, text_encoder, train_scheduler, latents["base"], ids, empty_ids, cfg)
+    train_unet(unet, text_encoder, train_scheduler, latents, ids, empty_ids, cfg)
     text_encoder.requires_grad_(False)
     unet.requires_grad_(False)
 
@@ -366,18 +404,46 @@ def train_image_models(out: Path, cfg: Config) -> None:
                       "studio_defaults": {"steps": 20, "guidance_scale": 5.0, "width": 32, "height": 32}},
                PIPELINE_CARD)  # fmt: skip
 
+    # the LoRAs train on the pipeline as saved (fp16, upcast), exactly as --loras-only finds it later
+    train_image_loras(out, IMAGE_STYLES, cfg)
+
+
+def train_image_loras(out: Path, styles, cfg: Config) -> None:
+    """Style LoRAs for the pipeline already saved under `out`: its VAE, text encoder and UNet stay as they are."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(out / PIPELINE_REPO, torch_dtype=torch.float32,
+                                                   use_safetensors=True)  # fmt: skip
+    for part in (pipe.vae, pipe.text_encoder, pipe.unet):
+        part.requires_grad_(False)
+        part.eval()
+    # the schedule the UNet was trained with: the saved DPM-Solver shares its betas
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    texts = None
+    latents = {}
+    for style in styles:
+        images, texts = ds.make_dataset(style, cfg.per_caption, seed=cfg.seed)
+        latents[style] = encode_latents(pipe.vae, to_tensor(images)) * pipe.vae.config.scaling_factor
+    log(f"lora data: {len(texts)} pictures per style for {', '.join(styles)}")
     # the LoRAs condition on the frozen text encoder: embed every caption once
     with torch.no_grad():
-        cond_all = text_encoder(ids)[0]
-        cond_empty = text_encoder(empty_ids[None])[0][0]
-    for style in IMAGE_STYLES:
-        state, metadata = train_image_lora(unet, train_scheduler, style, latents[style], cond_all, cond_empty, cfg)
+        cond_all = pipe.text_encoder(text_ids(pipe.tokenizer, texts))[0]
+        cond_empty = pipe.text_encoder(text_ids(pipe.tokenizer, [""]))[0][0]
+    for style in styles:
+        state, metadata = train_image_lora(pipe.unet, scheduler, style, latents[style], cond_all, cond_empty, cfg)
         folder = out / ORG / f"shapes-{style}"
         StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
                                                   unet_lora_adapter_metadata=metadata)  # fmt: skip
-        write_card(folder, {"base_model": PIPELINE_REPO, "license": "mit", "library_name": "diffusers",
-                            "instance_prompt": "", "tags": ["lora", "diffusers", "text-to-image", "adapter-studio"]},
-                   LORA_CARD.format(style=style, prose=STYLE_PROSE[style], repo=PIPELINE_REPO))  # fmt: skip
+        write_lora_card(folder, style)
+
+
+def write_lora_card(folder: Path, style: str) -> None:
+    recipe = LORA_RECIPES[style]
+    card = LORA_CARD.format(style=style, prose=STYLE_PROSE[style], repo=PIPELINE_REPO, rank=recipe.rank,
+                            where=recipe.where, targets=", ".join(recipe.target_modules))  # fmt: skip
+    write_card(folder, {"base_model": PIPELINE_REPO, "license": "mit", "library_name": "diffusers",
+                        "instance_prompt": "", "tags": ["lora", "diffusers", "text-to-image", "adapter-studio"]},
+               card)  # fmt: skip
 
 
 PIPELINE_CARD = f"""
@@ -398,7 +464,7 @@ LORA_CARD = """
 
 {prose}
 
-A LoRA (rank 8 on the UNet attention: to_q, to_k, to_v, to_out.0) for [{repo}](../tiny-shapes), trained on the
+A LoRA (rank {rank} on the UNet {where}: {targets}) for [{repo}](../tiny-shapes), trained on the
 same captions as the base with pictures drawn in this style. No trigger words: it restyles every prompt.
 Made by scripts/train_demo_assets.py.
 """
@@ -639,9 +705,12 @@ def image_summary(out: Path, cfg: Config, grid_path: Path | None) -> None:
     for shape in ds.SHAPES:
         ratios = [ds.fill_ratio(img) for img, p in zip(images["base"], prompts, strict=False) if p.endswith(shape)]
         log(f"base: fill ratio {shape:8s} {np.mean(ratios) if ratios else float('nan'):.3f}")
-    log(f"{'mix':16s}" + "".join(f"{m:>12s}" for m in ds.MEASURES))
+    # "kept": IoU of the filled shape with the base picture of the same prompt and seed (a style keeps the shape)
+    log(f"{'mix':16s}" + "".join(f"{m:>12s}" for m in ds.MEASURES) + f"{'kept':>12s}{'kept min':>12s}")
     for name, imgs in images.items():
         values = [np.mean([ds.MEASURES[m](img) for img in imgs]) for m in ds.MEASURES]
+        kept = [ds.mask_iou(img, base) for img, base in zip(imgs, images["base"], strict=True)]
+        values += [np.mean(kept), np.min(kept)]
         log(f"{name:16s}" + "".join(f"{v:12.3f}" for v in values))
     if grid_path is not None:
         save_grid(images, prompts, grid_path)
@@ -677,6 +746,15 @@ def text_summary(out: Path) -> None:
             log(f"lm {style:8s} {greedy(model, tokenizer, prompt)!r}")
 
 
+def _styles(text: str) -> list[str]:
+    """Split a --loras-only value ("night,outline") into styles, each one of IMAGE_STYLES."""
+    styles = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in styles if s not in IMAGE_STYLES]
+    if unknown or not styles:
+        raise argparse.ArgumentTypeError(f"unknown style(s) {unknown or text!r}; expected some of {IMAGE_STYLES}")
+    return list(dict.fromkeys(styles))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("assets/hub"), help="where the <org>/<name> repos go")
@@ -684,14 +762,29 @@ def main() -> None:
     parser.add_argument("--grid", type=Path, default=None, help="also save a PNG grid of samples here")
     parser.add_argument("--skip-images", action="store_true", help="only (re)train the text models")
     parser.add_argument("--skip-text", action="store_true", help="only (re)train the image models")
+    parser.add_argument(
+        "--loras-only",
+        type=_styles,
+        default=None,
+        metavar="STYLES",
+        help="only (re)train these image LoRAs (e.g. night,outline) on the pipeline already in --out",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     args = parser.parse_args()
 
-    torch.set_num_threads(2)  # the machine this is budgeted for; more threads barely help models this small
+    # 2: the machine this is budgeted for; more threads barely help models this small
+    torch.set_num_threads(args.threads)
     # Adam's squared-gradient averages of tiny models sink into denormal floats, which CPUs process ~100x slower
     torch.set_flush_denormal(True)
     cfg = Config(**QUICK) if args.quick else Config()
     start = time.time()
-    if not args.skip_images:
+    if args.loras_only:
+        if not (args.out / PIPELINE_REPO / "model_index.json").is_file():
+            parser.error(f"--loras-only needs the pipeline {PIPELINE_REPO} under --out {args.out}")
+        args.skip_text = True
+        train_image_loras(args.out, args.loras_only, cfg)
+        log(f"LoRAs {', '.join(args.loras_only)} done at {time.time() - start:.0f}s")
+    elif not args.skip_images:
         train_image_models(args.out, cfg)
         log(f"image models done at {time.time() - start:.0f}s")
     if not args.skip_text:
