@@ -15,6 +15,7 @@ import copy
 from bench.common import (
     ROOT,
     BenchConfig,
+    environ,
     interleave,
     median,
     quiet,
@@ -66,7 +67,7 @@ def run_model(cfg: BenchConfig, name: str) -> dict:
 
     folder, what = _lm_folder(name, cfg)
     print(f"\n## text on {what}", flush=True)
-    tokens = cfg.pick(64, 8)
+    tokens = cfg.pick(48, 8)  # the bundled LM has a context of 64 tokens
     with quiet():
         tokenizer = AutoTokenizer.from_pretrained(folder)
         base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -93,7 +94,11 @@ def run_model(cfg: BenchConfig, name: str) -> dict:
 
         return timed(run_once)
 
-    with studio_env(cfg), quiet():
+    import os
+
+    # The LM is loaded by path, as the bench adapter names it: allow its folder (the bundled one lives outside work).
+    dirs = os.pathsep.join(str(p.resolve()) for p in (cfg.work, folder.parent))
+    with studio_env(cfg), environ(STUDIO_LOCAL_DIRS=dirs), quiet():
         studio = TextStudio(device="cpu")
         studio.load_model(str(folder))
         studio.load_adapter(str(adapter_dir), adapter_name="bench")

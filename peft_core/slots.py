@@ -297,31 +297,35 @@ class LoraSlots:
 
     def _read_slot(self, slot: Slot) -> Resident:
         """The adapter in `slot` as peft registered it, copied out of the model."""
-        from peft.utils import get_peft_model_state_dict
-
         state, config, signature, nbytes = {}, {}, [], 0
-        for component, model in self._components():
-            if slot.name not in (getattr(model, "peft_config", None) or {}):
-                continue
-            tensors = get_peft_model_state_dict(model, adapter_name=slot.name)
+        self._index_params(slot)
+        for component, tensors in slot.params.items():
+            model = getattr(self.pipe, component)
             state[component] = {k: v.detach().clone() for k, v in tensors.items()}
             config[component] = model.peft_config[slot.name]
             nbytes += sum(v.numel() * v.element_size() for v in state[component].values())
             shapes = tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in tensors.items()))
             scaling = tuple(repr(getattr(config[component], f, None)) for f in _SCALING_FIELDS)
             signature.append((component, shapes, scaling))
-        self._index_params(slot)
         return Resident(state=state, config=config, signature=tuple(signature), nbytes=nbytes)
 
     def _index_params(self, slot: Slot) -> None:
         """References to the slot's parameters under peft's state-dict keys, so a refill is a copy per tensor."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
         from peft.utils import get_peft_model_state_dict
 
         slot.params = {}
+        marker = f".{slot.name}."
         for component, model in self._components():
-            if slot.name in (getattr(model, "peft_config", None) or {}):
-                # get_peft_model_state_dict returns the parameters themselves (detached views), keyed as saved.
-                slot.params[component] = get_peft_model_state_dict(model, adapter_name=slot.name)
+            if slot.name not in (getattr(model, "peft_config", None) or {}):
+                continue
+            # Only the slot's own parameters, handed to peft, which turns them into its saved keys: cheaper than
+            # letting it build the state dict of the whole model (the base weights included) to filter it.
+            own = {key: param for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)
+                   for key, param in module.named_parameters(prefix=name, recurse=True)
+                   if marker in key or key.endswith(f".{slot.name}")}  # fmt: skip
+            # get_peft_model_state_dict returns these parameters themselves (detached), keyed as saved.
+            slot.params[component] = get_peft_model_state_dict(model, state_dict=own, adapter_name=slot.name)
 
     def _copy_into(self, slot: Slot, resident: Resident) -> None:
         import torch
