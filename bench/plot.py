@@ -53,7 +53,8 @@ def _panel(draw, font, name: str, data: dict, x0: int) -> None:
         return bottom - (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * (bottom - top)
 
     pipe = data["pipeline"]
-    title = f"{name}: {pipe['steps']} steps, {pipe['size']}x{pipe['size']}, one generation ~ {goal[-1] / 10:.2f} s"
+    label = pipe.get("name", name)
+    title = f"{label}: {pipe['steps']} steps, {pipe['size']}x{pipe['size']}, one generation ~ {goal[-1] / 10:.2f} s"
     draw.text(((left + right) / 2, 18 * s), title, fill="black", font=font, anchor="mm")
     decade = lo
     while decade <= hi * 1.0001:

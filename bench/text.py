@@ -125,7 +125,9 @@ def run_model(cfg: BenchConfig, name: str) -> dict:
         n = tokens if not key.startswith("ours") else max(counts[key == "ours_adapter"], 1)
         tps = n / median(ts)
         base_key = "ours_base" if key.startswith("ours") else "base"
-        r = median([b / t for t, b in zip(ts, times[base_key], strict=True)])  # tokens/s ÷ base tokens/s
+        n_base = tokens if base_key == "base" else max(counts[False], 1)
+        # tokens/s ÷ base tokens/s, round by round (the studio's base may stop early at an end-of-text token)
+        r = median([(n / t) / (n_base / b) for t, b in zip(ts, times[base_key], strict=True)])
         ratios[key] = {"tokens_per_s": tps, "÷_base": r, "tokens": n}
         rows.append([key.replace("_", " "), n, f"{tps:,.0f}", f"{r:.3f}"])
     text = table(f"Greedy generation on {what}, {tokens} new tokens; ratios: tokens/s ÷ the base's in the same "
