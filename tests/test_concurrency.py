@@ -158,3 +158,18 @@ def test_an_adapter_deleted_between_check_and_generation_is_refused_cleanly(stud
         studio.compare(ImageRequest("a red circle", {"b": 1.0}, steps=4, width=32, height=32))
     monkeypatch.undo()
     assert np.array_equal(gen(studio, {"a": 1.0}), a)
+
+
+def test_soak_script_runs_in_quick_mode():
+    """scripts/soak.py (load -> generate -> delete cycles, watching RSS) in its quick mode, so it cannot rot. Its
+    figures are for people to read (docs/RELIABILITY.md), not asserted here."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "soak.py"
+    done = subprocess.run([sys.executable, str(script), "--cycles", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in ("RSS at start:", "RSS after the 1st cycle:", "RSS at the end:", "end / after 1st cycle:"):
+        assert line in done.stdout, done.stdout
+    assert "LoRA entries left in the pipeline: 0;" in done.stdout
