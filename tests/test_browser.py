@@ -116,11 +116,16 @@ def test_generate_load_weight_disable_compare(page):
 
 def test_sweep_grid(page):
     page.get_by_text("Weight sweep (X/Y grid)").click()
-    page.locator("#sweep-x-values textarea, #sweep-x-values input").first.fill("0, 0.5, 1")
+    values = page.locator("#sweep-x-values textarea, #sweep-x-values input").first
+    values.fill("0, 0.5, 1")
+    values.press("Tab")  # the change reaches the app before the click (else the default -1:1.5:6 may run)
+    assert values.input_value() == "0, 0.5, 1"
     click(page, "Run sweep")
     grid = page.locator("#sweep-grid")
     grid.get_by_text("lora_a=0.5").wait_for()
-    assert grid.locator("img").count() == 3
+    assert grid.get_by_text("lora_a=-1").count() == 0
+    # Distinct images: while the gallery re-renders it may briefly hold each <img> twice.
+    assert len({img.get_attribute("src") for img in grid.locator("img").all()}) == 3
     shot(page, "4-sweep")
 
 
