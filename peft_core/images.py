@@ -4,7 +4,7 @@ Data flows one way: request (prompt, mix, seed) -> validate -> apply the mix und
 The pipeline and the resident adapters are shared by every user, so they live here behind one lock; the mix
 (which adapters, at which weights, or none) belongs to each request. Resident adapters wait in RAM and only the
 ones in use sit in the pipeline (slots.py), so a switch, a generation or a load costs the same with 1 adapter
-resident or 64, and a mix used again and again is fused into the base weights.
+resident or 64, and the applied mix is fused into the base weights.
 """
 
 import dataclasses
@@ -70,7 +70,6 @@ class ImageStudio:
         self.slots: LoraSlots | None = None  # the resident adapters of self.pipe, in RAM and in its slots
         self.info: PipelineInfo | None = None
         self._adapters: dict[str, AdapterInfo] = {}  # insertion order = load order
-        self._applied = None  # the mix the pipeline holds now: None = LoRA disabled, else ((name, weight), ...)
         self._last_used: dict[str, int] = {}  # adapter_name -> request counter, for least-recently-used eviction
         self._requests = 0
 
@@ -109,7 +108,6 @@ class ImageStudio:
             self.pipe, self.info, self.slots = pipe, info, slots
             self._adapters.clear()  # adapters belong to the base they were loaded into
             self._last_used.clear()
-            self._applied = None
         return info.to_dict()
 
     def _from_pretrained(self, repo_id: str, folder):
@@ -187,7 +185,7 @@ class ImageStudio:
         cap = settings.current().max_resident_adapters
         if len(self._adapters) < cap:
             return None
-        in_use = {name for name, _ in self._applied} if isinstance(self._applied, tuple) else set()
+        in_use = set(self.slots.applied)
         candidates = [
             name
             for name in sorted(self._adapters, key=lambda n: self._last_used.get(n, 0))
@@ -258,8 +256,6 @@ class ImageStudio:
             self.slots.remove(adapter_name)
         del self._adapters[adapter_name]
         self._last_used.pop(adapter_name, None)
-        if isinstance(self._applied, tuple) and adapter_name in dict(self._applied):
-            self._applied = None
 
     def export_mix(self, adapters: dict, folder):
         """One LoRA safetensors file that equals this mix (see export.py); returns its path."""
@@ -332,7 +328,6 @@ class ImageStudio:
         self._requests += 1
         self._last_used.update({name: self._requests for name, _ in mix})
         self.slots.activate(dict(mix))  # an empty mix is the base: same as the disable toggle
-        self._applied = mix or None
 
     def _run(self, request: ImageRequest, progress):
         import torch

@@ -95,7 +95,7 @@ class LoraSlots:
         The least recently used slot outside the applied mix takes it; its old adapter stays resident in RAM.
         """
         self.unfuse()
-        slot = self._free_slot(exclude=set(self._active_holders()))
+        slot = self._free_slot(exclude=set(self._applied))
         if slot.holder is not None or self._slot_injected(slot):
             self._empty(slot)
         self._forget_activation()
@@ -113,6 +113,11 @@ class LoraSlots:
         for slot in self.slots:
             if slot.holder == adapter_name:
                 self._empty(slot)
+
+    @property
+    def applied(self) -> dict[str, float]:
+        """The mix of the last activate() (adapter_name -> weight); {}: the base."""
+        return dict(self._applied)
 
     def slot_of(self, adapter_name: str) -> str | None:
         return next((s.name for s in self.slots if s.holder == adapter_name), None)
@@ -254,8 +259,6 @@ class LoraSlots:
         self._requests += 1
         return self._requests
 
-    def _active_holders(self) -> list[str]:
-        return list(self._fused_mix and dict(self._fused_mix) or self._applied)
 
     def _free_slot(self, exclude: set, signature: tuple | None = None) -> Slot:
         """The slot to (re)fill: the least recently used one outside `exclude` holding an adapter of the same
