@@ -49,11 +49,51 @@ _SCALING_FIELDS = ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslo
                    "fan_in_fan_out")  # fmt: skip
 
 
+class Packed:
+    """A state dict kept as one flat buffer per dtype and a layout of (key, dtype, shape), shared with every
+    adapter of the same shapes.
+
+    Why: a LoRA is many small tensors (the bundled ones: 112 of 0.18 MB in all), and each tensor costs its own
+    allocation, storage and tensor object, ~0.9 KB here: half as much again as the bundled LoRAs' parameters.
+    Views are made only while a slot is refilled.
+    """
+
+    __slots__ = ("layout", "buffers")
+
+    def __init__(self, tensors: dict, layouts: dict):
+        import torch
+
+        layout = tuple((key, value.dtype, tuple(value.shape)) for key, value in tensors.items())
+        self.layout = layouts.setdefault(layout, layout)
+        self.buffers = {}
+        for dtype in dict.fromkeys(d for _, d, _ in layout):
+            parts = [v.detach().reshape(-1) for v in tensors.values() if v.dtype == dtype]
+            self.buffers[dtype] = torch.cat(parts) if parts else torch.empty(0, dtype=dtype)
+
+    def items(self):
+        """(key, tensor) pairs: views into the buffers, as the state dict was."""
+        offsets = dict.fromkeys(self.buffers, 0)
+        for key, dtype, shape in self.layout:
+            n = 1
+            for size in shape:
+                n *= size
+            start = offsets[dtype]
+            offsets[dtype] = start + n
+            yield key, self.buffers[dtype][start : start + n].view(shape)
+
+    def to_dict(self) -> dict:
+        return dict(self.items())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers.values())
+
+
 @dataclass
 class Resident:
     """One adapter as it waits in RAM: per pipeline part, peft's state dict and config."""
 
-    state: dict  # component -> {"<module>.lora_A.weight": tensor, ...} (peft keys, no adapter name)
+    state: dict  # component -> Packed {"<module>.lora_A.weight": tensor, ...} (peft keys, no adapter name)
     config: dict  # component -> LoraConfig
     signature: tuple = ()  # equal signatures: a slot can swap one for the other by copying tensors
     nbytes: int = 0
@@ -84,6 +124,9 @@ class LoraSlots:
         self._fused: list | None = None  # while fused: the layers merged
         self._fused_mix: tuple | None = None  # the mix merged into the base weights
         self._fused_cache: OrderedDict = OrderedDict()  # mix -> {base parameter: its merged value}, LRU first
+        # One copy of each distinct layout and signature, shared by the residents that have it (Packed's why).
+        self._layouts: dict = {}
+        self._signatures: dict = {}
         self.stats = {"copy_fills": 0, "inject_fills": 0, "fuses": 0, "cached_fuses": 0, "too_big_to_fuse": 0}
 
     # --- resident adapters ---------------------------------------------------------------------------------------
@@ -304,13 +347,15 @@ class LoraSlots:
         self._index_params(slot)
         for component, tensors in slot.params.items():
             model = getattr(self.pipe, component)
-            state[component] = {k: v.detach().clone() for k, v in tensors.items()}
+            state[component] = Packed(tensors, self._layouts)  # a copy: the slot's tensors change on refills
             config[component] = model.peft_config[slot.name]
-            nbytes += sum(v.numel() * v.element_size() for v in state[component].values())
+            nbytes += state[component].nbytes
             shapes = tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in tensors.items()))
             scaling = tuple(repr(getattr(config[component], f, None)) for f in _SCALING_FIELDS)
             signature.append((component, shapes, scaling))
-        return Resident(state=state, config=config, signature=tuple(signature), nbytes=nbytes)
+        signature = tuple(signature)
+        signature = self._signatures.setdefault(signature, signature)
+        return Resident(state=state, config=config, signature=signature, nbytes=nbytes)
 
     def _index_params(self, slot: Slot) -> None:
         """References to the slot's parameters under peft's state-dict keys, so a refill is a copy per tensor."""
@@ -334,9 +379,9 @@ class LoraSlots:
         import torch
 
         with torch.no_grad():
-            for component, tensors in resident.state.items():
+            for component, packed in resident.state.items():
                 params = slot.params[component]
-                for key, value in tensors.items():
+                for key, value in packed.items():
                     params[key].copy_(value)
 
     def _inject_into(self, slot: Slot, resident: Resident) -> None:
@@ -356,7 +401,7 @@ class LoraSlots:
             with warnings.catch_warnings():  # "Already found a peft_config": the other slots, as intended
                 warnings.simplefilter("ignore", UserWarning)
                 model.add_adapter(copy.deepcopy(resident.config[component]), adapter_name=slot.name)
-            result = set_peft_model_state_dict(model, resident.state[component], adapter_name=slot.name)
+            result = set_peft_model_state_dict(model, resident.state[component].to_dict(), adapter_name=slot.name)
             unexpected = getattr(result, "unexpected_keys", None)
             if unexpected:
                 raise RuntimeError(f"re-adding {slot.name}: keys peft did not place: {unexpected[:3]}")
