@@ -302,7 +302,6 @@ class LoraSlots:
         self._requests += 1
         return self._requests
 
-
     def _free_slot(self, exclude: set, signature: tuple | None = None) -> Slot:
         """The slot to (re)fill: the least recently used one outside `exclude` holding an adapter of the same
         `signature` (a copy refills it), else an empty slot, else the least recently used outside `exclude`."""
