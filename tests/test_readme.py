@@ -29,7 +29,7 @@ def url():
 
 def test_readme_has_api_examples():
     blocks = python_blocks()
-    assert len(blocks) >= 2 and all('Client("http://127.0.0.1:7860/")' in b for b in blocks)
+    assert len(blocks) >= 2 and all('Client("http://127.0.0.1:7860/"' in b for b in blocks)
 
 
 @pytest.mark.parametrize("index", range(len(python_blocks())))

@@ -1,12 +1,20 @@
 """The "use via API" panel: a gradio_client snippet that reproduces what is on screen."""
 
+# gradio_client builds a new TLS context (the CA bundle read from disk, ~50 ms here) for each of the two HTTP
+# connections a call opens, even over plain http: most of its ~0.2 s per call on a 2-core CPU. One context,
+# built once and passed as ssl_verify, verifies certificates exactly as the default does (httpx's own
+# default context) and brings a call down to ~0.06 s. docs/BENCHMARKS.md, "API round trip".
+CLIENT = """import httpx
+from gradio_client import Client
+
+# one TLS context for every call (gradio_client would build one per request, ~0.1 s a call)
+client = Client({url!r}, ssl_verify=httpx.create_ssl_context())"""
+
 
 def image_snippet(url: str, prompt: str, negative: str, mix: dict, use_adapters: bool, seed: int, steps: int,
                   guidance: float, width: int, height: int) -> str:  # fmt: skip
     mix_text = "{" + ", ".join(f"{name!r}: {weight:g}" for name, weight in mix.items()) + "}"
-    return f'''from gradio_client import Client
-
-client = Client({url!r})
+    return f'''{CLIENT.format(url=url)}
 png = client.predict(
     prompt={prompt!r},
     adapters={mix_text},
@@ -25,9 +33,7 @@ print(png)  # a PNG file path
 
 def text_snippet(url: str, prompt: str, active: list, use_adapters: bool, max_new_tokens: int, do_sample: bool,
                  seed: int, temperature: float) -> str:  # fmt: skip
-    return f'''from gradio_client import Client
-
-client = Client({url!r})
+    return f'''{CLIENT.format(url=url)}
 text = client.predict(
     prompt={prompt!r},
     adapters={list(active)!r},
