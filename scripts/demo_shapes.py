@@ -26,6 +26,8 @@ STYLES = ("base", "night", "outline", "stripes", "pastel")
 OUTLINE_WIDTH = 3  # pixels at 32x32; the tiny VAE (2x downsampling) blurs anything thinner
 STRIPE_PERIOD = 6  # pixels: 3 in the shape's colour, 3 darker; 2 latent pixels per band survive the VAE
 PASTEL_WHITE = 0.55  # share of white mixed into a pastel colour
+# each shape's inscribed-circle radius as a share of r, as render() draws it (a triangle of base 2r, height 1.85r)
+INRADIUS = {"circle": 1.0, "square": 0.85, "triangle": 0.596}
 SHAPE_THRESHOLD = 0.2  # a pixel belongs to the shape when a channel differs this much from the background
 
 
@@ -34,12 +36,23 @@ def captions() -> list[str]:
     return [f"a {colour} {shape}" for shape in SHAPES for colour in COLOURS]
 
 
-def render(shape: str, colour: str, style: str = "base", cx: float = 16.0, cy: float = 16.0, r: float = 10.0):
-    """One picture as float32 HxWx3 in [0, 1]: a `colour` `shape` centred at (cx, cy), half-size `r` pixels."""
+def render(shape: str, colour: str, style: str = "base", cx: float = 16.0, cy: float = 16.0, r: float = 10.0,
+           strength: float = 1.0):
+    """One picture as float32 HxWx3 in [0, 1]: a `colour` `shape` centred at (cx, cy), half-size `r` pixels.
+
+    `strength` in [0, 1] draws the style part way: 0 is the base picture, 1 the full style, 0.5 half of it (half
+    as dark a background, a ring whose hollow is half the full style's area, ...). A LoRA trained on several
+    strengths at the matching weights then behaves at weight 0.5 as a person expects, also inside a mix.
+    """
+    if strength <= 0:
+        style = "base"  # exactly: a ring as thick as the shape is not quite the filled shape
     s = SUPERSAMPLE
     box = [(cx - r) * s, (cy - r) * s, (cx + r) * s, (cy + r) * s]
-    # outline-only shapes are drawn as a ring of the shape's colour; the interior stays background
-    fill, outline, width = (None, 255, OUTLINE_WIDTH * s) if style == "outline" else (255, None, 1)
+    # outline-only shapes are drawn as a ring of the shape's colour; the interior stays background. The hollow's
+    # area scales with strength: its inradius is sqrt(strength) times the full style's
+    inradius = r * INRADIUS.get(shape, 1.0)
+    ring = inradius - np.sqrt(strength) * (inradius - OUTLINE_WIDTH)
+    fill, outline, width = (None, 255, max(1, round(ring * s))) if style == "outline" else (255, None, 1)
     mask = Image.new("L", (SIZE * s, SIZE * s), 0)
     draw = ImageDraw.Draw(mask)
     if shape == "circle":
@@ -56,21 +69,24 @@ def render(shape: str, colour: str, style: str = "base", cx: float = 16.0, cy: f
 
     m = np.asarray(mask, dtype=np.float32)[..., None] / 255.0
     rgb = np.array(COLOURS[colour], dtype=np.float32)
-    bg = np.array(NIGHT_BACKGROUND if style == "night" else BACKGROUND, dtype=np.float32)
+    bg = np.array(BACKGROUND, dtype=np.float32)
+    if style == "night":
+        bg = (1 - strength) * bg + strength * np.array(NIGHT_BACKGROUND, dtype=np.float32)
     fg = np.broadcast_to(rgb, m.shape[:2] + (3,)).copy()
     if style == "pastel":
-        fg = (1 - PASTEL_WHITE) * fg + PASTEL_WHITE
+        white = strength * PASTEL_WHITE
+        fg = (1 - white) * fg + white
     elif style == "stripes":
         rows = np.arange(SIZE * s) // (STRIPE_PERIOD // 2 * s)
-        fg[rows % 2 == 1] *= 0.3  # horizontal bands: the colour, then a dark version of it
+        fg[rows % 2 == 1] *= 1 - 0.7 * strength  # horizontal bands: the colour, then a dark version of it
     img = bg * (1 - m) + fg * m
     return img.reshape(SIZE, s, SIZE, s, 3).mean(axis=(1, 3))
 
 
-def make_dataset(style: str, per_caption: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
-    """`per_caption` pictures of every caption in `style`, as (N, 32, 32, 3) float32 and N captions.
+def make_dataset(style: str, per_caption: int, seed: int = 0, strength: float = 1.0) -> tuple[np.ndarray, list[str]]:
+    """`per_caption` pictures of every caption in `style` at `strength`, as (N, 32, 32, 3) float32 and N captions.
 
-    The same seed gives the same positions and sizes in every style: only the style differs between sets.
+    The same seed gives the same positions and sizes in every style and strength: only the style differs.
     """
     rng = np.random.default_rng(seed)
     images, texts = [], []
@@ -80,7 +96,7 @@ def make_dataset(style: str, per_caption: int, seed: int = 0) -> tuple[np.ndarra
                 # a little jitter, so the model learns "a red circle" and not one picture of it
                 cx, cy = rng.uniform(14.0, 18.0, size=2)
                 r = rng.uniform(8.0, 11.0)
-                images.append(render(shape, colour, style, cx, cy, r))
+                images.append(render(shape, colour, style, cx, cy, r, strength))
                 texts.append(f"a {colour} {shape}")
     return np.stack(images), texts
 

@@ -1,8 +1,9 @@
 """Train the tiny demo models that ship with Adapter Studio, from procedural data, on a laptop CPU.
 
-    python scripts/train_demo_assets.py --out assets/hub            # the bundled assets (~90 min on 2 cores)
+    python scripts/train_demo_assets.py --out assets/hub            # the bundled assets (~105 min on 2 cores)
     python scripts/train_demo_assets.py --out /tmp/hub --quick      # every step, tiny step counts (< 60 s)
-    python scripts/train_demo_assets.py --loras-only night,outline  # only these LoRAs on the saved pipeline (~25 min)
+    python scripts/train_demo_assets.py --loras-only night,outline  # only these LoRAs on the saved pipeline (~15 min)
+    python scripts/train_demo_assets.py --tune-decoder              # only the VAE decoder's last step (~5-10 min)
 
 Writes Hub-style repos (a folder per repo id, each with a model card) under --out:
 
@@ -65,15 +66,20 @@ class LoraRecipe:
     steps: int = 200
     batch: int = 32
     offset_noise: float = 0.0  # see diffusion_loss; only a style that changes the picture's average colour needs it
+    # Style strengths trained, each at the same LoRA weight (peft's set_scale), round robin. Trained at 1 only, a
+    # LoRA's weight 0.5 is whatever the network makes of half the update: for night and outline that garbled the
+    # shape in a 50/50 mix, or barely hollowed it. Trained at several, weight 0.5 draws the style half way.
+    strengths: tuple[float, ...] = (1.0,)
 
 
+# Half the steps at the full style, the rest part way, so weight 1 stays as strong as when trained at 1 alone
+PARTWAY = (0.5, 1.0, 0.25, 1.0, 0.75, 1.0)
 # Measured with the summary's "kept" column (IoU of the shape with the base's) and each style's own measure.
 LORA_RECIPES = {
-    "night": LoraRecipe(
-        EVERY_LAYER, "attention, feed-forward and convolutions", rank=16, steps=600, batch=16, offset_noise=0.1
-    ),
-    "outline": LoraRecipe(TRANSFORMER, "transformer blocks", steps=400, batch=16),
-    "stripes": LoraRecipe(ATTENTION, "attention"),
+    "night": LoraRecipe(EVERY_LAYER, "attention, feed-forward and convolutions", rank=16, steps=900, batch=16,
+                        offset_noise=0.1, strengths=PARTWAY),  # fmt: skip
+    "outline": LoraRecipe(TRANSFORMER, "transformer blocks", steps=600, batch=16, strengths=PARTWAY),
+    "stripes": LoraRecipe(TRANSFORMER, "transformer blocks", steps=400, batch=16, strengths=(0.5, 1.0)),
     "pastel": LoraRecipe(ATTENTION, "attention"),
 }
 # the settings the app should generate with; the model card repeats them
@@ -90,6 +96,12 @@ class Config:
     vae_batch: int = 16
     vae_lr: float = 1e-3
     vae_kl: float = 1e-6  # just enough to keep the latents tame; more blurs the 32x32 pictures
+    # the decoder, tuned again once the UNet is trained (tune_vae_decoder)
+    decoder_steps: int = 600
+    decoder_batch: int = 32
+    decoder_lr: float = 5e-4
+    decoder_per_caption: int = 8  # pictures per caption, style and strength
+    decoder_noise: float = 0.1  # std of the noise added to the latents it decodes (theirs is ~1.3)
     unet_steps: int = 1500
     unet_batch: int = 32
     unet_lr: float = 1e-3
@@ -105,8 +117,8 @@ class Config:
     log_every: int = 100
 
 
-QUICK = dict(per_caption=2, vae_steps=4, vae_batch=8, unet_steps=4, unet_batch=8, lora_steps=2, lora_batch=8,
-             lm_steps=4, lm_lora_steps=2, lm_batch=8, eval_prompts=2,
+QUICK = dict(per_caption=2, vae_steps=4, vae_batch=8, decoder_steps=2, decoder_per_caption=1, unet_steps=4,
+             unet_batch=8, lora_steps=2, lora_batch=8, lm_steps=4, lm_lora_steps=2, lm_batch=8, eval_prompts=2,
              eval_steps=3, log_every=2)  # fmt: skip
 
 
@@ -254,6 +266,62 @@ def train_vae(vae, images: torch.Tensor, cfg: Config) -> None:
     vae.eval()
 
 
+# Style strengths the decoder learns besides the full styles: what a LoRA at a weight between 0 and 1 draws
+DECODER_STRENGTHS = (0.25, 0.5, 0.75)
+
+
+def tune_vae_decoder(vae, cfg: Config) -> None:
+    """Teach the decoder the pictures between the styles; the encoder, and so the latent space, stay as they are.
+
+    Why: the VAE learnt the base and the five full styles only. A LoRA at weight 0.5 (or two LoRAs at 0.5 in a
+    mix) makes latents between those, and the decoder turned them into coloured noise: a half-dark background
+    came back with 13x the squared error of a light one (0.052 against 0.004). Here the decoder learns every
+    style at strengths 0.25, 0.5 and 0.75 too, from the frozen encoder's latents plus a little noise, so it
+    also forgives the UNet's imprecise latents. The UNet and the LoRAs learn from the encoder alone, so neither
+    has to change.
+    """
+    pictures = [ds.make_dataset("base", cfg.decoder_per_caption, seed=cfg.seed + 3)[0]]
+    for style in ds.STYLES[1:]:
+        for strength in DECODER_STRENGTHS + (1.0,):
+            pictures.append(ds.make_dataset(style, cfg.decoder_per_caption, cfg.seed + 3, strength)[0])
+    images = to_tensor(np.concatenate(pictures))
+    latents = encode_latents(vae, images)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed + 4)
+    vae.decoder.requires_grad_(True)
+    vae.post_quant_conv.requires_grad_(True)
+    vae.train()
+    for step in range(cfg.decoder_steps):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, cfg.decoder_steps, cfg.decoder_lr, warmup=20)
+        idx = torch.randint(len(images), (cfg.decoder_batch,), generator=gen)
+        noisy = latents[idx] + cfg.decoder_noise * torch.randn(latents[idx].shape, generator=gen)
+        mse = F.mse_loss(vae.decode(noisy).sample, images[idx])
+        opt.zero_grad(set_to_none=True)
+        mse.backward()
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.decoder_steps - 1:
+            log(f"decoder step {step:5d}/{cfg.decoder_steps}  mse(0-1 scale) {mse.item() / 4:.5f}")
+    vae.eval()
+    vae.requires_grad_(False)
+
+
+def tune_saved_decoder(out: Path, cfg: Config) -> None:
+    """tune_vae_decoder on the pipeline saved under `out`, written back as it was saved (fp16)."""
+    from diffusers import AutoencoderKL
+
+    folder = out / PIPELINE_REPO / "vae"
+    vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32, use_safetensors=True)
+    vae.requires_grad_(False)
+    tune_vae_decoder(vae, cfg)
+    vae.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    # from_pretrained recorded where it read from (a local path); the saved config should not carry it
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("_name_or_path", None)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor) -> torch.Tensor:
     """The latent means of every picture, computed once (the VAE is frozen from here on)."""
@@ -313,8 +381,12 @@ def train_unet(unet, text_encoder, scheduler, latents, ids, empty_ids, cfg: Conf
 
 
 def train_image_lora(unet, scheduler, style, latents, cond_all, cond_empty, cfg: Config) -> tuple[dict, dict]:
-    """One style LoRA on the frozen UNet; returns its diffusers-format state dict (unet.… keys added on save)."""
+    """One style LoRA on the frozen UNet; returns its diffusers-format state dict (unet.… keys added on save).
+
+    `latents` maps each of the recipe's strengths to the pictures of the style drawn at that strength.
+    """
     from peft import LoraConfig
+    from peft.tuners.lora import LoraLayer
     from peft.utils import get_peft_model_state_dict
 
     seed_all(cfg.seed + 10 + IMAGE_STYLES.index(style))
@@ -328,6 +400,7 @@ def train_image_lora(unet, scheduler, style, latents, cond_all, cond_empty, cfg:
     )
     unet.add_adapter(config, adapter_name=style)
     unet.set_adapter(style)
+    lora_layers = [m for m in unet.modules() if isinstance(m, LoraLayer)]
     params = []
     for name, p in unet.named_parameters():
         p.requires_grad_(f".{style}." in name)
@@ -339,16 +412,19 @@ def train_image_lora(unet, scheduler, style, latents, cond_all, cond_empty, cfg:
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, cfg.lora_lr, warmup=20)
-        idx = torch.randint(len(latents), (batch,), generator=gen)
+        strength = recipe.strengths[step % len(recipe.strengths)]
+        for layer in lora_layers:
+            layer.set_scale(style, strength)  # the LoRA weight a user would set for this strength
+        idx = torch.randint(len(cond_all), (batch,), generator=gen)
         cond = cond_all[idx].clone()
         # the unconditional branch learns the style too, or guidance would pull the picture back to the base
         cond[torch.rand(len(idx), generator=gen) < cfg.caption_dropout] = cond_empty
-        loss = diffusion_loss(unet, scheduler, latents[idx], cond, gen, recipe.offset_noise)
+        loss = diffusion_loss(unet, scheduler, latents[strength][idx], cond, gen, recipe.offset_noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % cfg.log_every == 0 or step == steps - 1:
-            log(f"lora[{style}] step {step:5d}/{steps}  loss {loss.item():.4f}")
+            log(f"lora[{style}] step {step:5d}/{steps}  strength {strength:.2f}  loss {loss.item():.4f}")
     unet.eval()
     state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(unet, adapter_name=style).items()}
     metadata = config.to_dict()
@@ -390,6 +466,9 @@ def train_image_models(out: Path, cfg: Config) -> None:
     train_unet(unet, text_encoder, train_scheduler, latents, ids, empty_ids, cfg)
     text_encoder.requires_grad_(False)
     unet.requires_grad_(False)
+    # fp16 round trip first: the tuning starts from the weights --tune-decoder would find saved
+    vae.to(torch.float16).to(torch.float32)
+    tune_vae_decoder(vae, cfg)
 
     scheduler = DPMSolverMultistepScheduler.from_config(train_scheduler.config)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
@@ -422,8 +501,10 @@ def train_image_loras(out: Path, styles, cfg: Config) -> None:
     texts = None
     latents = {}
     for style in styles:
-        images, texts = ds.make_dataset(style, cfg.per_caption, seed=cfg.seed)
-        latents[style] = encode_latents(pipe.vae, to_tensor(images)) * pipe.vae.config.scaling_factor
+        latents[style] = {}
+        for strength in dict.fromkeys(LORA_RECIPES[style].strengths):  # each strength once
+            images, texts = ds.make_dataset(style, cfg.per_caption, seed=cfg.seed, strength=strength)
+            latents[style][strength] = encode_latents(pipe.vae, to_tensor(images)) * pipe.vae.config.scaling_factor
     log(f"lora data: {len(texts)} pictures per style for {', '.join(styles)}")
     # the LoRAs condition on the frozen text encoder: embed every caption once
     with torch.no_grad():
@@ -439,8 +520,13 @@ def train_image_loras(out: Path, styles, cfg: Config) -> None:
 
 def write_lora_card(folder: Path, style: str) -> None:
     recipe = LORA_RECIPES[style]
+    weights = ""
+    if len(set(recipe.strengths)) > 1:
+        partway = ", ".join(f"{s:g}" for s in sorted(set(recipe.strengths)))
+        weights = (f"\n\nTrained at adapter weights {partway} on pictures drawn that far into the style, so a weight "
+                   "between 0 and 1 draws it part way, alone or in a mix.")
     card = LORA_CARD.format(style=style, prose=STYLE_PROSE[style], repo=PIPELINE_REPO, rank=recipe.rank,
-                            where=recipe.where, targets=", ".join(recipe.target_modules))  # fmt: skip
+                            where=recipe.where, targets=", ".join(recipe.target_modules), weights=weights)  # fmt: skip
     write_card(folder, {"base_model": PIPELINE_REPO, "license": "mit", "library_name": "diffusers",
                         "instance_prompt": "", "tags": ["lora", "diffusers", "text-to-image", "adapter-studio"]},
                card)  # fmt: skip
@@ -466,7 +552,7 @@ LORA_CARD = """
 
 A LoRA (rank {rank} on the UNet {where}: {targets}) for [{repo}](../tiny-shapes), trained on the
 same captions as the base with pictures drawn in this style. No trigger words: it restyles every prompt.
-Made by scripts/train_demo_assets.py.
+Made by scripts/train_demo_assets.py.{weights}
 """
 
 
@@ -677,9 +763,10 @@ def generate(pipe, prompt: str, seed: int = 0, steps: int = DEFAULT_STEPS) -> np
 def image_summary(out: Path, cfg: Config, grid_path: Path | None) -> None:
     pipe = load_pipeline(out)
     prompts = ds.captions()[:: max(1, len(ds.captions()) // cfg.eval_prompts)][: cfg.eval_prompts]
-    # the mixes: base (all weights 0), each style alone, and two 50/50 blends
+    # the mixes: base (all weights 0), each style alone, two 50/50 blends and the "night + outline" preset
     mixes = {"base": {}} | {s: {s: 1.0} for s in IMAGE_STYLES}
-    mixes |= {"night+stripes": {"night": 0.5, "stripes": 0.5}, "outline+pastel": {"outline": 0.5, "pastel": 0.5}}
+    mixes |= {"night+stripes": {"night": 0.5, "stripes": 0.5}, "outline+pastel": {"outline": 0.5, "pastel": 0.5},
+              "night+outline": {"night": 0.6, "outline": 0.6}}  # the last: a preset's mix (peft_core/presets.py)
     images = {}
     t0 = time.time()
     for name, mix in mixes.items():
@@ -769,6 +856,8 @@ def main() -> None:
         metavar="STYLES",
         help="only (re)train these image LoRAs (e.g. night,outline) on the pipeline already in --out",
     )
+    parser.add_argument("--tune-decoder", action="store_true",
+                        help="first tune the VAE decoder of the pipeline already in --out (see tune_vae_decoder)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     args = parser.parse_args()
 
@@ -778,12 +867,16 @@ def main() -> None:
     torch.set_flush_denormal(True)
     cfg = Config(**QUICK) if args.quick else Config()
     start = time.time()
-    if args.loras_only:
+    if args.loras_only or args.tune_decoder:
         if not (args.out / PIPELINE_REPO / "model_index.json").is_file():
-            parser.error(f"--loras-only needs the pipeline {PIPELINE_REPO} under --out {args.out}")
+            parser.error(f"--loras-only and --tune-decoder need the pipeline {PIPELINE_REPO} under --out {args.out}")
         args.skip_text = True
-        train_image_loras(args.out, args.loras_only, cfg)
-        log(f"LoRAs {', '.join(args.loras_only)} done at {time.time() - start:.0f}s")
+        if args.tune_decoder:
+            tune_saved_decoder(args.out, cfg)
+            log(f"decoder tuned at {time.time() - start:.0f}s")
+        if args.loras_only:
+            train_image_loras(args.out, args.loras_only, cfg)
+            log(f"LoRAs {', '.join(args.loras_only)} done at {time.time() - start:.0f}s")
     elif not args.skip_images:
         train_image_models(args.out, cfg)
         log(f"image models done at {time.time() - start:.0f}s")

@@ -5,6 +5,7 @@ well inside the values scripts/train_demo_assets.py printed when it made them (q
 """
 
 import copy
+import itertools
 import json
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def generate(pipe, prompt: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def images():
-    """Every picture the image tests measure, made once: base, each style at weight 1, two 50/50 blends."""
+    """Every picture the image tests measure, made once: base, each style at weight 1, every pair at 50/50."""
     from diffusers import DiffusionPipeline
 
     pipe = DiffusionPipeline.from_pretrained(HUB / train.PIPELINE_REPO, dtype=torch.float32, use_safetensors=True)
@@ -51,7 +52,7 @@ def images():
     for style in train.IMAGE_STYLES:
         pipe.set_adapters([style], adapter_weights=[1.0])
         out[style] = [generate(pipe, p) for p in PROMPTS]
-    for a, b in (("night", "stripes"), ("outline", "pastel")):
+    for a, b in itertools.combinations(train.IMAGE_STYLES, 2):
         pipe.set_adapters([a, b], adapter_weights=[0.5, 0.5])
         out[f"{a}+{b}"] = [generate(pipe, p) for p in PROMPTS]
     pipe.set_adapters(list(train.IMAGE_STYLES), adapter_weights=[0.0] * 4)
@@ -134,14 +135,15 @@ def test_base_draws_prompt_shape(images):
 # style -> (measure, threshold at weight 1); the values quoted are the means over PROMPTS (and over the training
 # script's 18 prompts)
 STYLE_THRESHOLDS = {
-    "night": ("brightness", 0.4),  # below; night 0.133 (0.115), base 0.907 (0.905)
-    "outline": ("hollowness", 0.1),  # above; outline 0.218 (0.159), base 0.000 (0.000)
-    "stripes": ("stripiness", 0.12),  # above; stripes 0.165 (0.160), base 0.094 (0.086)
-    "pastel": ("saturation", 0.5),  # below; pastel 0.404 (0.321), base 0.752 (0.668)
+    "night": ("brightness", 0.4),  # below; night 0.239 (0.207), base 0.903 (0.910)
+    "outline": ("hollowness", 0.1),  # above; outline 0.230 (0.188), base 0.000 (0.000)
+    "stripes": ("stripiness", 0.12),  # above; stripes 0.191 (0.179), base 0.085 (0.079)
+    "pastel": ("saturation", 0.5),  # below; pastel 0.431 (0.367), base 0.806 (0.741)
 }
 # Each style restyles the shape and keeps it: the IoU of its filled shape with the base's (same prompt and seed)
-# stays above this on every prompt. Measured minima over PROMPTS: night 0.581, outline 0.631, stripes 0.649,
-# pastel 0.729. The night LoRA before its retraining garbled shapes (IoU down to 0.20 over 18 prompts).
+# stays above this on every prompt. Measured minima over PROMPTS: night 0.635, outline 0.668, stripes 0.810,
+# pastel 0.788; every 50/50 pair 0.57 or more. The night LoRA of the first training garbled shapes (IoU down to
+# 0.20 over 18 prompts), and at 0.5 in a mix down to 0.18 until the decoder and LoRAs learnt styles part way.
 KEPT_IOU = 0.5
 
 
@@ -162,20 +164,20 @@ def test_style_keeps_the_shape(images, style):
         assert iou > KEPT_IOU, (style, prompt, iou)
 
 
-# At 50/50 the retrained outline hollows circles but hardly squares or triangles: on PROMPTS the mix's hollowness
-# is 0.030, below pastel's 0.034 (outline 0.218); over the script's 18 prompts it is 0.073, between 0.002 and 0.159.
-WEAK_HALF_OUTLINE = pytest.mark.xfail(reason="outline at weight 0.5 barely hollows squares/triangles", strict=True)
+# Every pair of styles at 50/50. Before the VAE decoder learnt the pictures between the styles and the LoRAs were
+# trained part way (scripts/train_demo_assets.py, tune_vae_decoder and LoraRecipe.strengths), night at 0.5
+# garbled the shape (IoU with the base's down to 0.18) and outline at 0.5 barely hollowed squares or triangles.
+MIXES = [f"{a}+{b}" for a, b in itertools.combinations(train.IMAGE_STYLES, 2)]
+# One pair still falls short: next to night at 0.5, stripes at 0.5 hardly show. On PROMPTS the mix's stripiness
+# is 0.080, below night's own 0.102 (night's texture; stripes 0.191); the shape is kept (IoU >= 0.69).
+STRIPES_UNDER_NIGHT = pytest.mark.xfail(reason="stripes at 0.5 hardly show next to night at 0.5", strict=True)
 
 
 @pytest.mark.parametrize(
     "mix, style",
-    [
-        ("night+stripes", "night"),
-        ("night+stripes", "stripes"),
-        pytest.param("outline+pastel", "outline", marks=WEAK_HALF_OUTLINE),
-        ("outline+pastel", "pastel"),
-    ],
-)
+    [pytest.param(m, s, marks=STRIPES_UNDER_NIGHT) if (m, s) == ("night+stripes", "stripes") else (m, s)
+     for m in MIXES for s in m.split("+")],
+)  # fmt: skip
 def test_half_half_mix_lands_between_its_parts(images, mix, style):
     a, b = mix.split("+")
     name = ds.STYLE_MEASURE[style][0]
@@ -185,12 +187,7 @@ def test_half_half_mix_lands_between_its_parts(images, mix, style):
     assert lo + margin < vm < hi - margin, (mix, name, va, vm, vb)
 
 
-# The night LoRA changes every layer of the UNet; at weight 0.5 next to stripes it garbles the shape (IoU with the
-# base 0.18-0.41 on PROMPTS) though each alone keeps it. outline+pastel keeps it (0.57-0.91).
-NIGHT_MIX_GARBLES = pytest.mark.xfail(reason="night at weight 0.5 garbles the shape", strict=True)
-
-
-@pytest.mark.parametrize("mix", [pytest.param("night+stripes", marks=NIGHT_MIX_GARBLES), "outline+pastel"])
+@pytest.mark.parametrize("mix", MIXES)
 def test_half_half_mix_keeps_the_shape(images, mix):
     for prompt, img, base in zip(PROMPTS, images[mix], images["base"], strict=False):
         iou = ds.mask_iou(img, base)
@@ -283,3 +280,34 @@ def test_quick_run_writes_every_repo(tmp_path):
     AutoModelForCausalLM.from_pretrained(tmp_path / train.LM_REPO)
     for style in train.LM_STYLES:
         assert (tmp_path / train.ORG / f"lm-{style}" / "adapter_model.safetensors").is_file()
+
+    # The incremental steps: tune the decoder and retrain one LoRA on the saved pipeline. The encoder (and so
+    # the latent space the UNet and the other LoRAs learnt) must stay exactly as it was.
+    from safetensors.torch import load_file
+
+    vae_file = tmp_path / train.PIPELINE_REPO / "vae" / "diffusion_pytorch_model.safetensors"
+    before = load_file(vae_file)
+    night, outline = (tmp_path / train.ORG / f"shapes-{s}" / "pytorch_lora_weights.safetensors"
+                      for s in ("night", "outline"))  # fmt: skip
+    night_before, outline_before = night.read_bytes(), outline.read_bytes()
+    args = ["--out", str(tmp_path), "--quick", "--threads", "1", "--tune-decoder", "--loras-only", "night"]
+    run = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    after = load_file(vae_file)
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed), sorted(changed)[:5]
+    assert night.read_bytes() != night_before and outline.read_bytes() == outline_before
+    assert "Trained at adapter weights 0.25, 0.5, 0.75, 1" in (night.parent / "README.md").read_text()
+
+
+def test_styles_drawn_part_way():
+    """The training pictures at strengths between 0 and 1: 0 is the base, 1 the style, and the style's measure
+    moves the same way all along (the LoRAs learn weight 0.5 from these)."""
+    for style in ds.STYLES[1:]:
+        name, direction = ds.STYLE_MEASURE[style]
+        for shape in ds.SHAPES:
+            assert np.array_equal(ds.render(shape, "red", style, strength=0.0), ds.render(shape, "red"))
+            values = [ds.MEASURES[name](ds.render(shape, "red", style, strength=s)) for s in (0.0, 0.5, 1.0)]
+            steps = [direction * (b - a) for a, b in zip(values, values[1:], strict=False)]
+            assert min(steps) > 0, (style, shape, values)
