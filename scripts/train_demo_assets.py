@@ -101,7 +101,7 @@ class Config:
     decoder_batch: int = 32
     decoder_lr: float = 5e-4
     decoder_per_caption: int = 8  # pictures per caption, style and strength
-    decoder_noise: float = 0.1  # std of the noise added to the latents it decodes (theirs is ~1.3)
+    decoder_noise: float = 0.1  # std of the noise added to the latents it decodes (their own std is ~1.3)
     unet_steps: int = 1500
     unet_batch: int = 32
     unet_lr: float = 1e-3
