@@ -61,6 +61,16 @@ def test_generate_mix_disable_and_compare(client):
     assert np.array_equal(image(left), base) and np.array_equal(image(right), a)
 
 
+def test_use_via_api_snippet_runs_and_gives_the_same_image(server, client, capsys):
+    """The snippet the page offers (with its one TLS context) runs as shown and gets what the plain client gets."""
+    from ui.snippets import image_snippet
+
+    code = image_snippet(server, "a red circle", "", {"a": 0.5, "b": 1.0}, True, 0, 4, 5.0, 32, 32)
+    exec(compile(code, "snippet", "exec"), {})
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    assert np.array_equal(image(path), generate(client, {"a": 0.5, "b": 1.0}))
+
+
 def test_defaults_come_from_the_pipeline(client):
     path = client.predict(prompt="a red circle", adapters={"b": 0.7}, api_name="/generate")
     assert image(path).shape == (32, 32, 3)
@@ -113,13 +123,3 @@ def test_delete_then_load_pipeline(client, assets):
     assert info["pipeline_class"] == "StableDiffusionPipeline" and info["dtype"] == "float32"
     assert {"model_id", "revision", "device"} <= set(info)
     assert client.predict(api_name="/list_adapters") == []
-
-
-def test_use_via_api_snippet_runs_and_gives_the_same_image(server, client, capsys):
-    """The snippet the page offers (with its one TLS context) runs as shown and gets what the plain client gets."""
-    from ui.snippets import image_snippet
-
-    code = image_snippet(server, "a red circle", "", {"a": 0.5, "b": 1.0}, True, 0, 4, 5.0, 32, 32)
-    exec(compile(code, "snippet", "exec"), {})
-    path = capsys.readouterr().out.strip().splitlines()[-1]
-    assert np.array_equal(image(path), generate(client, {"a": 0.5, "b": 1.0}))
