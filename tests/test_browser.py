@@ -117,6 +117,10 @@ def test_generate_load_weight_disable_compare(page):
 def test_sweep_grid(page):
     page.get_by_text("Weight sweep (X/Y grid)").click()
     values = page.locator("#sweep-x-values textarea, #sweep-x-values input").first
+    # The accordion gives its boxes their defaults as it opens; a fill that lands first was overwritten once.
+    page.wait_for_function(
+        "() => document.querySelector('#sweep-x-values textarea, #sweep-x-values input')?.value === '-1:1.5:6'"
+    )
     values.fill("0, 0.5, 1")
     values.press("Tab")  # the change reaches the app before the click (else the default -1:1.5:6 may run)
     assert values.input_value() == "0, 0.5, 1"
