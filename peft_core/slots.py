@@ -34,6 +34,7 @@ those walks cost the same at 1 resident adapter or 64.
 Not thread-safe: the image studio calls it under its lock.
 """
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -74,9 +75,7 @@ class Packed:
         """(key, tensor) pairs: views into the buffers, as the state dict was."""
         offsets = dict.fromkeys(self.buffers, 0)
         for key, dtype, shape in self.layout:
-            n = 1
-            for size in shape:
-                n *= size
+            n = math.prod(shape)
             start = offsets[dtype]
             offsets[dtype] = start + n
             yield key, self.buffers[dtype][start : start + n].view(shape)

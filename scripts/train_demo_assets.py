@@ -296,7 +296,8 @@ def tune_vae_decoder(vae, cfg: Config) -> None:
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, cfg.decoder_steps, cfg.decoder_lr, warmup=20)
         idx = torch.randint(len(images), (cfg.decoder_batch,), generator=gen)
-        noisy = latents[idx] + cfg.decoder_noise * torch.randn(latents[idx].shape, generator=gen)
+        batch = latents[idx]
+        noisy = batch + cfg.decoder_noise * torch.randn(batch.shape, generator=gen)
         mse = F.mse_loss(vae.decode(noisy).sample, images[idx])
         opt.zero_grad(set_to_none=True)
         mse.backward()

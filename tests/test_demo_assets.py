@@ -52,9 +52,9 @@ def images():
     for style in train.IMAGE_STYLES:
         pipe.set_adapters([style], adapter_weights=[1.0])
         out[style] = [generate(pipe, p) for p in PROMPTS]
-    for a, b in itertools.combinations(train.IMAGE_STYLES, 2):
-        pipe.set_adapters([a, b], adapter_weights=[0.5, 0.5])
-        out[f"{a}+{b}"] = [generate(pipe, p) for p in PROMPTS]
+    for mix in MIXES:
+        pipe.set_adapters(mix.split("+"), adapter_weights=[0.5, 0.5])
+        out[mix] = [generate(pipe, p) for p in PROMPTS]
     pipe.set_adapters(list(train.IMAGE_STYLES), adapter_weights=[0.0] * 4)
     out["weights 0"] = [generate(pipe, PROMPTS[0])]
     pipe.set_adapters(["night"], adapter_weights=[1.0])
