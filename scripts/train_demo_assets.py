@@ -1,9 +1,9 @@
 """Train the tiny demo models that ship with Adapter Studio, from procedural data, on a laptop CPU.
 
-    python scripts/train_demo_assets.py --out assets/hub            # the bundled assets (~105 min on 2 cores)
+    python scripts/train_demo_assets.py --out assets/hub            # the bundled assets (~51 min on 2 cores)
     python scripts/train_demo_assets.py --out /tmp/hub --quick      # every step, tiny step counts (< 60 s)
     python scripts/train_demo_assets.py --loras-only night,outline  # only these LoRAs on the saved pipeline (~15 min)
-    python scripts/train_demo_assets.py --tune-decoder              # only the VAE decoder's last step (~5-10 min)
+    python scripts/train_demo_assets.py --tune-decoder              # only the VAE decoder's last step (~5-8 min)
 
 Writes Hub-style repos (a folder per repo id, each with a model card) under --out:
 
@@ -19,16 +19,25 @@ Writes Hub-style repos (a folder per repo id, each with a model card) under --ou
 
 The pictures come from scripts/demo_shapes.py, which also holds the measurements printed at the end (and
 used by tests/test_demo_assets.py). Everything is seeded: the same command gives the same files.
+
+Where the time goes (2 cores): the VAE and then the UNet train on --threads threads (~3 and ~20-23 min). Then
+the four LoRAs, the VAE decoder's tuning and the LM, which do not depend on each other, run as jobs in --jobs
+worker processes of one thread each (~21 min), and so do the summary's pictures (~3 min): models this small use a
+second thread for only ~1.6x, two processes use both cores fully. A job always runs on one thread, whichever --jobs, so
+the files do not depend on it (--loras-only night and --tune-decoder repeat the full run's jobs).
 """
 
 import argparse
 import copy
 import json
 import math
+import os
 import random
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +150,36 @@ START = time.time()
 
 def log(msg: str) -> None:
     print(f"[{time.time() - START:6.0f}s] {msg}", flush=True)
+
+
+def _init_worker(start: float) -> None:
+    global START
+    START = start  # the workers' log lines count from the run's start, as the main process's do
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+
+
+_POOL: list[ProcessPoolExecutor] = []  # one for the whole run: each new worker pays ~10 s of imports
+
+
+def run_jobs(jobs: list[tuple], workers: int) -> list:
+    """Run each (function, *args) on one thread, in `workers` processes; the results in the jobs' order.
+
+    One thread always, even in this process with workers <= 1: a job's numbers then do not depend on `workers`.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        threads = torch.get_num_threads()
+        _init_worker(START)
+        try:
+            return [fn(*args) for fn, *args in jobs]
+        finally:
+            torch.set_num_threads(threads)
+    if not _POOL:
+        # spawn, not fork: a forked child of a process whose OpenMP pool already ran can hang
+        _POOL.append(ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                         initargs=(START,)))  # fmt: skip
+    futures = [_POOL[0].submit(fn, *args) for fn, *args in jobs]
+    return [f.result() for f in futures]
 
 
 def write_card(folder: Path, front: dict, body: str) -> None:
@@ -309,18 +348,27 @@ def tune_vae_decoder(vae, cfg: Config) -> None:
 
 
 def tune_saved_decoder(out: Path, cfg: Config) -> None:
-    """tune_vae_decoder on the pipeline saved under `out`, written back as it was saved (fp16)."""
+    """tune_vae_decoder on the pipeline saved under `out`, written back as it was saved (fp16). A job.
+
+    The LoRA jobs read the same VAE meanwhile, for its encoder, which this leaves bit for bit as it was: the files
+    are replaced whole (os.replace), so they read the old VAE or the new one, never half of each.
+    """
     from diffusers import AutoencoderKL
 
     folder = out / PIPELINE_REPO / "vae"
     vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32, use_safetensors=True)
     vae.requires_grad_(False)
     tune_vae_decoder(vae, cfg)
-    vae.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    staging = out / "_build" / "vae-tuned"
+    vae.to(torch.float16).save_pretrained(staging, safe_serialization=True)
     # from_pretrained recorded where it read from (a local path); the saved config should not carry it
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((staging / "config.json").read_text())
     config.pop("_name_or_path", None)
-    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for file in staging.iterdir():
+        os.replace(file, folder / file.name)
+    staging.rmdir()
+    log("decoder saved")
 
 
 @torch.no_grad()
@@ -467,9 +515,6 @@ def train_image_models(out: Path, cfg: Config) -> None:
     train_unet(unet, text_encoder, train_scheduler, latents, ids, empty_ids, cfg)
     text_encoder.requires_grad_(False)
     unet.requires_grad_(False)
-    # fp16 round trip first: the tuning starts from the weights --tune-decoder would find saved
-    vae.to(torch.float16).to(torch.float32)
-    tune_vae_decoder(vae, cfg)
 
     scheduler = DPMSolverMultistepScheduler.from_config(train_scheduler.config)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
@@ -483,13 +528,15 @@ def train_image_models(out: Path, cfg: Config) -> None:
                       # Adapter Studio reads these as the pipeline's default generation settings.
                       "studio_defaults": {"steps": 20, "guidance_scale": 5.0, "width": 32, "height": 32}},
                PIPELINE_CARD)  # fmt: skip
+    # The decoder's tuning (tune_saved_decoder) and the LoRAs (train_saved_lora) start from the pipeline as saved
+    # (fp16, upcast), as --tune-decoder and --loras-only find it later.
 
-    # the LoRAs train on the pipeline as saved (fp16, upcast), exactly as --loras-only finds it later
-    train_image_loras(out, IMAGE_STYLES, cfg)
 
+def train_saved_lora(out: Path, style: str, cfg: Config) -> None:
+    """A style LoRA for the pipeline already saved under `out`, written to its repo; the pipeline stays as it is.
 
-def train_image_loras(out: Path, styles, cfg: Config) -> None:
-    """Style LoRAs for the pipeline already saved under `out`: its VAE, text encoder and UNet stay as they are."""
+    A job (run_jobs): it reads and writes files only, so any number of them can run side by side.
+    """
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(out / PIPELINE_REPO, torch_dtype=torch.float32,
@@ -499,24 +546,21 @@ def train_image_loras(out: Path, styles, cfg: Config) -> None:
         part.eval()
     # the schedule the UNet was trained with: the saved DPM-Solver shares its betas
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    texts = None
     latents = {}
-    for style in styles:
-        latents[style] = {}
-        for strength in dict.fromkeys(LORA_RECIPES[style].strengths):  # each strength once
-            images, texts = ds.make_dataset(style, cfg.per_caption, seed=cfg.seed, strength=strength)
-            latents[style][strength] = encode_latents(pipe.vae, to_tensor(images)) * pipe.vae.config.scaling_factor
-    log(f"lora data: {len(texts)} pictures per style for {', '.join(styles)}")
-    # the LoRAs condition on the frozen text encoder: embed every caption once
+    for strength in dict.fromkeys(LORA_RECIPES[style].strengths):  # each strength once
+        images, texts = ds.make_dataset(style, cfg.per_caption, seed=cfg.seed, strength=strength)
+        latents[strength] = encode_latents(pipe.vae, to_tensor(images)) * pipe.vae.config.scaling_factor
+    log(f"lora[{style}] data: {len(texts)} pictures at each strength {', '.join(map(str, latents))}")
+    # the LoRA conditions on the frozen text encoder: embed every caption once
     with torch.no_grad():
         cond_all = pipe.text_encoder(text_ids(pipe.tokenizer, texts))[0]
         cond_empty = pipe.text_encoder(text_ids(pipe.tokenizer, [""]))[0][0]
-    for style in styles:
-        state, metadata = train_image_lora(pipe.unet, scheduler, style, latents[style], cond_all, cond_empty, cfg)
-        folder = out / ORG / f"shapes-{style}"
-        StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
-                                                  unet_lora_adapter_metadata=metadata)  # fmt: skip
-        write_lora_card(folder, style)
+    state, metadata = train_image_lora(pipe.unet, scheduler, style, latents, cond_all, cond_empty, cfg)
+    folder = out / ORG / f"shapes-{style}"
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
+                                              unet_lora_adapter_metadata=metadata)  # fmt: skip
+    write_lora_card(folder, style)
+    log(f"lora[{style}] saved")
 
 
 def write_lora_card(folder: Path, style: str) -> None:
@@ -744,15 +788,33 @@ def repo_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
 
 
+_PIPELINES = {}  # a job's process keeps the pipeline it loaded for the next job on the same folder
+
+
 def load_pipeline(out: Path):
     """The saved pipeline with every style LoRA loaded, exactly as an offline app would load them."""
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(out / PIPELINE_REPO, torch_dtype=torch.float32, use_safetensors=True)
-    pipe.set_progress_bar_config(disable=True)
-    for style in IMAGE_STYLES:
-        pipe.load_lora_weights(out / ORG / f"shapes-{style}", adapter_name=style)
-    return pipe
+    if out not in _PIPELINES:
+        pipe = DiffusionPipeline.from_pretrained(out / PIPELINE_REPO, torch_dtype=torch.float32, use_safetensors=True)
+        pipe.set_progress_bar_config(disable=True)
+        for style in IMAGE_STYLES:
+            pipe.load_lora_weights(out / ORG / f"shapes-{style}", adapter_name=style)
+        _PIPELINES[out] = pipe
+    return _PIPELINES[out]
+
+
+def mix_images(out: Path, mix: dict | None, prompts: list[str], steps: int) -> list[np.ndarray]:
+    """One picture per prompt (seed = its index) with the mix's adapter weights; None: disable_lora(). A job."""
+    pipe = load_pipeline(out)
+    if mix is None:
+        pipe.disable_lora()
+    else:
+        pipe.enable_lora()
+        # only the adapters of the mix are active (inactive ones cost nothing); {}: all four at weight 0
+        names = list(mix) or list(IMAGE_STYLES)
+        pipe.set_adapters(names, adapter_weights=[mix.get(n, 0.0) for n in names])
+    return [generate(pipe, p, i, steps) for i, p in enumerate(prompts)]
 
 
 def generate(pipe, prompt: str, seed: int = 0, steps: int = DEFAULT_STEPS) -> np.ndarray:
@@ -761,31 +823,27 @@ def generate(pipe, prompt: str, seed: int = 0, steps: int = DEFAULT_STEPS) -> np
     return image.astype(np.float64)
 
 
-def image_summary(out: Path, cfg: Config, grid_path: Path | None) -> None:
-    pipe = load_pipeline(out)
+def image_summary(out: Path, cfg: Config, grid_path: Path | None, workers: int) -> None:
     prompts = ds.captions()[:: max(1, len(ds.captions()) // cfg.eval_prompts)][: cfg.eval_prompts]
     # the mixes: base (all weights 0), each style alone, two 50/50 blends and the "night + outline" preset
     mixes = {"base": {}} | {s: {s: 1.0} for s in IMAGE_STYLES}
     mixes |= {"night+stripes": {"night": 0.5, "stripes": 0.5}, "outline+pastel": {"outline": 0.5, "pastel": 0.5},
               "night+outline": {"night": 0.6, "outline": 0.6}}  # the last: a preset's mix (peft_core/presets.py)
-    images = {}
-    t0 = time.time()
-    for name, mix in mixes.items():
-        # only the adapters of the mix are active (inactive ones cost nothing); base: all four at weight 0
-        names = list(mix) or list(IMAGE_STYLES)
-        pipe.set_adapters(names, adapter_weights=[mix.get(n, 0.0) for n in names])
-        images[name] = [generate(pipe, p, i, cfg.eval_steps) for i, p in enumerate(prompts)]
-    per_image = (time.time() - t0) / (len(mixes) * len(prompts))
+    jobs = [(mix_images, out, mix, prompts, cfg.eval_steps) for mix in [*mixes.values(), None]]
+    *pictures, disabled = run_jobs(jobs, workers)
+    images = dict(zip(mixes, pictures, strict=True))
+    same = all(np.array_equal(a, b) for a, b in zip(disabled, images["base"], strict=True))
 
-    pipe.disable_lora()  # with no LoRA layers active: the time the base alone takes
+    # the time one picture takes here, on --threads threads with nothing else running, as the app runs it
+    pipe = load_pipeline(out)
+    pipe.disable_lora()
     generate(pipe, prompts[0], 0, cfg.eval_steps)
     t0 = time.time()
-    base_only = [generate(pipe, p, i, cfg.eval_steps) for i, p in enumerate(prompts)]
+    for i, p in enumerate(prompts):
+        generate(pipe, p, i, cfg.eval_steps)
     base_time = (time.time() - t0) / len(prompts)
-    same = all(np.array_equal(a, b) for a, b in zip(base_only, images["base"], strict=False))
-
     log(f"\ngeneration: {cfg.eval_steps} steps, guidance {DEFAULT_GUIDANCE}, {ds.SIZE}x{ds.SIZE}: "
-        f"{base_time:.3f} s/image base alone, {per_image:.3f} s/image with 4 LoRAs loaded; "
+        f"{base_time:.3f} s/image, LoRAs disabled, {torch.get_num_threads()} threads; "
         f"weight 0 == disable_lora(): {same}")  # fmt: skip
     pairs = zip(images["base"], prompts, strict=False)
     right_colour = np.mean([ds.colour_share(img, p.split()[1]) for img, p in pairs])
@@ -859,7 +917,9 @@ def main() -> None:
     )
     parser.add_argument("--tune-decoder", action="store_true",
                         help="first tune the VAE decoder of the pipeline already in --out (see tune_vae_decoder)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for the VAE, UNet and decoder")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="worker processes (one thread each) for the LoRAs, the LM and the summary")
     args = parser.parse_args()
 
     # 2: the machine this is budgeted for; more threads barely help models this small
@@ -868,22 +928,26 @@ def main() -> None:
     torch.set_flush_denormal(True)
     cfg = Config(**QUICK) if args.quick else Config()
     start = time.time()
+    styles, decoder = [], False
     if args.loras_only or args.tune_decoder:
         if not (args.out / PIPELINE_REPO / "model_index.json").is_file():
             parser.error(f"--loras-only and --tune-decoder need the pipeline {PIPELINE_REPO} under --out {args.out}")
         args.skip_text = True
-        if args.tune_decoder:
-            tune_saved_decoder(args.out, cfg)
-            log(f"decoder tuned at {time.time() - start:.0f}s")
-        if args.loras_only:
-            train_image_loras(args.out, args.loras_only, cfg)
-            log(f"LoRAs {', '.join(args.loras_only)} done at {time.time() - start:.0f}s")
+        styles, decoder = args.loras_only or [], args.tune_decoder
     elif not args.skip_images:
         train_image_models(args.out, cfg)
-        log(f"image models done at {time.time() - start:.0f}s")
+        log(f"pipeline saved at {time.time() - start:.0f}s")
+        styles, decoder = list(IMAGE_STYLES), True
+    # Roughly the longest first, so the workers finish together (one-thread minutes, the full run): night ~13,
+    # decoder ~6, outline ~7, stripes ~5, pastel ~3, LM ~2.
+    jobs = [(train_saved_lora, args.out, style, cfg) for style in styles]
+    jobs[1:1] = [(tune_saved_decoder, args.out, cfg)] if decoder else []
     if not args.skip_text:
-        train_text_models(args.out, cfg)
-        log(f"text models done at {time.time() - start:.0f}s")
+        jobs.append((train_text_models, args.out, cfg))
+    if jobs:
+        run_jobs(jobs, args.jobs)
+        done = styles + ["decoder"] * decoder + ([] if args.skip_text else ["LM"])
+        log(f"{', '.join(done)} done at {time.time() - start:.0f}s")
     build = args.out / "_build"
     if build.exists():  # the tokenizer source files: the pipeline folder holds the saved tokenizer
         for f in sorted(build.rglob("*"), reverse=True):
@@ -895,9 +959,11 @@ def main() -> None:
         log(f"  {ORG}/{folder.name:18s} {repo_mb(folder):7.2f} MB")
     log(f"  total {repo_mb(args.out / ORG):.2f} MB")
     if not args.skip_images:
-        image_summary(args.out, cfg, args.grid)
+        image_summary(args.out, cfg, args.grid, args.jobs)
     if not args.skip_text:
         text_summary(args.out)
+    for pool in _POOL:
+        pool.shutdown()
     log(f"\ntotal time {time.time() - start:.0f}s")
 
 

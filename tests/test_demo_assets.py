@@ -266,9 +266,11 @@ def test_quick_run_writes_every_repo(tmp_path):
     from diffusers import DiffusionPipeline
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # one thread: on a shared machine two OpenMP threads per process can run ~7x slower than one
-    run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--quick", "--threads", "1"],
-                         capture_output=True, text=True, timeout=180)  # fmt: skip
+    # one thread: on a shared machine two OpenMP threads per process can run ~7x slower than one. Two jobs: the
+    # LoRAs, the LM and the summary's mixes run in worker processes, as in a full run (the incremental run
+    # below runs its jobs in this process).
+    args = ["--out", str(tmp_path), "--quick", "--threads", "1", "--jobs", "2"]
+    run = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     for repo in IMAGE_REPOS + TEXT_REPOS:
         assert (tmp_path / repo / "README.md").is_file(), repo
@@ -290,7 +292,8 @@ def test_quick_run_writes_every_repo(tmp_path):
     night, outline = (tmp_path / train.ORG / f"shapes-{s}" / "pytorch_lora_weights.safetensors"
                       for s in ("night", "outline"))  # fmt: skip
     night_before, outline_before = night.read_bytes(), outline.read_bytes()
-    args = ["--out", str(tmp_path), "--quick", "--threads", "1", "--tune-decoder", "--loras-only", "night"]
+    args = ["--out", str(tmp_path), "--quick", "--threads", "1", "--jobs", "1", "--tune-decoder", "--loras-only",
+            "night"]
     run = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     after = load_file(vae_file)
