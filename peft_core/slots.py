@@ -27,9 +27,10 @@ those walks cost the same at 1 resident adapter or 64.
   in floating point, so unfusing copies the base weights back from a copy taken at the first fusion instead:
   after unfusing the model is bit for bit what it was. A fused image differs from the unfused one by rounding
   only (tests/test_slots.py states the tolerance). The merged weights of the last few mixes are kept too, so
-  going back to a recent mix is a copy rather than a merge, with the same bits. The copies cost the adapted
-  layers' base weights in memory, once plus once per kept mix, all under `fuse_max_mb`; past it the studio
-  keeps fewer mixes, and then does not fuse.
+  going back to a recent mix is a copy rather than a merge, with the same bits; and the base weights that copy
+  overwrites are not copied back first, so a switch between two recent mixes copies each adapted weight once.
+  The copies cost the adapted layers' base weights in memory, once plus once per kept mix, all under
+  `fuse_max_mb`; past it the studio keeps fewer mixes, and then does not fuse.
 
 Not thread-safe: the image studio calls it under its lock.
 """
@@ -123,10 +124,12 @@ class LoraSlots:
         self._fused: list | None = None  # while fused: the layers merged
         self._fused_mix: tuple | None = None  # the mix merged into the base weights
         self._fused_cache: OrderedDict = OrderedDict()  # mix -> {base parameter: its merged value}, LRU first
+        self._stale: set = set()  # base parameters still holding the last mix's merge, overwritten by the next
         # One copy of each distinct layout and signature, shared by the residents that have it (Packed's why).
         self._layouts: dict = {}
         self._signatures: dict = {}
-        self.stats = {"copy_fills": 0, "inject_fills": 0, "fuses": 0, "cached_fuses": 0, "too_big_to_fuse": 0}
+        self.stats = {"copy_fills": 0, "inject_fills": 0, "fuses": 0, "cached_fuses": 0, "too_big_to_fuse": 0,
+                      "fused_to_fused": 0}  # fmt: skip
 
     # --- resident adapters ---------------------------------------------------------------------------------------
 
@@ -171,12 +174,22 @@ class LoraSlots:
         key = tuple(mix.items())
         if self._fused is not None and key == self._fused_mix:
             return  # the same mix, still fused
-        self.unfuse()
+        # Fused to fused, the next mix merged before: the parameters that its merged weights overwrite are not
+        # restored first (half the copying of a switch). _fuse restores any it does not overwrite; a refill by
+        # copy touches the LoRA tensors only, and one with peft restores them first (see _inject_into).
+        cached = self._fused_cache.get(key) if self.fuse and mix else None
+        if cached is not None and self._fused is not None:
+            self.stats["fused_to_fused"] += 1
+        self.unfuse(keep=cached)
         self._applied = dict(mix)
         if not mix:
             self._enable(False)
             return
-        self._fill(list(mix))
+        try:
+            self._fill(list(mix))
+        except BaseException:
+            self._restore_stale()
+            raise
         slot_of = {s.holder: s.name for s in self.slots if s.holder is not None}
         # Slot order, not mix order: the same set of slots gives the same list, so set_adapter can be skipped.
         names = [s.name for s in self.slots if s.holder in mix]
@@ -230,6 +243,10 @@ class LoraSlots:
         todo = [(layer, present) for layer, present in todo if present]
         params = [p for layer, _ in todo for p in _base_params(layer)]
         size = sum(p.numel() * p.element_size() for p in params)
+        cached = self._fused_cache.pop(key, None)
+        if cached is None or not all(p in cached for p in params) or size > self.fuse_max_mb * 2**20:
+            cached = None
+            self._restore_stale()  # a merge adds to the base weights: they must be the base first
         if size > self.fuse_max_mb * 2**20:
             self.stats["too_big_to_fuse"] += 1
             return False
@@ -238,11 +255,12 @@ class LoraSlots:
                 if param not in self._originals:  # never merged into yet: this is the base weight
                     self._originals[param] = param.detach().clone()
             self._fused, self._fused_mix = [layer for layer, _ in todo], key
-            cached = self._fused_cache.pop(key, None)
-            if cached is not None and all(p in cached for p in params):
+            if cached is not None:
                 # A mix merged before: its merged weights, copied back. The bits are those the merge gave.
                 for param in params:
                     param.copy_(cached[param])
+                self._stale.difference_update(params)
+                self._restore_stale()
                 for layer, present in todo:
                     layer.merged_adapters.extend(present)  # the record peft's merge keeps
                 self.stats["cached_fuses"] += 1
@@ -277,19 +295,38 @@ class LoraSlots:
         for key in [k for k in self._fused_cache if adapter_name in dict(k)]:
             del self._fused_cache[key]
 
-    def unfuse(self) -> None:
-        """Back to the unfused model, bit for bit: the base weights copied back from before the merge."""
+    def unfuse(self, keep: dict | None = None) -> None:
+        """Back to the unfused model, bit for bit: the base weights copied back from before the merge.
+
+        Parameters in `keep` are left as they are, for activate() alone: the next _fuse overwrites them.
+        """
         if self._fused is None:
+            self._restore_stale()
             return
         import torch
 
+        keep = keep or {}
         with torch.no_grad():
             for layer in self._fused:
                 for param in _base_params(layer):
-                    param.copy_(self._originals[param])
+                    if param in keep:
+                        self._stale.add(param)
+                    else:
+                        param.copy_(self._originals[param])
                 # What peft's unmerge() would leave, without its inexact subtraction (overwritten just above).
                 layer.merged_adapters.clear()
         self._fused = self._fused_mix = None
+        if not keep:
+            self._restore_stale()
+
+    def _restore_stale(self) -> None:
+        if self._stale:
+            import torch
+
+            with torch.no_grad():
+                for param in self._stale:
+                    param.copy_(self._originals[param])
+            self._stale.clear()
 
     @property
     def fused(self) -> bool:
@@ -326,15 +363,29 @@ class LoraSlots:
         return any(slot.name in (getattr(m, "peft_config", None) or {}) for _, m in self._components())
 
     def _empty(self, slot: Slot) -> None:
+        """What `pipe.delete_adapters(slot.name)` does, through peft's layer method on the layers listed once.
+
+        diffusers walks every module of every component twice for it (for the layers, then for a group-offloading
+        hook the studio never sets), which made a load ~10-15 % slower once every slot was full (the slot's
+        adapter has to go first). The layers stay peft layers, holding the other slots, so the list stays valid.
+        """
+        import warnings
+
         if self._slot_injected(slot):
-            self.pipe.delete_adapters(slot.name)
+            with warnings.catch_warnings():  # "Adapter slotN was active which is now deleted": set again on use
+                warnings.simplefilter("ignore", UserWarning)
+                for layer in self._lora_layers():
+                    layer.delete_adapter(slot.name)
         for _, model in self._components():
             config = getattr(model, "peft_config", None)
             if isinstance(config, dict):
                 config.pop(slot.name, None)
+                if not config and getattr(model, "_hf_peft_config_loaded", False):
+                    # as diffusers' delete_adapter_layers leaves a model with no adapter left
+                    del model.peft_config
+                    model._hf_peft_config_loaded = None
         slot.holder, slot.signature, slot.params = None, None, {}
         self._forget_activation()
-        self._layers = None
 
     def _forget_activation(self) -> None:
         self._enabled = None
@@ -389,6 +440,7 @@ class LoraSlots:
 
         from peft.utils import set_peft_model_state_dict
 
+        self._restore_stale()  # peft may read the base weights to initialise a new adapter
         if slot.holder is not None or self._slot_injected(slot):
             self._empty(slot)
         self._forget_activation()

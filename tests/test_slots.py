@@ -54,6 +54,10 @@ def test_the_pipeline_holds_at_most_the_slots_whatever_is_resident(monkeypatch, 
         studio.load_adapter(str(allow_assets["lora_b" if i % 2 else "unet_only_a"]), adapter_name=f"x{i}")
     assert len(studio.list_adapters()) == 6
     assert len(_injected(studio)) == 2
+    # the adapters emptied out of a slot left no tensors behind in the layers either
+    held = {n for part in (studio.pipe.unet, studio.pipe.text_encoder) for m in part.modules()
+            for n in getattr(m, "lora_A", {})}  # fmt: skip
+    assert held == _injected(studio)
     # every one of them still answers, and equal adapters give equal images wherever they sit
     images = [gen(studio, {f"x{i}": 1.0}) for i in range(6)]
     assert all(np.array_equal(images[i], images[i % 2]) for i in range(6))
@@ -88,6 +92,8 @@ def test_fused_is_close_to_unfused_and_unfusing_is_exact(monkeypatch, allow_asse
     for mix, image in zip(mixes, images, strict=True):
         assert np.array_equal(gen(fused, mix), image), mix
     assert fused.slots.stats["cached_fuses"] >= len(mixes)
+    # ... switching straight from one fused mix to the next, without restoring the base weights in between
+    assert fused.slots.stats["fused_to_fused"] >= len(mixes)
     # Unfusing restores the base weights exactly: the base image and every base tensor, bit for bit.
     assert np.array_equal(gen(fused, {"lora_a": 1.0}, use_adapters=False), base)
     assert not fused.slots.fused
