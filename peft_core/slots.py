@@ -366,8 +366,8 @@ class LoraSlots:
         """What `pipe.delete_adapters(slot.name)` does, through peft's layer method on the layers listed once.
 
         diffusers walks every module of every component twice for it (for the layers, then for a group-offloading
-        hook the studio never sets), which made a load ~10-15 % slower once every slot was full (the slot's
-        adapter has to go first). The layers stay peft layers, holding the other slots, so the list stays valid.
+        hook the studio never sets), and a load into a full set of slots pays it first. The layers stay peft
+        layers, holding the other slots, so the list stays valid.
         """
         import warnings
 
