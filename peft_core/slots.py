@@ -243,11 +243,12 @@ class LoraSlots:
         todo = [(layer, present) for layer, present in todo if present]
         params = [p for layer, _ in todo for p in _base_params(layer)]
         size = sum(p.numel() * p.element_size() for p in params)
+        too_big = size > self.fuse_max_mb * 2**20
         cached = self._fused_cache.pop(key, None)
-        if cached is None or not all(p in cached for p in params) or size > self.fuse_max_mb * 2**20:
+        if cached is None or not all(p in cached for p in params) or too_big:
             cached = None
             self._restore_stale()  # a merge adds to the base weights: they must be the base first
-        if size > self.fuse_max_mb * 2**20:
+        if too_big:
             self.stats["too_big_to_fuse"] += 1
             return False
         with torch.no_grad():

@@ -159,7 +159,7 @@ def _init_worker(start: float) -> None:
     torch.set_flush_denormal(True)
 
 
-_POOL: list[ProcessPoolExecutor] = []  # one for the whole run: each new worker pays ~10 s of imports
+_POOL: ProcessPoolExecutor | None = None  # one for the whole run: each new worker pays ~10 s of imports
 
 
 def run_jobs(jobs: list[tuple], workers: int) -> list:
@@ -174,11 +174,12 @@ def run_jobs(jobs: list[tuple], workers: int) -> list:
             return [fn(*args) for fn, *args in jobs]
         finally:
             torch.set_num_threads(threads)
-    if not _POOL:
+    global _POOL
+    if _POOL is None:
         # spawn, not fork: a forked child of a process whose OpenMP pool already ran can hang
-        _POOL.append(ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                         initargs=(START,)))  # fmt: skip
-    futures = [_POOL[0].submit(fn, *args) for fn, *args in jobs]
+        _POOL = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                    initargs=(START,))  # fmt: skip
+    futures = [_POOL.submit(fn, *args) for fn, *args in jobs]
     return [f.result() for f in futures]
 
 
@@ -916,7 +917,7 @@ def main() -> None:
         help="only (re)train these image LoRAs (e.g. night,outline) on the pipeline already in --out",
     )
     parser.add_argument("--tune-decoder", action="store_true",
-                        help="first tune the VAE decoder of the pipeline already in --out (see tune_vae_decoder)")
+                        help="tune the VAE decoder of the pipeline already in --out (see tune_vae_decoder)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the VAE, UNet and decoder")
     parser.add_argument("--jobs", type=int, default=2,
                         help="worker processes (one thread each) for the LoRAs, the LM and the summary")
@@ -962,8 +963,8 @@ def main() -> None:
         image_summary(args.out, cfg, args.grid, args.jobs)
     if not args.skip_text:
         text_summary(args.out)
-    for pool in _POOL:
-        pool.shutdown()
+    if _POOL is not None:
+        _POOL.shutdown()
     log(f"\ntotal time {time.time() - start:.0f}s")
 
 
