@@ -35,8 +35,15 @@ LM_MARKERS = {
 LM_PROMPTS = ("the red circle", "the blue square")
 
 
-def generate(pipe, prompt: str) -> np.ndarray:
-    return train.generate(pipe, prompt, seed=PROMPTS.index(prompt) if prompt in PROMPTS else 0)
+def generate(pipe, prompts) -> list[np.ndarray]:
+    # one call for all (half the time of one call each); the seed is the prompt's index, "a red square" takes
+    # "a red circle"'s noise, so the two differ by the prompt alone
+    seeds = [PROMPTS.index(p) if p in PROMPTS else 0 for p in prompts]
+    return train.generate_batch(pipe, prompts, seeds)
+
+
+# the base prompts, with the square that test_base_draws_prompt_shape holds against the circle
+BASE_PROMPTS = PROMPTS + ("a red square",)
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +53,21 @@ def images():
 
     pipe = DiffusionPipeline.from_pretrained(HUB / train.PIPELINE_REPO, dtype=torch.float32, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
-    out = {"base": [generate(pipe, p) for p in PROMPTS + ("a red square",)]}  # no LoRA loaded at all
+    out = {"base": generate(pipe, BASE_PROMPTS)}  # no LoRA loaded at all
     for style in train.IMAGE_STYLES:
         pipe.load_lora_weights(HUB / train.ORG / f"shapes-{style}", adapter_name=style)
     for style in train.IMAGE_STYLES:
         pipe.set_adapters([style], adapter_weights=[1.0])
-        out[style] = [generate(pipe, p) for p in PROMPTS]
+        out[style] = generate(pipe, PROMPTS)
     for mix in MIXES:
         pipe.set_adapters(mix.split("+"), adapter_weights=[0.5, 0.5])
-        out[mix] = [generate(pipe, p) for p in PROMPTS]
+        out[mix] = generate(pipe, PROMPTS)
+    # the same batch as the base's: batched kernels round differently from one picture alone
     pipe.set_adapters(list(train.IMAGE_STYLES), adapter_weights=[0.0] * 4)
-    out["weights 0"] = [generate(pipe, PROMPTS[0])]
+    out["weights 0"] = generate(pipe, BASE_PROMPTS)
     pipe.set_adapters(["night"], adapter_weights=[1.0])
     pipe.disable_lora()
-    out["disabled"] = [generate(pipe, PROMPTS[0])]
+    out["disabled"] = generate(pipe, BASE_PROMPTS)
     return out
 
 
@@ -195,8 +203,8 @@ def test_half_half_mix_keeps_the_shape(images, mix):
 
 
 def test_weight_zero_and_disabled_equal_base(images):
-    assert np.array_equal(images["weights 0"][0], images["base"][0])
-    assert np.array_equal(images["disabled"][0], images["base"][0])
+    for key in ("weights 0", "disabled"):
+        assert all(np.array_equal(a, b) for a, b in zip(images[key], images["base"], strict=True)), key
     assert not np.array_equal(images["night"][0], images["base"][0])
 
 
@@ -266,10 +274,10 @@ def test_quick_run_writes_every_repo(tmp_path):
     from diffusers import DiffusionPipeline
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # one thread: on a shared machine two OpenMP threads per process can run ~7x slower than one. Two jobs: the
-    # LoRAs, the LM and the summary's mixes run in worker processes, as in a full run (the incremental run
-    # below runs its jobs in this process).
-    args = ["--out", str(tmp_path), "--quick", "--threads", "1", "--jobs", "2"]
+    # one thread: on a shared machine two OpenMP threads per process can run ~7x slower than one. One job at a
+    # time, in this process: worker processes cost ~15 s of imports here (test_jobs_run_on_one_thread_anywhere
+    # keeps the pool's path working).
+    args = ["--out", str(tmp_path), "--quick", "--threads", "1", "--jobs", "1"]
     run = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     for repo in IMAGE_REPOS + TEXT_REPOS:
@@ -302,6 +310,21 @@ def test_quick_run_writes_every_repo(tmp_path):
     assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed), sorted(changed)[:5]
     assert night.read_bytes() != night_before and outline.read_bytes() == outline_before
     assert "Trained at adapter weights 0.25, 0.5, 0.75, 1" in (night.parent / "README.md").read_text()
+
+
+def test_jobs_run_on_one_thread_anywhere():
+    """run_jobs, in worker processes or in this one: each job sees one thread (so the files a run writes do not
+    depend on --jobs), the results come back in the jobs' order, and this process keeps its own threads."""
+    threads = torch.get_num_threads()
+    jobs = [(torch.get_num_threads,), (abs, -3), (torch.get_num_threads,)]
+    try:
+        assert train.run_jobs(jobs, 2) == [1, 3, 1]  # spawned workers: they import the script as it is
+        assert train.run_jobs(jobs, 1) == [1, 3, 1]
+    finally:
+        if train._POOL is not None:
+            train._POOL.shutdown()
+            train._POOL = None
+    assert torch.get_num_threads() == threads
 
 
 def test_styles_drawn_part_way():
