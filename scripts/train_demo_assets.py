@@ -170,7 +170,7 @@ def run_jobs(jobs: list[tuple], workers: int) -> list:
     """
     if workers <= 1 or len(jobs) <= 1:
         threads = torch.get_num_threads()
-        _init_worker(START)
+        torch.set_num_threads(1)  # the rest of _init_worker is this process's already (main() flushes denormals)
         try:
             return [fn(*args) for fn, *args in jobs]
         finally:
