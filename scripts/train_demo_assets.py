@@ -84,7 +84,7 @@ class LoraRecipe:
 # Half the steps at the full style, the rest part way, so weight 1 stays as strong as when trained at 1 alone
 PARTWAY = (0.5, 1.0, 0.25, 1.0, 0.75, 1.0)
 # Measured with the summary's "kept" column (IoU of the shape with the base's) and each style's own measure. Night
-# at 900 steps was a little darker (brightness 0.207 against 0.239) for 2 more minutes of the 45 budgeted.
+# at 900 steps was a little darker (brightness 0.207 against 0.239) for ~1.5 more minutes of the 45 budgeted.
 LORA_RECIPES = {
     "night": LoraRecipe(EVERY_LAYER, "attention, feed-forward and convolutions", rank=16, steps=800, batch=16,
                         offset_noise=0.1, strengths=PARTWAY),  # fmt: skip
