@@ -107,8 +107,11 @@ def test_server_stopped_mid_download(images, proxy, reference):
     proxy.mode = "cut"  # half the weights, then the server goes away
     with pytest.raises(HubError) as refused:
         images.load_adapter("test-org/lora", adapter_name="hub")
+    # The resume attempt is refused (ConnectError), or reset (ReadError) when it comes in before the proxy's
+    # listening socket has closed: a race between the proxy's stop thread and huggingface_hub's retry.
     assert refused.match(
-        rf"'test-org/lora' \(revision 'main'\): the Hub is unreachable while downloading '{LORA}' \(ConnectError: "
+        rf"'test-org/lora' \(revision 'main'\): the Hub is unreachable while downloading '{LORA}' "
+        r"\((ConnectError|ReadError): "
     )
     assert images.list_adapters() == [] and np.array_equal(gen(images), base)
     assert not lora_repo().in_cache(LORA) and not cached_blobs("test-org/lora")  # no half file kept as the file
