@@ -820,14 +820,13 @@ def mix_images(out: Path, mix: dict | None, prompts: list[str], steps: int) -> l
 
 
 def generate(pipe, prompt: str, seed: int = 0, steps: int = DEFAULT_STEPS) -> np.ndarray:
-    image = pipe(prompt, num_inference_steps=steps, guidance_scale=DEFAULT_GUIDANCE,
-                 generator=torch.Generator().manual_seed(seed), output_type="np").images[0]  # fmt: skip
-    return image.astype(np.float64)
+    return generate_batch(pipe, [prompt], [seed], steps)[0]
 
 
 def generate_batch(pipe, prompts: list[str], seeds: list[int], steps: int = DEFAULT_STEPS) -> list[np.ndarray]:
-    """generate() for each (prompt, seed) in one call: the same noise per picture, so the same pictures to ~1e-5
-    (batched kernels round differently), in about half the time on a CPU (a model this small is mostly overhead)."""
+    """One picture per (prompt, seed), in one call: the same noise per picture as one call each, so the same
+    pictures to ~1e-5 (batched kernels round differently), in about half the time on a CPU (a model this small is
+    mostly overhead)."""
     images = pipe(list(prompts), num_inference_steps=steps, guidance_scale=DEFAULT_GUIDANCE,
                   generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="np").images  # fmt: skip
     return [image.astype(np.float64) for image in images]
