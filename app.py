@@ -10,11 +10,12 @@ named API endpoints; everything else lives in `peft_core`. Importing it download
 
 import argparse
 import os
+import sys
 import threading
 
 import gradio as gr
 
-from peft_core import bundled
+from peft_core import StudioError, bundled
 from peft_core.images import ImageStudio
 from peft_core.text import TextStudio
 from ui.common import CSS
@@ -52,13 +53,17 @@ def load_defaults(images: ImageStudio, text: TextStudio) -> None:
 
 def load_defaults_in_background(images: ImageStudio, text: TextStudio) -> threading.Thread:
     """load_defaults in a thread, so the page is served while diffusers and transformers import (~8 s here).
-    Until each studio's part is in, calls to that studio wait for it (peft_core/startup.py)."""
+    Until both studios' parts are in, calls to either wait for them (peft_core/startup.py says why both)."""
     images.startup.begin()
     text.startup.begin()
 
     def work():
-        images.startup.run("the default image pipeline", lambda: _load_image_defaults(images))
-        text.startup.run("the default text model", lambda: _load_text_defaults(text))
+        try:
+            images.startup.run("the default image pipeline", lambda: _load_image_defaults(images))
+            text.startup.run("the default text model", lambda: _load_text_defaults(text))
+        finally:
+            images.startup.finish()
+            text.startup.finish()
 
     thread = threading.Thread(target=work, name="load-defaults", daemon=True)
     thread.start()
@@ -79,10 +84,15 @@ def _load_text_defaults(text: TextStudio) -> None:
 
 
 def _load_demo_adapters(studio, names) -> None:
+    """Every demo adapter that loads: one refused (e.g. over the admin's STUDIO_MAX_ADAPTER_MB) is reported in a
+    line and skipped, and the others still load."""
     for name in names:
         repo_id = f"{bundled.BUNDLED_ORG}/{name}"
         if bundled.bundled_path(repo_id) is not None:
-            studio.load_adapter(repo_id, adapter_name=name.split("-", 1)[-1])
+            try:
+                studio.load_adapter(repo_id, adapter_name=name.split("-", 1)[-1])
+            except StudioError as exc:
+                print(f"demo adapter {repo_id} skipped: {exc}", file=sys.stderr)
 
 
 def main(argv=None) -> None:

@@ -7,6 +7,8 @@ Errors are turned into `HubError`s that name the repo and say what was wrong.
 
 import contextlib
 import contextvars
+import logging
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -22,6 +24,11 @@ REPO_ID_RE = re.compile(rf"^(?:{_REPO_PART}/)?{_REPO_PART}$")
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 # Pickle-based formats run code when loaded: they are listed in errors but never downloaded.
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+# A model card's metadata is a few KB; its YAML is parsed on every load and its trigger words are listed with every
+# adapter, so a larger card is not read at all (the weights still load, without the card's facts).
+MAX_CARD_BYTES = 256 * 1024
+
+logger = logging.getLogger(__name__)
 
 
 def check_repo_id(repo_id) -> str:
@@ -69,7 +76,9 @@ class Repo:
 
     repo_id: str
     revision: str
-    local_dir: Path | None  # set for bundled repos
+    local_dir: Path | None  # set for bundled repos and local folders
+    # Local folders only: the admin's allowed folders (STUDIO_LOCAL_DIRS), which no file of the repo may lead out of.
+    roots: tuple[Path, ...] = ()
 
     @property
     def bundled(self) -> bool:
@@ -82,11 +91,7 @@ class Repo:
     def file_sizes(self) -> dict[str, int | None]:
         """Every file path with its size in bytes (None where the server does not say), from one listing."""
         if self.local_dir is not None:
-            return {
-                p.relative_to(self.local_dir).as_posix(): p.stat().st_size
-                for p in self.local_dir.rglob("*")
-                if p.is_file()
-            }
+            return self._local_files()
         from huggingface_hub import HfApi
         from huggingface_hub.hf_api import RepoFile
 
@@ -97,7 +102,10 @@ class Repo:
     def file_path(self, filename: str, force_download: bool = False) -> Path:
         """A local path to `filename`, downloaded into the Hub cache when the repo is remote."""
         if self.local_dir is not None:
-            return self.local_dir / filename
+            path = self.local_dir / filename
+            if self.roots:
+                self._check_inside(path)
+            return path
         import huggingface_hub
 
         with hub_errors(self.repo_id, self.revision, filename), _reported(self.repo_id, filename) as tqdm_class:
@@ -111,6 +119,7 @@ class Repo:
     def snapshot(self, allow_patterns: list[str], force_download: bool = False) -> Path:
         """A local folder with the files matching `allow_patterns` (never pickle files)."""
         if self.local_dir is not None:
+            self._local_files()  # from_pretrained reads the folder as it is: refuse links out of it first
             return self.local_dir
         import huggingface_hub
 
@@ -130,17 +139,66 @@ class Repo:
 
         return isinstance(try_to_load_from_cache(self.repo_id, filename, revision=self.revision), str)
 
-    def card_data(self) -> dict:
-        """The model card's YAML metadata, or {} when the repo has no card."""
-        if "README.md" not in self.list_files():
+    def card_data(self, sizes: dict[str, int | None] | None = None) -> dict:
+        """The model card's YAML metadata, or {} when the repo has no card or one over MAX_CARD_BYTES (not even
+        downloaded; a warning says so). `sizes`: `file_sizes()`, when the caller has it already."""
+        sizes = self.file_sizes() if sizes is None else sizes
+        if "README.md" not in sizes:
             return {}
+        if (sizes["README.md"] or 0) > MAX_CARD_BYTES:
+            return self._card_too_big(sizes["README.md"])
         from huggingface_hub import ModelCard
 
+        path = self.file_path("README.md")
+        if path.stat().st_size > MAX_CARD_BYTES:  # the Hub did not say its size
+            return self._card_too_big(path.stat().st_size)
         try:
-            card = ModelCard.load(self.file_path("README.md"), ignore_metadata_errors=True)
+            card = ModelCard.load(path, ignore_metadata_errors=True)
         except Exception:  # a broken card must not stop the weights from loading
             return {}
         return card.data.to_dict() if card.data else {}
+
+    def _card_too_big(self, size: int) -> dict:
+        logger.warning(
+            "%r (revision %r): README.md is %s bytes, over the %s read here (MAX_CARD_BYTES); its model card "
+            "(trigger words, studio_defaults) is ignored",
+            self.repo_id, self.revision, f"{size:,}", f"{MAX_CARD_BYTES:,}",
+        )  # fmt: skip
+        return {}
+
+    def _local_files(self) -> dict[str, int]:
+        """Every file of a local repo with its size. With `roots` set, a file or folder that is a link leading out
+        of them (a git clone can hold a link named README.md that points at /etc/passwd) is refused, naming it."""
+        files: dict[str, int] = {}
+        seen: set[Path] = set()
+        for dirpath, dirnames, filenames in os.walk(self.local_dir, followlinks=True):
+            here = Path(dirpath)
+            real = here.resolve()
+            if real in seen:  # a link back to a folder already listed: stop the loop
+                dirnames.clear()
+                continue
+            seen.add(real)
+            for name in (*dirnames, *filenames):
+                if self.roots and (here / name).is_symlink():
+                    self._check_inside(here / name)
+            for name in filenames:
+                path = here / name
+                if path.is_file():
+                    files[path.relative_to(self.local_dir).as_posix()] = path.stat().st_size
+        return files
+
+    def _check_inside(self, path: Path) -> None:
+        """Refuse `path` (inside this local repo) when it resolves outside the allowed folders."""
+        shown = path.relative_to(self.local_dir).as_posix()
+        try:
+            target = path.resolve()
+        except (OSError, RuntimeError):  # a link loop
+            raise HubError(f"local folder {self.repo_id!r}: {shown!r} is a link that cannot be resolved") from None
+        if not any(target == root or root in target.parents for root in self.roots):
+            raise HubError(
+                f"local folder {self.repo_id!r}: {shown!r} is a link that leads outside the allowed folders; links "
+                f"may only point inside {', '.join(map(str, self.roots))}"
+            )
 
 
 def _is_local_path(value: str) -> bool:
@@ -161,7 +219,7 @@ def open_local(path: str, revision: str) -> Repo:
         raise HubError(f"local path {path!r} is not a folder")
     if revision != "main":
         raise HubError(f"local folder {path!r} has only revision 'main', not {revision!r}")
-    return Repo(str(resolved), "main", resolved)
+    return Repo(str(resolved), "main", resolved, roots=allowed)
 
 
 def open_repo(repo_id, revision="main") -> Repo:

@@ -8,22 +8,20 @@ resident or 64, and the applied mix is fused into the base weights.
 """
 
 import dataclasses
-import threading
 from dataclasses import dataclass, field
 
-from peft_core import bundled, hub, limits, settings
-from peft_core.adapters import AdapterInfo, read_lora_file, trigger_words
+from peft_core import bundled, hub, limits, pipeline_checks, settings
+from peft_core.adapters import AdapterInfo, check_layer_count, read_lora_file, trigger_words
 from peft_core.errors import AdapterError, HubError, InputError
 from peft_core.runtime import pick_device, quiet_libraries
 from peft_core.slots import LoraSlots
 from peft_core.startup import Startup
+from peft_core.turns import TurnLock, between_steps
 
 # Files a diffusers pipeline needs; pickle weights are left out on purpose, and so are top-level weights: those
 # are single-file checkpoints (for A1111 and the like) that from_pretrained never reads, often several GB each.
 # (fnmatch's "*" matches "/", so "*.json" covers the component folders too.)
 PIPELINE_PATTERNS = ["*.json", "*.txt", "*.model", "README.md", "*/*.safetensors"]
-# Component libraries whose classes from_pretrained may build: the pipeline's parts ship with these two.
-PIPELINE_LIBRARIES = ("diffusers", "transformers")
 # Used when a pipeline's own config does not say better (SD 1.x-like defaults).
 FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.0
 
@@ -64,9 +62,12 @@ class ImageStudio:
 
     def __init__(self, device: str | None = None):
         self.device, self.dtype = pick_device(device)
-        self._lock = threading.RLock()
+        # Served in arrival order; a generation hands it over between denoising steps (turns.py), so one visitor's
+        # big request delays another's small one by a step, not by the whole request.
+        self._lock = TurnLock()
         self.startup = Startup()  # app.py loads the defaults in the background; calls wait for them
         self.pipe = None
+        self._scheduler = None  # the loaded scheduler, untouched: every generation steps a copy of its own
         self.slots: LoraSlots | None = None  # the resident adapters of self.pipe, in RAM and in its slots
         self.info: PipelineInfo | None = None
         self._adapters: dict[str, AdapterInfo] = {}  # insertion order = load order
@@ -79,10 +80,12 @@ class ImageStudio:
         """Load a base pipeline by Hub id (or bundled id). The old pipeline and its adapters stay until it works."""
         self.startup.wait()  # else the defaults, still loading, would replace it
         repo = hub.open_repo(model_id, revision)
-        if self.info is not None and settings.current().lock_base and repo.repo_id != self.info.model_id:
+        if self.info is not None and settings.current().lock_base:
+            if (repo.repo_id, repo.revision) == (self.info.model_id, self.info.revision):
+                return self.pipeline_info()  # already loaded: reloading would only drop every adapter
             raise InputError(
                 f"this Space is locked to the base {self.info.model_id!r} (STUDIO_LOCK_BASE); {repo.repo_id!r} "
-                "cannot replace it"
+                f"(revision {repo.revision!r}) cannot replace it"
             )
         sizes = repo.file_sizes()
         files = sorted(sizes)
@@ -91,7 +94,7 @@ class ImageStudio:
                 f"{repo.repo_id!r} is not a diffusers pipeline (no model_index.json); files: {', '.join(files[:10])}"
             )
         hub.check_snapshot_size(repo, sizes, PIPELINE_PATTERNS)
-        _check_model_index(repo.repo_id, repo.file_path("model_index.json"))
+        pipeline_checks.check_pipeline(repo, sizes, self.dtype)  # its configs and card, before anything is built
         folder = repo.snapshot(PIPELINE_PATTERNS)
         pipe = self._from_pretrained(repo.repo_id, folder)
         info = PipelineInfo(
@@ -105,7 +108,7 @@ class ImageStudio:
         config = settings.current()
         slots = LoraSlots(pipe, k=config.lora_slots, fuse=config.fuse, fuse_max_mb=config.fuse_max_mb)
         with self._lock:
-            self.pipe, self.info, self.slots = pipe, info, slots
+            self.pipe, self.info, self.slots, self._scheduler = pipe, info, slots, pipe.scheduler
             self._adapters.clear()  # adapters belong to the base they were loaded into
             self._last_used.clear()
         return info.to_dict()
@@ -202,8 +205,12 @@ class ImageStudio:
         """load_lora_weights under `adapter_name` (a slot's name), then check that the adapter really landed; on any
         failure, undo it."""
         pipe = self.pipe
+        check_layer_count(lora, pipe, source, self.info.model_id)  # before peft matches its layers one by one
         try:
             with quiet_libraries():
+                # Tensors, never the file: given a path, diffusers would build the LoraConfig from the file's
+                # `lora_adapter_metadata` (a stranger's init_lora_weights, target_modules ...); given a dict it
+                # builds it from the key names and alphas read_lora_file checked (plain names, no regex).
                 # A copy: diffusers converts the dict in place, and the caller may reuse it. low_cpu_mem_usage off:
                 # for LoRA-sized tensors its meta-device path is slower here (bench/load.py: 1.25-1.35x).
                 pipe.load_lora_weights(dict(lora.state_dict), adapter_name=adapter_name, low_cpu_mem_usage=False)
@@ -277,16 +284,19 @@ class ImageStudio:
         """Validate every field and fill the pipeline's defaults; raises before anything runs."""
         info = self._require_pipe()
         mix = request.adapters or {}
-        if not isinstance(mix, dict):
-            raise InputError(f"adapters must map adapter names to weights, got {type(mix).__name__}")
+        if not isinstance(mix, dict) or not all(isinstance(name, str) for name in mix):
+            raise InputError(
+                f"adapters must map adapter names to weights, like {{'style': 0.8}}, got {type(mix).__name__} "
+                f"{mix!r:.80}"
+            )
         with self._lock:
             limits.check_loaded(mix, self._adapters)
         weights = {name: limits.check_weight(name, w) for name, w in mix.items()}
-        return ImageRequest(
+        checked = ImageRequest(
             prompt=limits.check_prompt("prompt", request.prompt),
             negative_prompt=limits.check_prompt("negative_prompt", request.negative_prompt or ""),
             adapters=weights,
-            use_adapters=bool(request.use_adapters),
+            use_adapters=limits.check_bool("use_adapters", request.use_adapters),
             seed=limits.check_int("seed", request.seed, limits.SEED_MIN, limits.SEED_MAX),
             steps=limits.check_int(
                 "steps",
@@ -303,6 +313,10 @@ class ImageStudio:
             width=limits.check_size("width", info.default_width if request.width is None else request.width),
             height=limits.check_size("height", info.default_height if request.height is None else request.height),
         )
+        default = (info.default_steps, info.default_width, info.default_height)
+        budget = settings.current().max_image_cost
+        limits.check_image_cost(checked.steps, checked.width, checked.height, default, budget)
+        return checked
 
     def generate(self, request: ImageRequest, progress=None):
         """One PIL image for `request`. `progress(step, total)` is called after each denoising step."""
@@ -310,7 +324,6 @@ class ImageStudio:
         with self._lock:
             # again: another request may have deleted one meanwhile
             limits.check_loaded(request.adapters, self._adapters)
-            self._apply_mix(request)
             return self._run(request, progress)
 
     def compare(self, request: ImageRequest, progress=None):
@@ -318,9 +331,7 @@ class ImageStudio:
         request = self.check_request(request)
         with self._lock:
             limits.check_loaded(request.adapters, self._adapters)
-            self._apply_mix(dataclasses.replace(request, use_adapters=False))
-            base = self._run(request, progress)
-            self._apply_mix(request)
+            base = self._run(dataclasses.replace(request, use_adapters=False), progress)
             return base, self._run(request, progress)
 
     def _apply_mix(self, request: ImageRequest) -> None:
@@ -330,18 +341,42 @@ class ImageStudio:
         self.slots.activate(dict(mix))  # an empty mix is the base: same as the disable toggle
 
     def _run(self, request: ImageRequest, progress):
+        """The pipeline call for `request`, with its mix applied; called with the lock held.
+
+        Between denoising steps it hands the lock to whoever waits (turns.py). What they may change in between is
+        put back before the next step: the mix (they apply their own), the scheduler (each call steps its own
+        copy, made here) and the pipeline's per-call attributes (`_guidance_scale`, `_num_timesteps` ...).
+        """
+        import copy
+
         import torch
 
-        callback = None
-        if progress is not None:
+        pipe = self.pipe
+        pipe.scheduler = scheduler = copy.deepcopy(self._scheduler)
+        self._apply_mix(request)
+        saved: dict = {}
 
-            def callback(pipe, step, timestep, kwargs):
+        def save():
+            saved.clear()
+            saved.update({k: v for k, v in vars(pipe).items() if k.startswith("_") and not k.startswith("__")})
+
+        def resume():
+            if self.pipe is not pipe:
+                raise InputError("the generation stopped: the base pipeline was replaced meanwhile")
+            limits.check_loaded(request.adapters if request.use_adapters else {}, self._adapters)
+            pipe.scheduler = scheduler
+            vars(pipe).update(saved)
+            self._apply_mix(request)
+
+        def callback(pipe, step, timestep, kwargs):
+            if progress is not None:
                 progress(step + 1, request.steps)
-                return kwargs
+            between_steps(self._lock, "the generation", resume, before=save)
+            return kwargs
 
         generator = torch.Generator(device="cpu").manual_seed(request.seed)
         with torch.inference_mode():
-            result = self.pipe(
+            result = pipe(
                 prompt=request.prompt,
                 negative_prompt=request.negative_prompt or None,
                 num_inference_steps=request.steps,
@@ -368,51 +403,23 @@ def _count_lora_layers(pipe, adapter_name: str) -> int:
     return count
 
 
-def _check_model_index(repo_id: str, path) -> None:
-    """Refuse a pipeline whose model_index.json names code that does not ship with diffusers or transformers
-    (a custom pipeline class, a component from another module), before anything else is downloaded.
-
-    diffusers itself refuses such code without trust_remote_code, but only after the download, and with messages
-    such as "attribute name must be string, not 'list'".
-    """
-    import json
-
-    import diffusers
-
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HubError(f"{repo_id!r}: model_index.json is not valid JSON ({exc})") from None
-    if not isinstance(index, dict):
-        raise HubError(f"{repo_id!r}: model_index.json is not a JSON object")
-    name = index.get("_class_name")
-    pipeline_class = getattr(diffusers, name, None) if isinstance(name, str) else None
-    if not (isinstance(pipeline_class, type) and issubclass(pipeline_class, diffusers.DiffusionPipeline)):
-        raise HubError(
-            f"{repo_id!r} names the pipeline class {name!r}, which is not a pipeline that ships with diffusers; "
-            "custom pipeline code is never run here (no custom_pipeline, no trust_remote_code)"
-        )
-    for component, value in index.items():
-        if component.startswith("_") or not isinstance(value, list) or value == [None, None]:
-            continue
-        library = value[0] if value else None
-        if library not in PIPELINE_LIBRARIES and not hasattr(diffusers.pipelines, str(library)):
-            raise HubError(
-                f"{repo_id!r}: its component {component!r} is {value!r}, which is not a class from "
-                f"{' or '.join(PIPELINE_LIBRARIES)}; custom component code is never run here"
-            )
-
-
 def _pipeline_defaults(pipe, card_data: dict) -> dict:
-    """Steps, guidance and size to use when a request leaves them out: the model card's, else the pipeline's."""
-    widget = card_data.get("studio_defaults") or {}
-    sample = getattr(getattr(pipe, "unet", None), "config", None)
-    size = int(sample.sample_size * pipe.vae_scale_factor) if sample is not None else 512
+    """Steps, guidance and size to use when a request leaves them out: the model card's (checked with the ranges
+    of a request, see pipeline_checks), else the pipeline's, so the defaults always make a valid request."""
+    card = pipeline_checks.check_studio_defaults(card_data)
+    sample_size = getattr(getattr(getattr(pipe, "unet", None), "config", None), "sample_size", None)
+    if isinstance(sample_size, (list, tuple)) and sample_size:  # (height, width) in some configs
+        sample_size = sample_size[0]
+    size = 512
+    if type(sample_size) is int and sample_size > 0:  # noqa: E721 - bool is an int subclass
+        size = sample_size * getattr(pipe, "vae_scale_factor", 8)
+    # sample_size comes from the repo's config too: keep the default a size a request may ask for.
+    size = min(max(size - size % limits.SIZE_MULTIPLE, limits.SIZE_MIN), limits.SIZE_MAX)
     return {
-        "default_steps": int(widget.get("steps", FALLBACK_STEPS)),
-        "default_guidance_scale": float(widget.get("guidance_scale", FALLBACK_GUIDANCE)),
-        "default_width": int(widget.get("width", size)),
-        "default_height": int(widget.get("height", size)),
+        "default_steps": card.get("steps", FALLBACK_STEPS),
+        "default_guidance_scale": card.get("guidance_scale", FALLBACK_GUIDANCE),
+        "default_width": card.get("width", size),
+        "default_height": card.get("height", size),
     }
 
 

@@ -18,6 +18,11 @@ GUIDANCE_MIN, GUIDANCE_MAX = 0.0, 30.0
 # Images: diffusers pipelines need sizes divisible by 8 (the VAE's downsampling).
 SIZE_MIN, SIZE_MAX, SIZE_MULTIPLE = 8, 1024, 8
 PROMPT_MAX_CHARS = 2000
+# One image's work is counted in units of the pipeline's own default request (its default steps at its default
+# size), so one rule fits a 32-px test model and SDXL alike; the admin's budget (STUDIO_MAX_IMAGE_COST) is a
+# number of such units. Work per step grows faster than the pixels (attention is quadratic in them): measured on
+# the bundled UNet, doubling the side (4x the pixels) costs ~12x per step, which 4 ** 1.8 matches.
+IMAGE_COST_AREA_EXPONENT = 1.8
 SEED_MIN, SEED_MAX = 0, 2**32 - 1
 # Adapter names become keys of torch ModuleDicts: a "." would be read as a submodule path.
 ADAPTER_NAME_MAX = 64
@@ -43,7 +48,9 @@ RESERVED_ADAPTER_NAMES = frozenset(
 
 
 def check_number(name: str, value, lo: float, hi: float) -> float:
-    """A finite float in [lo, hi]."""
+    """A finite float in [lo, hi]. Text and booleans are refused: "0.5" or True is a caller's mistake, not a weight."""
+    if isinstance(value, (bool, str, bytes)):
+        raise InputError(f"{name} must be a number in [{lo}, {hi}], got {type(value).__name__} {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too big for a float (JSON allows it)
@@ -51,6 +58,17 @@ def check_number(name: str, value, lo: float, hi: float) -> float:
     if not math.isfinite(number) or not lo <= number <= hi:
         raise InputError(f"{name} must be a finite number in [{lo}, {hi}], got {value!r}")
     return number
+
+
+def parse_number(name: str, text: str, lo: float, hi: float) -> float:
+    """A number typed into a text box ("0.5", " -1 "), then checked like check_number."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise InputError(f"{name} must be a number in [{lo}, {hi}], got {text!r}") from None
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise InputError(f"{name} must be a finite number in [{lo}, {hi}], got {str(text).strip()!r}")
+    return value
 
 
 def check_int(name: str, value, lo: int, hi: int) -> int:
@@ -66,6 +84,48 @@ def check_int(name: str, value, lo: int, hi: int) -> int:
     return value
 
 
+def check_bool(name: str, value) -> bool:
+    """True or False only: a JSON client's "false" is a non-empty string, which Python would read as True."""
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be true or false, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_text(name: str, value, max_chars: int = PROMPT_MAX_CHARS) -> str:
+    """A string (possibly empty) of at most `max_chars` characters."""
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be text, got {type(value).__name__} {_short(value)}")
+    if len(value) > max_chars:
+        raise InputError(f"{name} is {len(value):,} characters long; at most {max_chars:,} are allowed")
+    return value
+
+
+def image_cost(steps: int, width: int, height: int, default: tuple[int, int, int]) -> float:
+    """The work of one image in default requests; `default` is the pipeline's (steps, width, height)."""
+    default_steps, default_width, default_height = default
+    area = (width * height) / (default_width * default_height)
+    return steps / default_steps * (area if area <= 1 else area**IMAGE_COST_AREA_EXPONENT)
+
+
+def check_image_cost(steps: int, width: int, height: int, default: tuple[int, int, int], budget: float) -> None:
+    """Refuse an image that would hold the shared pipeline for more than `budget` default requests."""
+    cost = image_cost(steps, width, height, default)
+    if cost > budget:
+        default_steps, default_width, default_height = default
+        fits = max((s for s in range(1, steps + 1) if image_cost(s, width, height, default) <= budget), default=0)
+        hint = f"at most {fits} steps fit at {width}x{height}" if fits else f"{width}x{height} is too large"
+        raise InputError(
+            f"{steps} steps at {width}x{height} is {cost:,.1f}x the work of this pipeline's default image "
+            f"({default_steps} steps at {default_width}x{default_height}); this Space allows {budget:g}x per image "
+            f"(STUDIO_MAX_IMAGE_COST): {hint}"
+        )
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def check_weight(adapter_name: str, weight) -> float:
     return check_number(f"weight of adapter {adapter_name!r}", weight, WEIGHT_MIN, WEIGHT_MAX)
 
@@ -78,10 +138,7 @@ def check_size(name: str, value) -> int:
 
 
 def check_prompt(name: str, value, allow_empty: bool = True) -> str:
-    if not isinstance(value, str):
-        raise InputError(f"{name} must be text, got {type(value).__name__}")
-    if len(value) > PROMPT_MAX_CHARS:
-        raise InputError(f"{name} is {len(value):,} characters long; at most {PROMPT_MAX_CHARS:,} are allowed")
+    value = check_text(name, value)
     if not allow_empty and not value.strip():
         raise InputError(f"{name} must not be empty")
     return value

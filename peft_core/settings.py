@@ -11,6 +11,7 @@
 | STUDIO_LORA_SLOTS            | 4       | adapters held in the pipeline at once (the rest wait in RAM)         |
 | STUDIO_FUSE                  | 1       | 0: never merge the mix into the base weights (see slots.py)          |
 | STUDIO_FUSE_MAX_MB           | 4096    | fuse only while the adapted layers' base weights fit under this      |
+| STUDIO_MAX_IMAGE_COST        | 2 / 4   | one image's work at most, in the pipeline's default images (CPU / GPU) |
 """
 
 import os
@@ -31,6 +32,9 @@ class Settings:
     lora_slots: int  # see slots.py: more slots, fewer refills, but every generation walks them all
     fuse: bool
     fuse_max_mb: float  # fusing keeps a copy of the adapted base weights, for an exact unfuse
+    # One image's work at most, counted in the pipeline's default images (limits.image_cost): it bounds how long one
+    # visitor's request can keep the others waiting. A GPU gets more: its default image takes seconds, not minutes.
+    max_image_cost: float
 
 
 def _number(name: str, default: str, cast, zero_ok=False):
@@ -57,4 +61,14 @@ def current() -> Settings:
         lora_slots=_number("STUDIO_LORA_SLOTS", "4", int),
         fuse=os.environ.get("STUDIO_FUSE", "1").strip().lower() not in ("0", "false", "no"),
         fuse_max_mb=_number("STUDIO_FUSE_MAX_MB", "4096", float, zero_ok=True),
+        max_image_cost=_number("STUDIO_MAX_IMAGE_COST", "4" if _on_gpu() else "2", float),
     )
+
+
+def _on_gpu() -> bool:
+    device = os.environ.get("STUDIO_DEVICE")
+    if device:
+        return device.startswith("cuda")
+    import torch
+
+    return torch.cuda.is_available()

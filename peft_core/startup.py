@@ -3,6 +3,10 @@
 Importing diffusers and transformers alone takes about 8 s on a 2-core CPU; the page needs neither. A studio
 whose defaults are loading answers every call once they are in (or after STARTUP_WAIT_S, with a clear message),
 so the first request simply waits instead of seeing an empty studio.
+
+Both studios stay closed until every default is in, not just their own: a request that imported peft or
+transformers while the loader was still importing them (diffusers pulls in transformers' CLIP classes) raced the
+loader's imports and left the image side empty ("cannot import name 'CLIPImageProcessor'").
 """
 
 import sys
@@ -28,7 +32,8 @@ class Startup:
         self._done.clear()
 
     def run(self, what: str, fn) -> None:
-        """Run `fn` as the loading work (in the calling thread); errors are printed and kept, never raised."""
+        """Run `fn` as the loading work (in the calling thread); errors are printed and kept, never raised.
+        The studio stays closed until `finish()`."""
         self._owner = threading.get_ident()
         try:
             fn()
@@ -36,9 +41,10 @@ class Startup:
             self.error = exc
             print(f"loading {what} failed: {exc}", file=sys.stderr)
             traceback.print_exc()
-        finally:
-            self._owner = None
-            self._done.set()
+
+    def finish(self) -> None:
+        self._owner = None
+        self._done.set()
 
     def wait(self, timeout: float = STARTUP_WAIT_S) -> None:
         if threading.get_ident() == self._owner:

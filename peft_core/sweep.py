@@ -20,11 +20,11 @@ def parse_values(name: str, text: str) -> list[float]:
         parts = text.split(":")
         if len(parts) != 3:
             raise InputError(f"{name} range {text!r} must be start:stop:count, like '-1:1.5:6'")
-        start = limits.check_number(f"{name} start", parts[0], limits.WEIGHT_MIN, limits.WEIGHT_MAX)
-        stop = limits.check_number(f"{name} stop", parts[1], limits.WEIGHT_MIN, limits.WEIGHT_MAX)
+        start = limits.parse_number(f"{name} start", parts[0], limits.WEIGHT_MIN, limits.WEIGHT_MAX)
+        stop = limits.parse_number(f"{name} stop", parts[1], limits.WEIGHT_MIN, limits.WEIGHT_MAX)
         count = limits.check_int(f"{name} count", _int(parts[2]), 2, MAX_VALUES)
         return [round(start + (stop - start) * i / (count - 1), 4) for i in range(count)]
-    values = [limits.check_number(f"{name} weight", v.strip(), limits.WEIGHT_MIN, limits.WEIGHT_MAX)
+    values = [limits.parse_number(f"{name} weight", v, limits.WEIGHT_MIN, limits.WEIGHT_MAX)
               for v in text.split(",") if v.strip()]  # fmt: skip
     if len(values) > MAX_VALUES:
         raise InputError(f"{name} has {len(values)} weights; at most {MAX_VALUES} are allowed")

@@ -11,7 +11,6 @@ text_merge.py). Every method validates all of its input before the model is touc
 the adapters and the outputs exactly as they were.
 """
 
-import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,19 +40,24 @@ from peft_core.text_model import (
     fetch_adapter,
     load_causal_lm,
     open_base,
+    read_model_config,
 )
 from peft_core.text_train import make_batch, train_adapter
+from peft_core.turns import TurnLock, between_steps
 
 __all__ = ["MERGE_TYPES", "TextModelInfo", "TextRequest", "TextStudio"]
 
 MAX_NEW_TOKENS_MIN, MAX_NEW_TOKENS_MAX = 1, 256
-TEMPERATURE_MAX = 5.0  # beyond this, sampling is uniform noise
+# Beyond the max, sampling is uniform noise; below the min, logits / temperature overflow float32 and sampling fails.
+TEMPERATURE_MIN, TEMPERATURE_MAX = 0.01, 5.0
 RANK_MIN, RANK_MAX = 1, 256
 LORA_ALPHA_MAX = 1024.0
 TRAIN_STEPS_MIN, TRAIN_STEPS_MAX = 1, 500  # a few hundred steps is what a shared Space can give one request
 LEARNING_RATE_MAX = 1.0
 TRAIN_TEXT_MAX_CHARS = 20_000
 TRAIN_MAX_TOKENS = 4096  # every step sees the whole text: this bounds the cost of one step
+# Tokens x steps of one training run: the whole run's cost (500 steps on 400 tokens, or 48 on the longest text).
+TRAIN_MAX_TOKEN_STEPS = 200_000
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ class TextStudio:
 
     def __init__(self, device: str | None = None):
         self.device, self.dtype = pick_device(device)
-        self._lock = threading.RLock()
+        # Served in arrival order; generation hands it over between tokens and training between steps (turns.py).
+        self._lock = TurnLock()
         self.startup = Startup()  # app.py loads the defaults in the background; calls wait for them
         self.model = None
         self.tokenizer = None
@@ -82,6 +87,7 @@ class TextStudio:
         self._adapters: dict[str, TextAdapterInfo] = {}  # insertion order = load order
         self._last_used: dict[str, int] = {}  # adapter_name -> request counter, for least-recently-used eviction
         self._requests = 0
+        self._training: set[str] = set()  # adapters being trained: their run hands the lock over between steps
 
     # --- base model ----------------------------------------------------------------------------------------------
 
@@ -100,9 +106,15 @@ class TextStudio:
             adapter_repo, adapter = repo, fetch_adapter(repo, files)
             repo = open_base(repo, adapter)
             files = repo.file_sizes()
-        self._check_base_lock(repo.repo_id)
+        if self._check_base_lock(repo):  # locked, and this base is loaded: reloading would drop every adapter
+            if adapter is not None:  # an adapter repo for it: add just the adapter, as load_adapter does
+                self.load_adapter(adapter_repo.repo_id, revision=adapter_repo.revision)
+            return self.model_info()
         check_model_files(repo, files)
-        model, tokenizer = load_causal_lm(repo.repo_id, repo.snapshot(MODEL_PATTERNS), self.device, self.dtype)
+        config = read_model_config(repo, files, self.dtype)  # before any weight is downloaded
+        model, tokenizer = load_causal_lm(
+            repo.repo_id, repo.snapshot(MODEL_PATTERNS), self.device, self.dtype, config
+        )
         info = describe_model(model, repo, self.device)
         adapters = {}
         if adapter is not None:
@@ -114,12 +126,16 @@ class TextStudio:
             self._last_used.clear()
             return self.model_info()
 
-    def _check_base_lock(self, repo_id: str) -> None:
-        if self.info is not None and settings.current().lock_base and repo_id != self.info.model_id:
-            raise InputError(
-                f"this Space is locked to the base {self.info.model_id!r} (STUDIO_LOCK_BASE); {repo_id!r} cannot "
-                "replace it"
-            )
+    def _check_base_lock(self, repo: hub.Repo) -> bool:
+        """Under STUDIO_LOCK_BASE: refuse another base; True when `repo` is the loaded one (nothing to load)."""
+        if self.info is None or not settings.current().lock_base:
+            return False
+        if (repo.repo_id, repo.revision) == (self.info.model_id, self.info.revision):
+            return True
+        raise InputError(
+            f"this Space is locked to the base {self.info.model_id!r} (STUDIO_LOCK_BASE); {repo.repo_id!r} "
+            f"(revision {repo.revision!r}) cannot replace it"
+        )
 
     def model_info(self) -> dict:
         with self._lock:
@@ -165,9 +181,9 @@ class TextStudio:
             target_modules: comma-separated layer names ("q_proj, v_proj"), a list of them, or "all-linear";
                 empty uses peft's default for the architecture.
         """
+        self._require_model()  # first: it waits for the defaults, whose loader may still be importing peft
         from peft import LoraConfig
 
-        self._require_model()
         adapter_name = limits.check_adapter_name(adapter_name)
         r = limits.check_int("r", r, RANK_MIN, RANK_MAX)
         lora_alpha = limits.check_number("lora_alpha", lora_alpha, 0.0, LORA_ALPHA_MAX)
@@ -212,8 +228,8 @@ class TextStudio:
     def train_adapter(self, adapter_name: str, text: str, steps: int, learning_rate: float, progress=None) -> dict:
         """Train one adapter on `text`; the other adapters keep their weights. Returns the TrainResult as a dict.
 
-        `progress(step, total, loss)` is called after each step, for a live loss curve. The lock is held for the
-        whole run: the model is shared, so generations wait until training ends.
+        `progress(step, total, loss)` is called after each step, for a live loss curve. Between steps the lock goes
+        to whoever waits (turns.py): other visitors' generations run in between, and the training picks up after.
         """
         self._require_model()
         steps = limits.check_int("steps", steps, TRAIN_STEPS_MIN, TRAIN_STEPS_MAX)
@@ -233,7 +249,31 @@ class TextStudio:
                     "add a new adapter (add_adapter) to train"
                 )
             batch = make_batch(self.tokenizer, text, TRAIN_MAX_TOKENS, info.context_length, self.device)
-            result = train_adapter(self.model, adapter_name, batch, steps, learning_rate, progress)
+            tokens = int(batch["attention_mask"].sum())
+            if tokens * steps > TRAIN_MAX_TOKEN_STEPS:
+                raise InputError(
+                    f"training {steps} steps on {tokens:,} tokens is {tokens * steps:,} token-steps; this Space "
+                    f"allows {TRAIN_MAX_TOKEN_STEPS:,} per run: {TRAIN_MAX_TOKEN_STEPS // tokens} steps at most here"
+                )
+            model = self.model
+
+            def resume():  # a generation in between set its own adapters and eval mode
+                if self.model is not model or adapter_name not in self._adapters:
+                    raise InputError(f"training of {adapter_name!r} stopped: the adapter or its base was replaced")
+                model.enable_adapters()
+                model.set_adapter(adapter_name)
+                model.train()
+
+            def each_step(step, total, loss):
+                if progress is not None:
+                    progress(step, total, loss)
+                between_steps(self._lock, f"training of {adapter_name!r}", resume)
+
+            self._training.add(adapter_name)
+            try:
+                result = train_adapter(model, adapter_name, batch, steps, learning_rate, each_step)
+            finally:
+                self._training.discard(adapter_name)
             record.steps_trained += steps
             self._touch([adapter_name])
             return result.to_dict()
@@ -353,17 +393,15 @@ class TextStudio:
         names = _split_names("adapters", request.adapters)
         with self._lock:
             limits.check_loaded(names, self._adapters)
-        temperature = limits.check_number("temperature", request.temperature, 0.0, TEMPERATURE_MAX)
-        if temperature <= 0:
-            raise InputError(f"temperature must be a number in (0, {TEMPERATURE_MAX:g}], got {request.temperature!r}")
+        temperature = limits.check_number("temperature", request.temperature, TEMPERATURE_MIN, TEMPERATURE_MAX)
         return TextRequest(
             prompt=limits.check_prompt("prompt", request.prompt, allow_empty=False),
             adapters=tuple(names),
-            use_adapters=bool(request.use_adapters),
+            use_adapters=limits.check_bool("use_adapters", request.use_adapters),
             max_new_tokens=limits.check_int(
                 "max_new_tokens", request.max_new_tokens, MAX_NEW_TOKENS_MIN, MAX_NEW_TOKENS_MAX
             ),
-            do_sample=bool(request.do_sample),
+            do_sample=limits.check_bool("do_sample", request.do_sample),
             seed=limits.check_int("seed", request.seed, limits.SEED_MIN, limits.SEED_MAX),
             temperature=temperature,
         )
@@ -381,8 +419,7 @@ class TextStudio:
             # again: another request may have deleted one meanwhile
             limits.check_loaded(request.adapters, self._adapters)
             ids = self._encode(request)
-            self._apply_active(request.adapters if request.use_adapters else ())
-            return self._run(ids, request)
+            return self._run(ids, request, request.adapters if request.use_adapters else ())
 
     def compare(self, prompt: str, adapters=(), max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
                 temperature: float = 1.0) -> tuple[str, str]:  # fmt: skip
@@ -391,10 +428,7 @@ class TextStudio:
         with self._lock:
             limits.check_loaded(request.adapters, self._adapters)
             ids = self._encode(request)
-            self._apply_active(())
-            base = self._run(ids, request)
-            self._apply_active(request.adapters)
-            return base, self._run(ids, request)
+            return self._run(ids, request, ()), self._run(ids, request, request.adapters)
 
     def _encode(self, request: TextRequest):
         ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"]
@@ -423,16 +457,42 @@ class TextStudio:
         except ValueError as exc:  # e.g. two adapters that each fully train the same module (modules_to_save)
             raise AdapterError(f"adapters {', '.join(names)} cannot be active together: {first_line(exc)}") from None
 
-    def _run(self, ids, request: TextRequest) -> str:
-        import torch
+    def _run(self, ids, request: TextRequest, active) -> str:
+        """Generate with exactly `active` adapters on; called with the lock held.
 
+        Between tokens it hands the lock to whoever waits (turns.py); they may set other adapters, or catch a
+        training run in train mode, so both are put back before the next token. The sampling RNG is forked per
+        request (`seeded`), so what runs in between does not change this request's text.
+        """
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        model, lock = self.model, self._lock
+
+        def resume():
+            if self.model is not model:
+                raise InputError("generation stopped: the text model was replaced meanwhile")
+            limits.check_loaded(active, self._adapters)
+            model.eval()
+            self._apply_active(active)
+
+        class HandOver(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                between_steps(lock, "the generation", resume)
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # never stops
+
+        model.eval()  # a training run that handed the lock over left the model in train mode
+        self._apply_active(active)
         tok = self.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         kwargs = {"max_new_tokens": request.max_new_tokens, "do_sample": request.do_sample, "pad_token_id": pad}
         if request.do_sample:
             kwargs["temperature"] = request.temperature
         with seeded(request.seed, self.device), torch.inference_mode(), quiet_libraries():
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+            hand_over = StoppingCriteriaList([HandOver()])
+            out = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), stopping_criteria=hand_over, **kwargs
+            )
         return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 

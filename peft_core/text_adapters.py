@@ -1,9 +1,13 @@
 """Adapter facts and peft plumbing for the text studio, kept apart from its state and its lock.
 
-- checking an adapter folder (adapter_config.json + adapter_model.safetensors) before the model is touched:
-  peft type, finite tensors, and keys that name modules the model really has;
-- loading it with transformers' `load_adapter`, checking that every weight landed, and undoing a failed load
-  (transformers leaves a half-injected adapter behind when its load fails);
+- checking an adapter folder (adapter_config.json + adapter_model.safetensors) before the model is touched: its
+  config through the allowlist of config_checks.py, finite tensors, and keys that name modules the model has;
+- checking it against the model on a meta-device copy (`check_fits`): peft builds the adapter there, allocating
+  nothing, which gives its exact tensor names, shapes and size, so the file must hold exactly those and fit the
+  admin's cap (STUDIO_MAX_ADAPTER_MB) before anything real is allocated;
+- loading it with transformers' `load_adapter` from the checked config object and tensors (the library never reads
+  the file), checking that every weight landed, and undoing a failed load (transformers leaves a half-injected
+  adapter behind when its load fails);
 - the modules of a causal LM an adapter can wrap, for `target_modules` checks and error messages;
 - writing one adapter back out as peft saves it.
 
@@ -11,20 +15,32 @@ Every function takes the model as an argument and changes it only where its name
 """
 
 import contextlib
+import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from peft_core import settings
 from peft_core.adapters import check_safetensors_header
+from peft_core.config_checks import (
+    ADAPTER_CONFIG_MAX_BYTES,
+    MODULE_NAME,
+    build_peft_config,
+    check_adapter_config,
+    check_peft_type,
+    peft_type_name,
+    read_json_object,
+)
 from peft_core.errors import AdapterError
 from peft_core.runtime import quiet_libraries
+
+__all__ = ["peft_type_name"]  # text.py names methods in its messages through this module
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # What peft's PeftModel.save_pretrained puts in front of every key; transformers' load_adapter accepts it too.
 PEFT_KEY_PREFIX = "base_model.model."
-# Names users know these methods by (peft's PeftType values are upper case: "LORA", "LOHA" ...).
-PEFT_TYPE_NAMES = {"LORA": "LoRA", "LOHA": "LoHa", "LOKR": "LoKr", "IA3": "IA³", "ADALORA": "AdaLoRA", "OFT": "OFT",
-                   "BOFT": "BOFT", "VERA": "VeRA", "FOURIERFT": "FourierFT"}  # fmt: skip
+# Tensor types an adapter file may hold: what peft saves. Others (integers, float8) are not adapter weights.
+WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 @dataclass
@@ -59,10 +75,7 @@ class AdapterFolder:
     peft_type: str
     module_paths: set[str]  # modules the weights belong to, e.g. "model.layers.0.self_attn.q_proj"
     num_tensors: int
-
-
-def peft_type_name(peft_type: str) -> str:
-    return PEFT_TYPE_NAMES.get(peft_type, peft_type)
+    state_dict: dict = field(repr=False, default_factory=dict)  # the file's tensors, as its keys name them
 
 
 def peft_type_of(config) -> str:
@@ -73,23 +86,17 @@ def peft_type_of(config) -> str:
 def read_adapter_folder(folder: Path, source: str) -> AdapterFolder:
     """Parse and check an adapter folder without touching any model; never unpickles.
 
-    `source` names the folder in errors (the repo id the user gave).
+    The config goes through config_checks' allowlist and becomes a peft config object here; nothing later reads
+    the file again. `source` names the folder in errors (the repo id the user gave).
     """
-    from peft import PeftConfig
+    from peft import PeftType
     from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    try:
-        config = PeftConfig.from_pretrained(str(folder))
-    except Exception as exc:  # a bad json, an unknown peft_type or a field this peft does not know
-        raise AdapterError(f"{source}: {ADAPTER_CONFIG} is not a valid peft config ({first_line(exc)})") from None
-    peft_type = peft_type_of(config)
-    if config.is_prompt_learning or peft_type not in {t.value for t in PEFT_TYPE_TO_PREFIX_MAPPING}:
-        raise AdapterError(
-            f"{source} is a {peft_type_name(peft_type)} adapter (prompt learning); only adapters that wrap layers "
-            "(LoRA, LoHa, LoKr, IA³ ...) can be loaded into a transformers model"
-        )
+    what = f"{source}: {ADAPTER_CONFIG}"
+    data = read_json_object(folder / ADAPTER_CONFIG, what, "peft config", ADAPTER_CONFIG_MAX_BYTES, AdapterError)
+    peft_type = check_peft_type(data, source, AdapterError)
     weights = folder / ADAPTER_WEIGHTS
     check_safetensors_header(weights)
     try:
@@ -99,12 +106,26 @@ def read_adapter_folder(folder: Path, source: str) -> AdapterFolder:
     if not state_dict:
         raise AdapterError(f"{source}: {ADAPTER_WEIGHTS} holds no tensors")
     for key, tensor in state_dict.items():
-        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if dtype not in WEIGHT_DTYPES:
+            raise AdapterError(
+                f"{source}: {ADAPTER_WEIGHTS} holds {key!r} as {dtype}; adapter weights are one of "
+                f"{', '.join(WEIGHT_DTYPES)}"
+            )
+        if not bool(tensor.isfinite().all()):
             raise AdapterError(f"{source}: {ADAPTER_WEIGHTS} has NaN or infinite values in {key!r}")
-    prefix = PEFT_TYPE_TO_PREFIX_MAPPING[config.peft_type]
+    prefix = PEFT_TYPE_TO_PREFIX_MAPPING[PeftType(peft_type)]
     # The same split peft's inject_adapter uses: "<module path>.<prefix>..." -> "<module path>".
     paths = {k.removeprefix(PEFT_KEY_PREFIX).rsplit("." + prefix, 1)[0] for k in state_dict if "." + prefix in k}
-    return AdapterFolder(folder, config, peft_type, paths, len(state_dict))
+    odd = sorted(p for p in paths if not MODULE_NAME.fullmatch(p))
+    if odd:  # such a path could become a target module (see check_adapter_config): plain names only
+        raise AdapterError(
+            f"{source}: {ADAPTER_WEIGHTS} names a module {odd[0][:80]!r}, which is not a module path (letters, "
+            "digits and '_', joined by '.')"
+        )
+    clean = check_adapter_config(data, peft_type, source, paths, AdapterError)
+    config = build_peft_config(peft_type, clean, source, AdapterError)
+    return AdapterFolder(folder, config, peft_type, paths, len(state_dict), state_dict)
 
 
 def check_keys_match(adapter: AdapterFolder, model, source: str, model_id: str) -> None:
@@ -120,20 +141,116 @@ def check_keys_match(adapter: AdapterFolder, model, source: str, model_id: str) 
         )
 
 
+def check_fits(model, adapter: AdapterFolder, adapter_name: str, source: str, model_id: str) -> dict:
+    """The tensors to load, once the file holds exactly what peft builds for `model` from the checked config.
+
+    peft builds the adapter on a meta-device copy of the model (same architecture, no memory, the model itself
+    untouched), which gives the adapter's true tensor names, shapes and size. Refused: a declared size over
+    STUDIO_MAX_ADAPTER_MB (r=1e6 in a 0.1 MB file), weights the file lacks, tensors it should not hold (a file
+    can name base weights, which transformers would load over the base), and shapes that differ from the config.
+    """
+    import torch
+    from peft import get_peft_model_state_dict, inject_adapter_in_model
+    from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
+    from transformers import AutoModelForCausalLM
+
+    kind = peft_type_name(adapter.peft_type)
+    with quiet_libraries(), torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(model.config)
+        try:
+            # peft changes the config it injects (e.g. "all-linear" becomes names): it gets a copy
+            inject_adapter_in_model(copy.deepcopy(adapter.config), skeleton, adapter_name)
+        except Exception as exc:  # e.g. no target module in this model; only the meta copy saw it
+            raise AdapterError(f"{source} does not fit {model_id!r}: {first_line(exc)}") from None
+        built = get_peft_model_state_dict(skeleton, adapter_name=adapter_name, save_embedding_layers=False)
+    _check_declared_size(skeleton, adapter_name, adapter, source, model_id)
+    expected = {PEFT_KEY_PREFIX + k: tuple(v.shape) for k, v in built.items()}
+    prefix = "." + PEFT_TYPE_TO_PREFIX_MAPPING[adapter.config.peft_type]
+    wrapped = {k.rsplit(prefix, 1)[0] for k in expected}
+    tensors, extra = {}, []
+    for key, tensor in adapter.state_dict.items():
+        full = key if key.startswith(PEFT_KEY_PREFIX) else PEFT_KEY_PREFIX + key
+        if full in expected:
+            tensors[full] = tensor
+        elif not _is_base_copy(full, wrapped):
+            extra.append(key)
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        layers = {k.rsplit(prefix, 1)[0] for k in missing}
+        raise AdapterError(
+            f"{source} does not fit {model_id!r}: {len(layers)} of its layers got no weights from the file (for "
+            f"example {missing[0]!r}); it was probably made for another base"
+        )
+    if extra:
+        raise AdapterError(
+            f"{source}: {ADAPTER_WEIGHTS} holds {extra[0]!r}, which is not a weight of this {kind} adapter on "
+            f"{model_id!r} ({len(extra)} such tensors); an adapter file may hold only the adapter's own weights, "
+            "never the base model's"
+        )
+    for key, tensor in tensors.items():
+        if tuple(tensor.shape) != expected[key]:
+            raise AdapterError(
+                f"{source}: {ADAPTER_WEIGHTS} holds {key!r} of shape {list(tensor.shape)}, but its config "
+                f"({_rank_of(adapter.config)}) on {model_id!r} makes it {list(expected[key])}"
+            )
+    return {_for_transformers(k): v for k, v in tensors.items()}
+
+
+def _check_declared_size(skeleton, adapter_name: str, adapter: AdapterFolder, source: str, model_id: str) -> None:
+    """The size peft allocates for the adapter (on the meta copy: its parameters' numbers and dtypes), capped."""
+    params = adapter_parameters(skeleton, adapter_name).values()
+    size = sum(p.numel() * p.element_size() for p in params)
+    cap = settings.current().max_adapter_mb
+    if size > cap * 2**20:
+        layers, _ = adapter_size(skeleton, adapter_name)
+        raise AdapterError(
+            f"{source} declares {size / 2**20:,.2f} MB of adapter weights ({_rank_of(adapter.config)} on {layers} "
+            f"layers of {model_id!r}); this Space accepts adapters of at most {cap:g} MB (STUDIO_MAX_ADAPTER_MB)"
+        )
+
+
+def _rank_of(config) -> str:
+    """The config's ranks in words, for messages: "r=8", "r=8 and rank_pattern {...}" or "its config" (IA³)."""
+    rank, patterns = getattr(config, "r", None), getattr(config, "rank_pattern", None)
+    if rank is None:
+        return "its config"
+    return f"r={rank}" + (f" and rank_pattern {dict(patterns)}"[:100] if patterns else "")
+
+
+def _is_base_copy(key: str, wrapped: set[str]) -> bool:
+    """peft saves the base weights of an embedding or output head it adapts next to the adapter (its
+    save_embedding_layers="auto", for vocabularies resized in training); they are left out, as an adapter never
+    changes the base. Base weights of any other layer in the file are refused."""
+    from peft.utils.constants import EMBEDDING_LAYER_NAMES
+
+    module, _, tail = key.rpartition(".base_layer.")
+    return module in wrapped and tail == "weight" and module.rsplit(".", 1)[-1] in EMBEDDING_LAYER_NAMES
+
+
+def _for_transformers(key: str) -> str:
+    """transformers 5.23's load_adapter maps a DoRA file key "<path>.lora_magnitude_vector" to
+    "<path>.lora_magnitude_vector.<name>", but peft holds "<...>.<name>.weight": give it the key it maps right."""
+    return key + ".weight" if key.endswith(".lora_magnitude_vector") else key
+
+
 def load_adapter_folder(model, adapter_name: str, adapter: AdapterFolder, repo, model_id: str) -> TextAdapterInfo:
     """transformers' load_adapter from a checked folder of `repo`, then check that every weight landed; on any
     failure, undo it. Returns the adapter's record."""
     source = repr(repo.repo_id)
     check_keys_match(adapter, model, source, model_id)
+    tensors = check_fits(model, adapter, adapter_name, source, model_id)
     try:
         with quiet_libraries():
-            # A local folder: nothing is downloaded. (local_files_only=True would be the obvious flag, but
-            # transformers 5.23 passes it on to LoadStateDictConfig, which refuses it.)
-            loading = model.load_adapter(str(adapter.folder), adapter_name=adapter_name, use_safetensors=True)
+            # The checked config object and tensors: the library never reads the repo's files. hotswap=False: a
+            # new adapter, never one replacing another's weights.
+            loading = model.load_adapter(
+                adapter_name=adapter_name, peft_config=copy.deepcopy(adapter.config), adapter_state_dict=tensors,
+                hotswap=False, use_safetensors=True,
+            )  # fmt: skip
     except Exception as exc:
         undo_inject(model, adapter_name, adapter.peft_type)
         raise AdapterError(f"{source} could not be loaded into {model_id!r}: {first_line(exc)}") from None
-    # Weights of this adapter that the file did not fill keep their fresh init: a LoRA B of zeros does nothing.
+    # A second line behind check_fits: weights of this adapter that the load did not fill keep their fresh init.
     missing = sorted(set(loading.missing_keys) & set(adapter_parameters(model, adapter_name)))
     if missing:
         undo_inject(model, adapter_name, adapter.peft_type)

@@ -1,21 +1,33 @@
 """Resolving and loading the text studio's causal LM: which repos are acceptable, and how they are read.
 
-A model repo needs config.json and safetensors weights (pickle is refused: unpickling can run code); an adapter
-repo needs adapter_config.json and adapter_model.safetensors, and names its base in the config, which is then
-resolved like any id, so a bundled base works offline. Nothing here holds state: TextStudio decides when a
+A model repo needs config.json and safetensors weights (pickle is refused: unpickling can run code); its config.json
+passes config_checks.py and must declare a model that fits STUDIO_MAX_MODEL_MB before any weight is fetched. An
+adapter repo needs adapter_config.json and adapter_model.safetensors, and names its base in the config, which is
+then resolved like any id, so a bundled base works offline. Nothing here holds state: TextStudio decides when a
 loaded model replaces the old one.
 """
 
 from dataclasses import asdict, dataclass
 
 from peft_core import hub, settings
-from peft_core.errors import HubError
+from peft_core.config_checks import (
+    ADAPTER_CONFIG_MAX_BYTES,
+    MODEL_CONFIG_MAX_BYTES,
+    check_model_config,
+    check_model_shape,
+    read_json_object,
+)
+from peft_core.errors import HubError, StudioError
 from peft_core.runtime import quiet_libraries
 from peft_core.text_adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterFolder, first_line, read_adapter_folder
 
 # Files a causal LM and its tokenizer need; pickle weights are left out on purpose.
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
 ADAPTER_PATTERNS = [ADAPTER_CONFIG, ADAPTER_WEIGHTS]
+MODEL_CONFIG = "config.json"
+# What a repo's generation_config.json may set: its special tokens, and sampling knobs that cost nothing extra.
+GENERATION_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "top_k", "top_p",
+                     "min_p", "typical_p", "repetition_penalty")  # fmt: skip
 
 
 @dataclass
@@ -49,6 +61,7 @@ def fetch_adapter(repo: hub.Repo, sizes: dict) -> AdapterFolder:
                 f"can run code. Ask the author for {ADAPTER_WEIGHTS}."
             )
         raise HubError(f"{where} has no {ADAPTER_WEIGHTS}; files: {_some(sizes)}")
+    hub.check_file_size(repo, ADAPTER_CONFIG, sizes[ADAPTER_CONFIG], ADAPTER_CONFIG_MAX_BYTES / 2**20)
     hub.check_file_size(repo, ADAPTER_WEIGHTS, sizes[ADAPTER_WEIGHTS], settings.current().max_adapter_mb)
     return hub.read_healing_cache(
         repo,
@@ -86,6 +99,40 @@ def check_model_files(repo: hub.Repo, files: dict) -> None:
     hub.check_snapshot_size(repo, files, MODEL_PATTERNS)
 
 
+def read_model_config(repo: hub.Repo, files: dict, dtype):
+    """The base's config object, built from its checked config.json (downloaded alone), once the parameters it
+    declares fit STUDIO_MAX_MODEL_MB in `dtype`. They are counted on the meta device: nothing is allocated and no
+    weight is downloaded first, so a 0.4 MB repo declaring a 4M-word vocabulary is refused before it costs 2 GB.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    hub.check_file_size(repo, MODEL_CONFIG, files.get(MODEL_CONFIG), MODEL_CONFIG_MAX_BYTES / 2**20)
+    what = f"{repo.repo_id!r}: {MODEL_CONFIG}"
+    data = read_json_object(repo.file_path(MODEL_CONFIG), what, "model config", MODEL_CONFIG_MAX_BYTES, HubError)
+    check_model_config(data, repo.repo_id, HubError)
+    try:
+        with quiet_libraries():
+            config = CONFIG_MAPPING[data["model_type"]].from_dict(data)
+            check_model_shape(config, repo.repo_id, HubError)
+            with torch.device("meta"):
+                skeleton = AutoModelForCausalLM.from_config(config)
+    except StudioError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise HubError(f"{repo.repo_id!r} could not be loaded as a causal LM: {first_line(exc)}") from None
+    count = sum(p.numel() for p in skeleton.parameters())  # parameters() yields tied weights once
+    size, cap = count * dtype.itemsize, settings.current().max_model_mb
+    if size > cap * 2**20:
+        raise HubError(
+            f"{repo.repo_id!r} declares {count:,} parameters in its {MODEL_CONFIG} ({size / 2**20:,.1f} MB as "
+            f"{str(dtype).removeprefix('torch.')}); this Space loads models of at most {cap:g} MB "
+            "(STUDIO_MAX_MODEL_MB)"
+        )
+    return config
+
+
 def describe_model(model, repo: hub.Repo, device: str) -> TextModelInfo:
     """What model_info() reports, read once after the load."""
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
@@ -106,16 +153,18 @@ def describe_model(model, repo: hub.Repo, device: str) -> TextModelInfo:
     )
 
 
-def load_causal_lm(repo_id: str, folder, device: str, dtype):
-    """(model, tokenizer) from a snapshot folder: safetensors only, no remote code, frozen, in eval mode."""
+def load_causal_lm(repo_id: str, folder, device: str, dtype, config):
+    """(model, tokenizer) from a snapshot folder and the checked config (`read_model_config`): safetensors only, no
+    remote code, frozen, in eval mode."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with quiet_libraries():
         try:
-            # No trust_remote_code: only code that ships with transformers runs.
+            # No trust_remote_code: only code that ships with transformers runs. config=: the checked object, not
+            # the folder's file again.
             model = AutoModelForCausalLM.from_pretrained(
-                folder, dtype=dtype, use_safetensors=True, trust_remote_code=False
+                folder, config=config, dtype=dtype, use_safetensors=True, trust_remote_code=False
             )
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
             raise HubError(f"{repo_id!r} could not be loaded as a causal LM: {first_line(exc)}") from None
@@ -123,9 +172,19 @@ def load_causal_lm(repo_id: str, folder, device: str, dtype):
             tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
             raise HubError(f"the tokenizer of {repo_id!r} could not be loaded: {first_line(exc)}") from None
+    model.generation_config = _plain_generation_config(model.generation_config)
     model.to(device).eval()
     model.requires_grad_(False)  # the base is never trained; train_adapter unfreezes one adapter at a time
     return model, tokenizer
+
+
+def _plain_generation_config(loaded):
+    """The repo's generation_config.json sets the defaults of every generate() call, and num_beams=64 or another
+    decoding strategy would multiply each visitor's cost: only token ids and the author's sampling knobs stay."""
+    from transformers import GenerationConfig
+
+    kept = {k: v for k, v in loaded.to_dict().items() if k in GENERATION_FIELDS}
+    return GenerationConfig(**kept)
 
 
 def _some(files) -> str:

@@ -150,13 +150,13 @@ IMAGES = [
       r"weight of adapter 'a' must be a finite number in \[-2.0, 2.0\], got 2.5"),
     E("Parameter", "weight -3", lambda s, w: gen(s, {"a": 1.0, "b": -3}), InputError, r"'b' .*got -3"),
     E("Parameter", "weight as text", lambda s, w: gen(s, {"a": "strong"}), InputError,
-      r"weight of adapter 'a' must be a number in \[-2.0, 2.0\], got 'strong'"),
+      r"weight of adapter 'a' must be a number in \[-2.0, 2.0\], got str 'strong'"),
     E("Parameter", "weight a 400-digit integer", lambda s, w: gen(s, {"a": 10**400}), InputError,
       r"weight of adapter 'a' must be a number in \[-2.0, 2.0\], got 1000"),
     E("Parameter", "mix naming a missing adapter", lambda s, w: gen(s, {"a": 1.0, "nope": 0.5}), InputError,
       r"adapter\(s\) 'nope' not loaded; loaded: a, b"),
     E("Parameter", "mix that is a list", lambda s, w: s.generate(request(adapters=["a"])), InputError,
-      r"adapters must map adapter names to weights, got list"),
+      r"adapters must map adapter names to weights, like \{'style': 0.8\}, got list \['a'\]"),
     E("Parameter", "steps 0", lambda s, w: s.generate(request(steps=0)), InputError,
       r"steps must be an integer in \[1, 100\], got 0"),
     E("Parameter", "steps negative", lambda s, w: s.generate(request(steps=-5)), InputError, r"got -5"),
@@ -203,7 +203,8 @@ IMAGES = [
       r"'test-org/lora' is not from an allowed organisation on this Space; allowed: other, trusted",
       STUDIO_ALLOWED_ORGS="trusted,other"),
     E("Admin", "another base under STUDIO_LOCK_BASE", lambda s, w: s.load_pipeline(w["pipeline-copy"]), InputError,
-      r"this Space is locked to the base '.*tiny-sd' \(STUDIO_LOCK_BASE\); '.*pipeline-copy' cannot replace it",
+      r"this Space is locked to the base '.*tiny-sd' \(STUDIO_LOCK_BASE\); '.*pipeline-copy' \(revision 'main'\) "
+      "cannot replace it",
       STUDIO_LOCK_BASE="1"),
 ]  # fmt: skip
 
@@ -281,9 +282,9 @@ TEXT = [
       r"prompt is 100,000 characters long; at most 2,000 are allowed"),
     E("Parameter", "empty prompt", lambda s, w: s.generate("  "), InputError, r"prompt must not be empty"),
     E("Parameter", "temperature NaN", lambda s, w: s.generate("the", do_sample=True, temperature=float("nan")),
-      InputError, r"temperature must be a finite number in \[0.0, 5.0\], got nan"),
+      InputError, r"temperature must be a finite number in \[0.01, 5.0\], got nan"),
     E("Parameter", "temperature 0", lambda s, w: s.generate("the", temperature=0), InputError,
-      r"temperature must be a number in \(0, 5\], got 0"),
+      r"temperature must be a finite number in \[0.01, 5.0\], got 0"),
     E("Parameter", "seed negative", lambda s, w: s.generate("the", seed=-1), InputError, r"seed .*got -1"),
     E("Parameter", "active set naming a missing adapter", lambda s, w: s.generate("the", ["a", "nope"]),
       InputError, r"adapter\(s\) 'nope' not loaded; loaded: a, b, t"),
@@ -331,7 +332,8 @@ TEXT = [
     E("Admin", "adapter over STUDIO_MAX_ADAPTER_MB", lambda s, w: s.load_adapter(w["text:lora_b"]), HubError,
       rf"'{WEIGHTS}' in '.*lora-b' is [\d.]+ MB; this Space accepts at most 0.001 MB", STUDIO_MAX_ADAPTER_MB="0.001"),
     E("Admin", "another base under STUDIO_LOCK_BASE", lambda s, w: s.load_model(w["text:lm_copy"]), InputError,
-      r"this Space is locked to the base '.*tiny-lm' \(STUDIO_LOCK_BASE\); '.*lm-copy' cannot replace it",
+      r"this Space is locked to the base '.*tiny-lm' \(STUDIO_LOCK_BASE\); '.*lm-copy' \(revision 'main'\) "
+      "cannot replace it",
       STUDIO_LOCK_BASE="1"),
 ]  # fmt: skip
 
@@ -604,7 +606,8 @@ def test_no_loader_call_can_run_code():
         if "trust_remote_code" in keywords:
             assert isinstance(keywords["trust_remote_code"], ast.Constant), where
             assert keywords["trust_remote_code"].value is False, where
-        if name in ("from_pretrained", "load_adapter") and owner not in ("AutoTokenizer", "PeftConfig", "studio"):
+        not_loaders = ("AutoTokenizer", "PeftConfig", "studio", "self")  # self.load_adapter: the studio's own method
+        if name in ("from_pretrained", "load_adapter") and owner not in not_loaders:
             weight_loaders.append(where)
             assert isinstance(keywords.get("use_safetensors"), ast.Constant), where
             assert keywords["use_safetensors"].value is True, where
@@ -641,8 +644,8 @@ def test_pickles_next_to_safetensors_are_never_opened(tmp_path, hub, assets, lm_
 
 
 def test_code_in_repos_never_runs(where, hub, monkeypatch):
-    """A pipeline naming its own classes and an LM whose config maps to its own code: refused or ignored, and the
-    code (which would write RAN next to itself) never runs, locally or through the Hub."""
+    """A pipeline naming its own classes and an LM whose config maps to its own code: refused, and the code (which
+    would write RAN next to itself) never runs, locally or through the Hub."""
     root = where["root"]
     llama_with_auto_map = shutil.copytree(where["text:lm"], root / "lm-auto-map")
     config = json.loads((llama_with_auto_map / "config.json").read_text())
@@ -660,8 +663,9 @@ def test_code_in_repos_never_runs(where, hub, monkeypatch):
     for repo_id in (where["lm-custom-code"], "evil/lm-custom-code"):
         with pytest.raises(HubError, match="contains custom code which must be executed"):
             text.load_model(repo_id)
-    for repo_id in (str(llama_with_auto_map), "evil/lm-auto-map"):  # a known model_type: auto_map is ignored
-        assert text.load_model(repo_id)["model_class"] == "LlamaForCausalLM"
+    for repo_id in (str(llama_with_auto_map), "evil/lm-auto-map"):  # a known model_type: auto_map is refused too
+        with pytest.raises(HubError, match=r"sets auto_map \(AutoModelForCausalLM\), i.e. it contains custom code"):
+            text.load_model(repo_id)
     assert not list(root.rglob("RAN")) and not list(Path(os.environ["HF_HOME"]).rglob("RAN"))
     assert not [p for p in Path(os.environ["HF_HOME"]).rglob("*.py") if "models--evil--" in str(p)]  # not fetched
 

@@ -213,11 +213,18 @@ def test_resident_cap_evicts_the_least_recently_used(studio, allow_assets, monke
     assert np.array_equal(gen(studio, {"c": 1.0}), gen(studio, {"a": 0.0, "c": 1.0}))
 
 
-def test_locked_base_cannot_be_replaced(studio, allow_assets, monkeypatch):
+def test_locked_base_cannot_be_replaced_nor_wiped(studio, allow_assets, monkeypatch):
+    """STUDIO_LOCK_BASE refuses another base; the same base again is a no-op that keeps every adapter (a reload
+    would drop them all: a wipe any visitor could do)."""
+    studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="a")
+    before = gen(studio, {"a": 1.0})
     monkeypatch.setenv("STUDIO_LOCK_BASE", "1")
     with pytest.raises(InputError, match="locked to the base"):
         studio.load_pipeline(str(allow_assets["lora_a"]))
-    studio.load_pipeline(str(allow_assets["pipeline"]))  # reloading the same base stays allowed
+    pipe = studio.pipe
+    assert studio.load_pipeline(str(allow_assets["pipeline"]))["model_id"] == studio.info.model_id
+    assert studio.pipe is pipe and [a["adapter_name"] for a in studio.list_adapters()] == ["a"]
+    assert np.array_equal(gen(studio, {"a": 1.0}), before)
 
 
 def test_exported_mix_reproduces_the_mix(two, tmp_path, monkeypatch, allow_assets):

@@ -181,6 +181,8 @@ def test_any_weight_name_picks_a_listed_file_or_is_refused(weight_name):
 
 
 def _finite_in_range(value) -> bool:
+    if isinstance(value, (bool, str, bytes)):  # "0.5" and True are a caller's mistakes, refused (limits.check_number)
+        return False
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):

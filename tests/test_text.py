@@ -86,12 +86,21 @@ def test_load_model_refusals_keep_the_old_model(studio, allow_lm, tmp_path):
     assert gen(studio) == before and studio.model_info()["model_id"] == str(allow_lm["lm"].resolve())
 
 
-def test_locked_base_cannot_be_replaced(studio, allow_lm, monkeypatch):
+def test_locked_base_cannot_be_replaced_nor_wiped(studio, allow_lm, monkeypatch):
+    """STUDIO_LOCK_BASE refuses another base; the same base again keeps the model and every adapter, trained ones
+    included (a reload would drop them: a wipe any visitor could do), and an adapter repo made for it adds just
+    its adapter."""
+    studio.add_adapter("t", r=4, lora_alpha=8, target_modules=["q_proj"])
+    studio.train_adapter("t", "the pirate sails the sea", 3, 0.01)
+    before = gen(studio, ["t"])
     monkeypatch.setenv("STUDIO_LOCK_BASE", "1")
     with pytest.raises(InputError, match="locked to the base"):
         studio.load_model(str(allow_lm["lm_copy"]))
-    studio.load_model(str(allow_lm["lm"]))  # reloading the locked base itself is fine
-    studio.load_model(str(allow_lm["lora_a"]))  # and so is an adapter repo made for it
+    model = studio.model
+    studio.load_model(str(allow_lm["lm"]))
+    assert studio.model is model and gen(studio, ["t"]) == before
+    names = [a["adapter_name"] for a in studio.load_model(str(allow_lm["lora_a"]))["adapters"]]
+    assert studio.model is model and names == ["t", "lora_a"]
 
 
 def test_adapter_repo_loads_its_base(allow_lm):
@@ -168,7 +177,7 @@ def test_sampling_is_seeded(two):
         ({"prompt": ""}, "prompt must not be empty"),
         ({"max_new_tokens": 0}, r"max_new_tokens must be an integer in \[1, 256\], got 0"),
         ({"max_new_tokens": 63}, "passes the model's context of 64 tokens"),
-        ({"temperature": 0}, r"temperature must be a number in \(0, 5\], got 0"),
+        ({"temperature": 0}, r"temperature must be a finite number in \[0.01, 5.0\], got 0"),
         ({"temperature": float("nan")}, "temperature must be a finite number"),
         ({"adapters": ["a", "nope"]}, "'nope' not loaded; loaded: a, b"),
         ({"seed": -1}, "seed must be an integer"),

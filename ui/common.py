@@ -2,15 +2,17 @@
 
 import contextlib
 import functools
+import inspect
 import tempfile
 import time
+import typing
 import uuid
 from pathlib import Path
 
 import gradio as gr
 from gradio.data_classes import FileData
 
-from peft_core import StudioError, hub
+from peft_core import StudioError, hub, turns
 
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "adapter-studio"
 # Small demo images are shown enlarged with crisp pixels instead of a blur.
@@ -39,6 +41,131 @@ def user_errors(fn):
             raise gr.Error(str(exc)) from None
 
     return wrapper
+
+
+def api_endpoint(fn):
+    """A named API endpoint: its arguments' types checked against its annotations first, the core's refusals shown
+    as Gradio errors, the visitor's departure passed on to the core (turns.watch), and on ZeroGPU a GPU lent.
+
+    gradio hands the JSON a client sent to the function as it is: without the check, `adapters="a"` or a name given
+    as a list reach the core as the wrong type and fail inside a library with gradio's generic message.
+    """
+    signature = inspect.signature(fn)
+    hints = typing.get_type_hints(fn)
+    # gradio passes a gr.Request to a parameter annotated with it (here, one more at the end); API clients never
+    # see that parameter.
+    request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                annotation=gr.Request | None)  # fmt: skip
+    with_request = signature.replace(parameters=[*signature.parameters.values(), request])
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        arguments = with_request.bind(*args, **kwargs).arguments
+        request = arguments.pop("request", None)
+        for name, value in arguments.items():
+            if name in hints:
+                _check_type(fn.__name__, name, value, hints[name])
+        with turns.watch(still_wanted(request, fn.__name__)):
+            return fn(**arguments)
+
+    wrapper.__signature__ = with_request
+    wrapper.__annotations__ = {**fn.__annotations__, "request": gr.Request | None}
+    return user_errors(gpu(wrapper))
+
+
+def still_wanted(request: gr.Request | None, api_name: str):
+    """A callable telling whether the visitor who sent `request` to /`api_name` still waits for the answer, or None.
+
+    gradio stops only generator functions itself. A closed browser tab marks the running job dead (`Event.alive`);
+    a client's cancel (`Job.cancel()`) cancels the job's asyncio task, named "<session>_<fn index><gradio-sep>
+    <event id>", which then ends while this thread runs on. There is no public API for either, so this reads both
+    (the tasks on the server's event loop, from the worker thread gradio runs the function in), at most every
+    CANCEL_CHECK_S, and long work stops at its next step (peft_core/turns.py).
+    """
+    session = getattr(request, "session_hash", None)
+    blocks = _blocks_of(request)
+    queue = getattr(blocks, "_queue", None)
+    fns = getattr(blocks, "fns", {})
+    fn_index = next((i for i, f in fns.items() if getattr(f, "api_name", None) == api_name), None)
+    if session is None or queue is None:
+        return None  # not a queued call: nobody can leave it
+    prefix = f"{session}_{fn_index}<gradio-sep>"
+    ours = (_job_tasks(prefix) or {}) if fn_index is not None else {}  # {}: gradio names its tasks otherwise
+    last = {"at": time.monotonic(), "wanted": True}
+
+    def wanted() -> bool:
+        if time.monotonic() - last["at"] < CANCEL_CHECK_S:
+            return last["wanted"]
+        jobs = [job for running in list(getattr(queue, "active_jobs", ())) for job in running or ()]
+        alive = all(getattr(job, "alive", True) for job in jobs if getattr(job, "session_hash", None) == session)
+        running = _job_tasks(prefix) if ours else None  # None: asked from a thread that cannot reach the loop
+        if running is not None:  # two calls of one endpoint by one session cannot be told apart: both must go
+            alive = alive and any(name in running and not running[name] for name in ours)
+        last.update(at=time.monotonic(), wanted=alive)
+        return alive
+
+    return wanted
+
+
+# How often long work asks whether its visitor is still there: each ask is a hop to the server's event loop.
+CANCEL_CHECK_S = 0.2
+
+
+def _job_tasks(prefix: str) -> dict[str, bool] | None:
+    """{name: being cancelled} of the asyncio tasks on the server's loop whose names start with `prefix`; None when
+    not called from one of anyio's worker threads (gradio runs functions in those)."""
+    import asyncio
+
+    import anyio.from_thread
+
+    def tasks() -> dict[str, bool]:
+        return {t.get_name(): t.cancelling() > 0 for t in asyncio.all_tasks() if t.get_name().startswith(prefix)}
+
+    try:
+        return anyio.from_thread.run_sync(tasks)
+    except RuntimeError:
+        return None
+
+
+def _blocks_of(request):
+    try:
+        return request.request.app.get_blocks()
+    except AttributeError:  # no request (a direct call), or a gradio whose request does not reach the app
+        return None
+
+
+def _check_type(endpoint: str, name: str, value, hint) -> None:
+    """Refuse `value` unless it is of type `hint` (str, int, float, bool, X | None, list[str], dict[str, float])."""
+    where = f"argument {name!r} of /{endpoint}"
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        ok, want = isinstance(value, bool), "true or false"
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer()
+        want = "an integer"
+    elif hint is float:
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif hint is str:
+        ok, want = isinstance(value, str), "text"
+    elif origin is list:
+        # A comma-separated string is the text box's spelling of a list of names; the core splits it.
+        ok = isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)
+        want = "a list of names (or one comma-separated string)"
+    elif origin is dict:
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in value.items()
+        )
+        want = "a mapping of adapter names to numbers, like {'style': 0.8}"
+    else:
+        return
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise gr.Error(f"{where} must be {want}, got {type(value).__name__} {shown}")
 
 
 def user_errors_gen(fn):

@@ -7,12 +7,12 @@ import tempfile
 import gradio as gr
 from gradio.data_classes import FileData
 
-from peft_core import bundled, presets
+from peft_core import bundled, presets, turns
 from peft_core.images import ImageRequest, ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from peft_core.prompts import with_trigger_words
 from peft_core.sweep import parse_values, sweep
-from ui.common import gpu, hub_progress, page_url, png_file, user_errors
+from ui.common import api_endpoint, gpu, hub_progress, page_url, png_file, still_wanted, user_errors
 from ui.snippets import image_snippet
 
 WEIGHT_STEP = 0.05
@@ -21,30 +21,29 @@ WEIGHT_STEP = 0.05
 def image_api(images: ImageStudio) -> list:
     """The named endpoints of the image side, typed for gradio_client (see the README's API section)."""
 
-    @user_errors
+    @api_endpoint
     def load_pipeline(model_id: str, revision: str = "main") -> dict:
         """Load a base diffusion pipeline by Hub id; resident adapters are cleared."""
         return images.load_pipeline(model_id, revision)
 
-    @user_errors
+    @api_endpoint
     def load_adapter(
         repo_id: str, weight_name: str = "", adapter_name: str = "", revision: str = "main"
     ) -> list[dict]:
         """Load a LoRA by Hub id and keep it resident; returns every resident adapter."""
         return images.load_adapter(repo_id, weight_name, adapter_name, revision)
 
-    @user_errors
+    @api_endpoint
     def list_adapters() -> list[dict]:
         """Every resident adapter with its facts."""
         return images.list_adapters()
 
-    @user_errors
+    @api_endpoint
     def delete_adapter(adapter_name: str) -> list[dict]:
         """Remove one adapter; the others stay."""
         return images.delete_adapter(adapter_name)
 
-    @user_errors
-    @gpu
+    @api_endpoint
     def generate(
         prompt: str,
         adapters: dict[str, float] = {},  # noqa: B006 - gradio reads the default for the API docs; never mutated
@@ -58,12 +57,11 @@ def image_api(images: ImageStudio) -> list:
     ) -> FileData:
         """One PNG image. `adapters` is this request's mix (name -> weight); use_adapters=False gives the base.
         steps, guidance_scale, width and height default to the pipeline's own."""
-        request = ImageRequest(prompt, dict(adapters or {}), use_adapters, seed, steps, guidance_scale, width, height,
+        request = ImageRequest(prompt, adapters or {}, use_adapters, seed, steps, guidance_scale, width, height,
                                negative_prompt)  # fmt: skip
         return png_file(images.generate(request))
 
-    @user_errors
-    @gpu
+    @api_endpoint
     def compare(
         prompt: str,
         adapters: dict[str, float] = {},  # noqa: B006
@@ -75,7 +73,7 @@ def image_api(images: ImageStudio) -> list:
         negative_prompt: str = "",
     ) -> tuple[FileData, FileData]:
         """Two PNG images with the same seed: the base, then the adapted one."""
-        request = ImageRequest(prompt, dict(adapters or {}), True, seed, steps, guidance_scale, width, height,
+        request = ImageRequest(prompt, adapters or {}, True, seed, steps, guidance_scale, width, height,
                                negative_prompt)  # fmt: skip
         base, adapted = images.compare(request)
         return png_file(base), png_file(adapted)
@@ -173,28 +171,35 @@ def build_images_tab(images: ImageStudio):
     def denoising(progress):
         return lambda step, total: progress((step, total), desc="denoising")
 
+    # The page's long events stop between steps once their tab is closed (ui/common.py, still_wanted).
     @user_errors
     @gpu
-    def ui_generate(rows, disabled, triggers, *settings, progress=gr.Progress()):
-        r = request(rows, disabled, triggers, *settings)
-        return images.generate(r, denoising(progress)), prompt_note(r)
+    def ui_generate(rows, disabled, triggers, prompt, negative, seed, steps, guidance, width, height,
+                    progress=gr.Progress(), http: gr.Request = None):  # fmt: skip
+        r = request(rows, disabled, triggers, prompt, negative, seed, steps, guidance, width, height)
+        with turns.watch(still_wanted(http, "ui_generate")):
+            return images.generate(r, denoising(progress)), prompt_note(r)
 
     @user_errors
     @gpu
-    def ui_compare(rows, disabled, triggers, *settings, progress=gr.Progress()):
-        r = request(rows, False, triggers, *settings)
-        return (*images.compare(r, denoising(progress)), prompt_note(r))
+    def ui_compare(rows, disabled, triggers, prompt, negative, seed, steps, guidance, width, height,
+                   progress=gr.Progress(), http: gr.Request = None):  # fmt: skip
+        r = request(rows, False, triggers, prompt, negative, seed, steps, guidance, width, height)
+        with turns.watch(still_wanted(http, "ui_compare")):
+            return (*images.compare(r, denoising(progress)), prompt_note(r))
 
     @user_errors
     @gpu
-    def ui_sweep(rows, disabled, triggers, x_name, x_text, y_name, y_text, *settings, progress=gr.Progress()):
+    def ui_sweep(rows, disabled, triggers, x_name, x_text, y_name, y_text, prompt, negative, seed, steps, guidance,
+                 width, height, progress=gr.Progress(), http: gr.Request = None):  # fmt: skip
         if not x_name:
             raise gr.Error("choose the adapter to sweep on X")
-        r = request(rows, False, triggers, *settings)
+        r = request(rows, False, triggers, prompt, negative, seed, steps, guidance, width, height)
         x_values = parse_values("X", x_text)
         y_values = parse_values("Y", y_text) if y_name else None
-        cells = sweep(images, r, x_name, x_values, y_name or "", y_values,
-                      progress=lambda i, n: progress((i, n), desc="sweep"))  # fmt: skip
+        with turns.watch(still_wanted(http, "ui_sweep")):
+            cells = sweep(images, r, x_name, x_values, y_name or "", y_values,
+                          progress=lambda i, n: progress((i, n), desc="sweep"))  # fmt: skip
         return gr.update(value=cells, columns=len(x_values)), prompt_note(r)
 
     def ui_snippet(rows, disabled, triggers, prompt, negative, seed, steps, guidance, width, height,

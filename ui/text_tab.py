@@ -7,9 +7,18 @@ import time
 
 import gradio as gr
 
-from peft_core import bundled, presets
+from peft_core import bundled, presets, turns
 from peft_core.text import MERGE_TYPES, TextStudio
-from ui.common import choices_update, gpu, hub_progress, page_url, user_errors, user_errors_gen
+from ui.common import (
+    api_endpoint,
+    choices_update,
+    gpu,
+    hub_progress,
+    page_url,
+    still_wanted,
+    user_errors,
+    user_errors_gen,
+)
 from ui.snippets import text_snippet
 
 TEXT_COLUMNS = ["adapter_name", "repo_id", "source", "peft_type", "r", "lora_alpha", "target_modules", "trainable",
@@ -20,48 +29,46 @@ EXPORT_DIR = tempfile.gettempdir()
 def text_api(studio: TextStudio) -> list:
     """The named endpoints of the text side, typed for gradio_client (see the README's API section)."""
 
-    @user_errors
+    @api_endpoint
     def load_text_model(model_id: str, revision: str = "main") -> dict:
         """Load a causal LM by Hub id; an adapter repo brings its base model and the adapter on it."""
         return studio.load_model(model_id, revision)
 
-    @user_errors
+    @api_endpoint
     def load_text_adapter(repo_id: str, adapter_name: str = "", revision: str = "main") -> list[dict]:
         """Load a PEFT adapter by Hub id; returns every adapter."""
         return studio.load_adapter(repo_id, adapter_name, revision)
 
-    @user_errors
+    @api_endpoint
     def add_text_adapter(
         adapter_name: str, r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0, target_modules: str = ""
     ) -> list[dict]:
         """Add a new trainable LoRA (target_modules comma-separated; empty: peft's default for the model)."""
         return studio.add_adapter(adapter_name, r, lora_alpha, lora_dropout, target_modules)
 
-    @user_errors
-    @gpu
+    @api_endpoint
     def train_text_adapter(adapter_name: str, text: str, steps: int, learning_rate: float) -> dict:
         """Train an added adapter on the given text; returns the loss before and after, and the curve."""
         return studio.train_adapter(adapter_name, text, steps, learning_rate)
 
-    @user_errors
+    @api_endpoint
     def merge_text_adapters(
         adapters: dict[str, float], new_adapter_name: str, combination_type: str = "linear", density: float = 0.5
     ) -> list[dict]:
         """peft's add_weighted_adapter: a new adapter from weighted existing ones (density for ties/dare/prune)."""
         return studio.merge_adapters(adapters, new_adapter_name, combination_type, density)
 
-    @user_errors
+    @api_endpoint
     def list_text_adapters() -> list[dict]:
         """Every adapter of the text model with its facts."""
         return studio.list_adapters()
 
-    @user_errors
+    @api_endpoint
     def delete_text_adapter(adapter_name: str) -> list[dict]:
         """Remove one adapter; the others stay."""
         return studio.delete_adapter(adapter_name)
 
-    @user_errors
-    @gpu
+    @api_endpoint
     def generate_text(
         prompt: str,
         adapters: list[str] = [],  # noqa: B006 - gradio reads the default for the API docs; never mutated
@@ -72,11 +79,9 @@ def text_api(studio: TextStudio) -> list:
         temperature: float = 1.0,
     ) -> str:
         """The completion with `adapters` active for this request only; use_adapters=False gives the base."""
-        active = list(adapters or [])
-        return studio.generate(prompt, active, use_adapters, max_new_tokens, do_sample, seed, temperature)
+        return studio.generate(prompt, adapters or [], use_adapters, max_new_tokens, do_sample, seed, temperature)
 
-    @user_errors
-    @gpu
+    @api_endpoint
     def compare_text(
         prompt: str,
         adapters: list[str] = [],  # noqa: B006
@@ -86,7 +91,7 @@ def text_api(studio: TextStudio) -> list:
         temperature: float = 1.0,
     ) -> tuple[str, str]:
         """Base text, then adapted text, with the same prompt, seed and settings."""
-        return studio.compare(prompt, list(adapters or []), max_new_tokens, do_sample, seed, temperature)
+        return studio.compare(prompt, adapters or [], max_new_tokens, do_sample, seed, temperature)
 
     return [load_text_model, load_text_adapter, add_text_adapter, train_text_adapter, merge_text_adapters,
             list_text_adapters, delete_text_adapter, generate_text, compare_text]  # fmt: skip
@@ -154,30 +159,36 @@ def build_text_tab(studio: TextStudio):
         return refreshed(studio.merge_adapters(parse_weights(weights), new_name, combination_type, density))
 
     @user_errors_gen
-    def ui_train(adapter_name, to_learn, steps, learning_rate):
+    def ui_train(adapter_name, to_learn, steps, learning_rate, http: gr.Request = None):
         """Train in a worker thread and stream the loss curve to the page as it goes."""
         if not adapter_name:
             raise gr.Error("add an adapter first (Add a LoRA), then choose it here")
         losses: queue.Queue = queue.Queue()
         outcome: dict = {}
+        wanted = still_wanted(http, "ui_train")  # read here: the worker thread cannot reach the event loop
 
         def work():
             try:
-                outcome["result"] = studio.train_adapter(
-                    adapter_name, to_learn, int(steps), float(learning_rate),
-                    progress=lambda step, total, loss: losses.put((step, loss)),
-                )  # fmt: skip
+                # gradio closes this generator when the tab goes; the training stops at its next step then
+                with turns.watch(lambda: not outcome.get("closed") and (wanted is None or wanted())):
+                    outcome["result"] = studio.train_adapter(
+                        adapter_name, to_learn, int(steps), float(learning_rate),
+                        progress=lambda step, total, loss: losses.put((step, loss)),
+                    )  # fmt: skip
             except Exception as exc:  # re-raised in the handler's thread, where Gradio reports it
                 outcome["error"] = exc
             losses.put(None)
 
         threading.Thread(target=work, daemon=True).start()
         points, shown = [], 0.0
-        while (item := losses.get()) is not None:
-            points.append({"step": item[0], "loss": item[1]})
-            if time.monotonic() - shown > 0.25:  # a few frames a second is smooth; one per step would flood
-                shown = time.monotonic()
-                yield gr.update(value=_frame(points)), f"step {item[0]} / {int(steps)}: loss {item[1]:.3f}"
+        try:
+            while (item := losses.get()) is not None:
+                points.append({"step": item[0], "loss": item[1]})
+                if time.monotonic() - shown > 0.25:  # a few frames a second is smooth; one per step would flood
+                    shown = time.monotonic()
+                    yield gr.update(value=_frame(points)), f"step {item[0]} / {int(steps)}: loss {item[1]:.3f}"
+        finally:
+            outcome["closed"] = True
         if "error" in outcome:
             raise outcome["error"]
         r = outcome["result"]
@@ -192,14 +203,16 @@ def build_text_tab(studio: TextStudio):
 
     @user_errors
     @gpu
-    def ui_generate(prompt, active, disabled, max_new_tokens, do_sample, seed, temperature):
-        return studio.generate(prompt, active or [], not disabled, int(max_new_tokens), do_sample, int(seed),
-                             float(temperature))  # fmt: skip
+    def ui_generate(prompt, active, disabled, max_new_tokens, do_sample, seed, temperature, http: gr.Request = None):
+        with turns.watch(still_wanted(http, "ui_generate")):  # stops between tokens once the tab is closed
+            return studio.generate(prompt, active or [], not disabled, int(max_new_tokens), do_sample, int(seed),
+                                   float(temperature))  # fmt: skip
 
     @user_errors
     @gpu
-    def ui_compare(prompt, active, max_new_tokens, do_sample, seed, temperature):
-        return studio.compare(prompt, active or [], int(max_new_tokens), do_sample, int(seed), float(temperature))
+    def ui_compare(prompt, active, max_new_tokens, do_sample, seed, temperature, http: gr.Request = None):
+        with turns.watch(still_wanted(http, "ui_compare")):
+            return studio.compare(prompt, active or [], int(max_new_tokens), do_sample, int(seed), float(temperature))
 
     text_presets = [p for p in presets.presets("text") if p.thumbnail.exists()]
 
