@@ -1,9 +1,11 @@
-"""Print the catalogue of bad inputs in tests/test_bad_inputs.py as a Markdown table (for docs/RELIABILITY.md).
+"""Print the catalogues of tests/test_bad_inputs.py and of the hostile tests as Markdown tables (for
+docs/RELIABILITY.md).
 
-    python scripts/reliability_table.py > /tmp/table.md
+    python scripts/reliability_table.py            # the bad-input catalogue
+    python scripts/reliability_table.py --hostile  # the hostile catalogues (repos and API requests)
 
-The tests are the source: each row is one entry there, run by test_image_bad_input / test_text_bad_input, which
-assert the error type, that the message matches the pattern shown, and that the state is exactly as before.
+The tests are the source: each row is one entry there, run by a test that asserts the error type, that the message
+matches the pattern shown, and that the state is exactly as before.
 """
 
 import sys
@@ -13,6 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.test_bad_inputs import IMAGES, TEXT  # noqa: E402
+from tests.test_hostile_api import CASES  # noqa: E402
+from tests.test_hostile_images import HOSTILE_IMAGES  # noqa: E402
+from tests.test_hostile_text import HOSTILE  # noqa: E402
 
 
 def _cell(text: str) -> str:
@@ -20,9 +25,22 @@ def _cell(text: str) -> str:
 
 
 def main() -> None:
-    rows = [("Images", bad) for bad in IMAGES] + [("Text", bad) for bad in TEXT]
+    if "--hostile" in sys.argv[1:]:
+        table([("Images", bad) for bad in HOSTILE_IMAGES] + [("Text", bad) for bad in HOSTILE])
+        print(f"\nThe named API ({len(CASES)} entries, tests/test_hostile_api.py), each refused with a message "
+              "containing:\n")
+        print("| endpoint | arguments | the message contains |")
+        print("|---|---|---|")
+        for endpoint, arguments, message in CASES:
+            print(f"| {endpoint} | `{_cell(repr(arguments))}` | {_cell(message)} |")
+        return
+    table([("Images", bad) for bad in IMAGES] + [("Text", bad) for bad in TEXT])
+
+
+def table(rows) -> None:
+    images = sum(side == "Images" for side, _ in rows)
     counts = Counter(bad.kind for _, bad in rows)
-    print(f"{len(rows)} entries ({len(IMAGES)} on the image side, {len(TEXT)} on the text side): "
+    print(f"{len(rows)} entries ({images} on the image side, {len(rows) - images} on the text side): "
           + ", ".join(f"{kind} {n}" for kind, n in counts.items()) + ".\n")
     print("| side | kind | bad input | error | the message matches |")
     print("|---|---|---|---|---|")
