@@ -16,11 +16,12 @@ import threading
 import gradio as gr
 
 from peft_core import StudioError, bundled
-from peft_core.images import ImageStudio
-from peft_core.text import TextStudio
+from peft_core.image.studio import ImageStudio
+from peft_core.text.studio import TextStudio
+from ui.api import image_api, text_api
 from ui.common import CSS
-from ui.images_tab import build_images_tab, image_api
-from ui.text_tab import build_text_tab, text_api
+from ui.images_tab import build_images_tab
+from ui.text_tab import build_text_tab
 
 __all__ = ["CSS", "build_demo", "load_defaults", "load_defaults_in_background", "main"]
 
@@ -39,7 +40,7 @@ def build_demo(images: ImageStudio, text: TextStudio | None = None) -> gr.Blocks
             on_load.append(build_text_tab(text))
         for fn, outputs in on_load:
             demo.load(fn, None, outputs, api_visibility="private")
-        # The named API: the contract documented in the README.
+        # The named API (ui/api.py): the contract documented in docs/API.md.
         for fn in image_api(images) + text_api(text):
             gr.api(fn, api_name=fn.__name__)
     return demo

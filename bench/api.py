@@ -37,7 +37,7 @@ def run_pipeline(cfg: BenchConfig, name: str) -> dict:
     from gradio_client import Client
 
     import app
-    from peft_core.text import TextStudio
+    from peft_core.text.studio import TextStudio
 
     spec = resolve_pipeline(name, cfg)
     print(f"\n## api on {spec.name}", flush=True)

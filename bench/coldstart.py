@@ -2,7 +2,7 @@
 
 Each run is a fresh process on a free loopback port. With the bundled assets present, `python app.py` starts as
 users start it; without them (while they are being trained) the defaults point at the tiny pipeline and tiny LM
-built from tests/tiny.py and tests/tiny_text.py (`STUDIO_DEFAULT_PIPELINE`, `STUDIO_DEFAULT_TEXT_MODEL`), which
+built from tiny_models/ (`STUDIO_DEFAULT_PIPELINE`, `STUDIO_DEFAULT_TEXT_MODEL`), which
 load the same code paths. `python -c "import app"` is timed too, to split the start into its parts.
 """
 
@@ -31,7 +31,7 @@ def _env(cfg: BenchConfig) -> tuple[dict, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     if (ROOT / "assets" / "hub" / "adapter-studio" / "tiny-shapes" / "model_index.json").exists():
         return env, "bundled assets (adapter-studio/tiny-shapes + its LoRAs, tiny-shapes-lm + its adapters)"
-    from tests.tiny_text import build_tiny_lm
+    from tiny_models.text import build_tiny_lm
 
     pipeline = resolve_pipeline("tiny", cfg).folder
     lm = cfg.work / "tiny-lm"
@@ -39,7 +39,7 @@ def _env(cfg: BenchConfig) -> tuple[dict, str]:
         build_tiny_lm(lm)
     env.update(STUDIO_LOCAL_DIRS=str(cfg.work.resolve()), STUDIO_DEFAULT_PIPELINE=str(pipeline.resolve()),
                STUDIO_DEFAULT_TEXT_MODEL=str(lm.resolve()))  # fmt: skip
-    return env, "tiny pipeline and tiny LM from tests/ (bundled assets absent), no adapters"
+    return env, "tiny pipeline and tiny LM from tiny_models/ (bundled assets absent), no adapters"
 
 
 def _wait_page(url: str, proc, start: float) -> float:

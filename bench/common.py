@@ -75,11 +75,12 @@ def resolve_pipeline(name: str, cfg: BenchConfig) -> PipelineSpec:
     folder = cfg.work / name
     if name == "tiny":
         if not (folder / "model_index.json").exists():
-            from tests.tiny import build_tiny_pipeline
+            from tiny_models.image import build_tiny_pipeline
 
             with quiet():
                 build_tiny_pipeline(folder)
-        return PipelineSpec("tiny", folder, 4, 32, 5.0, 4, "tests/tiny.py: UNet (4, 8) channels, 4 steps at 32x32")
+        note = "tiny_models/image.py: UNet (4, 8) channels, 4 steps at 32x32"
+        return PipelineSpec("tiny", folder, 4, 32, 5.0, 4, note)
     if name == "medium":
         if not (folder / "model_index.json").exists():
             with quiet():
@@ -106,7 +107,7 @@ def build_medium_pipeline(folder: Path):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from tests.tiny import write_clip_tokenizer
+    from tiny_models.image import write_clip_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -185,14 +186,14 @@ def generate(pipe, spec: PipelineSpec, seed: int = 0):
 
 def image_request(spec: PipelineSpec, mix: dict, use_adapters: bool = True):
     """The ImageStudio request equal to `generate(pipe, spec)` with `mix` applied."""
-    from peft_core.images import ImageRequest
+    from peft_core.image.studio import ImageRequest
 
     return ImageRequest("a red circle", dict(mix), use_adapters, 0, spec.steps, spec.guidance, spec.size, spec.size)
 
 
 def studio_for(spec: PipelineSpec, cfg: BenchConfig):
     """An ImageStudio holding the spec's pipeline and no adapters (local folders under cfg.work are allowed)."""
-    from peft_core.images import ImageStudio
+    from peft_core.image.studio import ImageStudio
 
     studio = ImageStudio(device="cpu")
     with quiet():

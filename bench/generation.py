@@ -3,7 +3,7 @@
 Pipelines from the same folder, timed in the same rounds: the base; one adapter unfused; three unfused;
 one fused (`fuse_lora`, peft's layers stay and skip the LoRA branch); one fused then `unload_lora_weights` (the
 plain base layers holding the fused weights); and the studio as the app runs it, with one and three adapters
-(fused by itself, peft_core/slots.py) and with fusion turned off (STUDIO_FUSE=0). FLOPs are counted by running
+(fused by itself, peft_core/image/slots.py) and with fusion turned off (STUDIO_FUSE=0). FLOPs are counted by running
 one generation of each under torch.utils.flop_counter.FlopCounterMode, so the FLOP ratio covers the whole
 generation (text encoder, every UNet step, VAE), the same span the timer sees; the studio's are its bare twins'.
 """

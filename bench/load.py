@@ -25,8 +25,8 @@ from bench.common import (
 
 
 def run_pipeline(cfg: BenchConfig, name: str) -> dict:
-    from peft_core.adapters import read_lora_file
-    from peft_core.images import _count_lora_layers
+    from peft_core.image.lora_files import read_lora_file
+    from peft_core.image.pipeline import count_lora_layers as _count_lora_layers
 
     spec = resolve_pipeline(name, cfg)
     print(f"\n## load on {spec.name}", flush=True)

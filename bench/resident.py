@@ -3,7 +3,7 @@
 Per pipeline, these set-ups live side by side and are timed in the same rounds:
 
 - ours:   an ImageStudio holding N adapters (loaded by local path, as the app loads them): N in RAM, at most
-          4 in the pipeline's slots (peft_core/slots.py). "hit": both mixes already sit in slots; "miss": the
+          4 in the pipeline's slots (peft_core/image/slots.py). "hit": both mixes already sit in slots; "miss": the
           slots hold other adapters of the same shapes, so each switch fills them by copy. Fused (the app's
           default) and unfused (STUDIO_FUSE=0) are both timed.
 - ref:    an ImageStudio holding only the active adapters: the "1 resident" baseline the ratios divide by

@@ -6,7 +6,7 @@ LoRA unmerged; the same merged in place (`merge_adapter`: peft's layers stay and
 merged then unloaded (`merge_and_unload`: plain layers). Also the studio's own path (TextStudio.generate with
 the adapter active against use_adapters=False), whose token count is read back from its text.
 
-LMs: the bundled tiny-shapes-lm when present (else tests/tiny_text.py's), and a "medium" Llama built from a
+LMs: the bundled tiny-shapes-lm when present (else tiny_models/text.py's), and a "medium" Llama built from a
 config (hidden 512, 8 layers, random weights), so the ratios are not all Python overhead.
 """
 
@@ -35,7 +35,7 @@ def _lm_folder(name: str, cfg: BenchConfig):
     """(folder, description) of a causal LM, built from configs into cfg.work the first time."""
     import torch
 
-    from tests.tiny_text import build_tiny_lm, write_tokenizer
+    from tiny_models.text import build_tiny_lm, write_tokenizer
 
     if name == "auto" and (BUNDLED_LM / "config.json").exists():
         return BUNDLED_LM, "bundled adapter-studio/tiny-shapes-lm"
@@ -43,7 +43,7 @@ def _lm_folder(name: str, cfg: BenchConfig):
     if name in ("auto", "tiny"):
         if not (folder / "config.json").exists():
             build_tiny_lm(folder)
-        return folder, "tests/tiny_text.py: Llama, hidden 32, 2 layers"
+        return folder, "tiny_models/text.py: Llama, hidden 32, 2 layers"
     if not (folder / "config.json").exists():
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -63,7 +63,7 @@ def run_model(cfg: BenchConfig, name: str) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from peft_core.text import TextStudio
+    from peft_core.text.studio import TextStudio
 
     folder, what = _lm_folder(name, cfg)
     print(f"\n## text on {what}", flush=True)

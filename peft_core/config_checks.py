@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from peft_core.errors import StudioError
+from peft_core.errors import StudioError, shown
 
 ADAPTER_CONFIG_MAX_BYTES = 64 * 1024  # real ones are 1-4 KB; a rank_pattern naming every layer of a 70B ~30 KB
 MODEL_CONFIG_MAX_BYTES = 1024 * 1024  # real ones are 1-100 KB (label tables, multimodal sub-configs)
@@ -345,7 +345,7 @@ def check_peft_type(data: dict, source: str, error: type[StudioError]) -> str:
     known = {t.value for t in PeftType}
     if not isinstance(peft_type, str) or peft_type not in known:
         raise error(
-            f"{source}: adapter_config.json has peft_type {_shown(peft_type)}, which is not a peft method; this "
+            f"{source}: adapter_config.json has peft_type {shown(peft_type)}, which is not a peft method; this "
             f"Space loads {SUPPORTED_TYPES} adapters"
         )
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
@@ -375,7 +375,7 @@ def check_adapter_config(
     where = f"{source}: adapter_config.json"
     unknown = {k: v for k, v in data.items() if k not in fields and not _is_empty(v)}
     if unknown:
-        listed = ", ".join(f"{k}={_shown(v)}" for k, v in sorted(unknown.items())[:5])
+        listed = ", ".join(f"{k}={shown(v)}" for k, v in sorted(unknown.items())[:5])
         raise error(
             f"{where} sets field(s) this Space does not know: {listed}; {peft_type_name(peft_type)} adapters may "
             f"carry only fields it can check ({', '.join(sorted(k for k in fields if k != 'peft_type'))}), and "
@@ -393,12 +393,12 @@ def check_adapter_config(
         value = data[name]
         if isinstance(rule, Refused):
             if not (_is_empty(value) or value == rule.default):
-                raise error(f"{where} sets {name}={_shown(value)}: {rule.why}; this Space loads adapters without it")
+                raise error(f"{where} sets {name}={shown(value)}: {rule.why}; this Space loads adapters without it")
             continue
         try:
             clean[name] = rule(value)
         except _Invalid as exc:
-            raise error(f"{where} field {name!r} must be {exc}, got {_shown(value)}") from None
+            raise error(f"{where} field {name!r} must be {exc}, got {shown(value)}") from None
     if clean.get("target_modules") is _REGEX_TARGETS:
         clean["target_modules"] = sorted(file_modules)
         for narrowing in ("exclude_modules", "layers_to_transform", "layers_pattern"):
@@ -436,28 +436,28 @@ def check_model_config(data: dict, repo_id: str, error: type[StudioError]) -> di
     where = f"{repo_id!r}: config.json"
     for path, key, value in _walk(data):
         if key == "auto_map" and not _is_empty(value):
-            shown = ", ".join(sorted(value)) if isinstance(value, dict) else _shown(value)
+            named = ", ".join(sorted(value)) if isinstance(value, dict) else shown(value)
             # Worded like transformers' own refusal, so callers that know that message still recognise it.
             raise error(
-                f"{repo_id!r} could not be loaded as a causal LM: its config.json sets {path}auto_map ({shown}), "
+                f"{repo_id!r} could not be loaded as a causal LM: its config.json sets {path}auto_map ({named}), "
                 "i.e. it contains custom code which must be executed; code from repos is never run here"
             )
         if key == "quantization_config" and not _is_empty(value):
             method = value.get("quant_method") if isinstance(value, dict) else None
             raise error(
-                f"{where} sets {path}quantization_config ({_shown(method or value)}): quantized models are not "
+                f"{where} sets {path}quantization_config ({shown(method or value)}): quantized models are not "
                 "supported here; pick the model's unquantized weights"
             )
         if key in ("attn_implementation", "_attn_implementation") and value not in ATTENTION_IMPLEMENTATIONS:
             raise error(
-                f"{where} sets {path}{key}={_shown(value)}; this Space runs "
+                f"{where} sets {path}{key}={shown(value)}; this Space runs "
                 f"{' or '.join(repr(v) for v in ATTENTION_IMPLEMENTATIONS if v)} attention (others may fetch kernels "
                 "from the Hub)"
             )
     model_type = data.get("model_type")
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING_NAMES:
         raise error(
-            f"{where} has model_type {_shown(model_type)}, which is not a model type transformers ships (such as "
+            f"{where} has model_type {shown(model_type)}, which is not a model type transformers ships (such as "
             "'llama', 'gpt2', 'qwen2'); code from repos is never run here"
         )
     return data
@@ -486,8 +486,3 @@ def _walk(data, path: str = ""):
 
 def _is_empty(value) -> bool:
     return value is None or value is False or (isinstance(value, (str, list, dict)) and not value)
-
-
-def _shown(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

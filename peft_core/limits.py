@@ -8,7 +8,7 @@ import math
 import re
 from functools import cache
 
-from peft_core.errors import InputError
+from peft_core.errors import InputError, shown
 
 # Adapter weights outside this range mostly produce saturated noise; negative weights are allowed because
 # "subtracting" a style is a common and useful trick.
@@ -24,6 +24,19 @@ PROMPT_MAX_CHARS = 2000
 # the bundled UNet, doubling the side (4x the pixels) costs ~12x per step, which 4 ** 1.8 matches.
 IMAGE_COST_AREA_EXPONENT = 1.8
 SEED_MIN, SEED_MAX = 0, 2**32 - 1
+# --- the text studio -------------------------------------------------------------------------------------------
+MAX_NEW_TOKENS_MIN, MAX_NEW_TOKENS_MAX = 1, 256
+# Beyond the max, sampling is uniform noise; below the min, logits / temperature overflow float32 and sampling fails.
+TEMPERATURE_MIN, TEMPERATURE_MAX = 0.01, 5.0
+RANK_MIN, RANK_MAX = 1, 256  # of an adapter added here (loaded ones: config_checks.ADAPTER_RANK_MAX)
+LORA_ALPHA_MAX = 1024.0
+TRAIN_STEPS_MIN, TRAIN_STEPS_MAX = 1, 500  # a few hundred steps is what a shared Space can give one request
+LEARNING_RATE_MAX = 1.0
+TRAIN_TEXT_MAX_CHARS = 20_000
+TRAIN_MAX_TOKENS = 4096  # every step sees the whole text: this bounds the cost of one step
+# Tokens x steps of one training run: the whole run's cost (500 steps on 400 tokens, or 48 on the longest text).
+TRAIN_MAX_TOKEN_STEPS = 200_000
+
 # Adapter names become keys of torch ModuleDicts: a "." would be read as a submodule path.
 ADAPTER_NAME_MAX = 64
 ADAPTER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -71,6 +84,14 @@ def parse_number(name: str, text: str, lo: float, hi: float) -> float:
     return value
 
 
+def check_positive(name: str, value, hi: float) -> float:
+    """A finite number in (0, hi]: a rate, a density or a scale that must not be zero."""
+    number = check_number(name, value, 0.0, hi)
+    if number <= 0:
+        raise InputError(f"{name} must be a number in (0, {hi:g}], got {value!r}")
+    return number
+
+
 def check_int(name: str, value, lo: int, hi: int) -> int:
     """An integer in [lo, hi]; floats with a fractional part are refused rather than silently truncated."""
     if isinstance(value, bool):
@@ -94,7 +115,7 @@ def check_bool(name: str, value) -> bool:
 def check_text(name: str, value, max_chars: int = PROMPT_MAX_CHARS) -> str:
     """A string (possibly empty) of at most `max_chars` characters."""
     if not isinstance(value, str):
-        raise InputError(f"{name} must be text, got {type(value).__name__} {_short(value)}")
+        raise InputError(f"{name} must be text, got {type(value).__name__} {shown(value)}")
     if len(value) > max_chars:
         raise InputError(f"{name} is {len(value):,} characters long; at most {max_chars:,} are allowed")
     return value
@@ -121,9 +142,6 @@ def check_image_cost(steps: int, width: int, height: int, default: tuple[int, in
         )
 
 
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_weight(adapter_name: str, weight) -> float:

@@ -11,9 +11,18 @@ def pick_device(device: str | None = None):
     """
     import torch
 
-    device = device or os.environ.get("STUDIO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     return device, dtype
+
+
+def default_device() -> str:
+    """`STUDIO_DEVICE`, else "cuda" when torch sees a GPU, else "cpu"."""
+    if os.environ.get("STUDIO_DEVICE"):
+        return os.environ["STUDIO_DEVICE"]
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @contextlib.contextmanager

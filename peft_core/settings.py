@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from peft_core import runtime
 from peft_core.errors import InputError
 
 
@@ -61,14 +62,6 @@ def current() -> Settings:
         lora_slots=_number("STUDIO_LORA_SLOTS", "4", int),
         fuse=os.environ.get("STUDIO_FUSE", "1").strip().lower() not in ("0", "false", "no"),
         fuse_max_mb=_number("STUDIO_FUSE_MAX_MB", "4096", float, zero_ok=True),
-        max_image_cost=_number("STUDIO_MAX_IMAGE_COST", "4" if _on_gpu() else "2", float),
+        max_image_cost=_number("STUDIO_MAX_IMAGE_COST", "4" if runtime.default_device() != "cpu" else "2", float),
     )
 
-
-def _on_gpu() -> bool:
-    device = os.environ.get("STUDIO_DEVICE")
-    if device:
-        return device.startswith("cuda")
-    import torch
-
-    return torch.cuda.is_available()

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from peft_core import presets  # noqa: E402
-from peft_core.images import ImageRequest, ImageStudio  # noqa: E402
+from peft_core.image.studio import ImageRequest, ImageStudio  # noqa: E402
 
 SIZE = 128
 

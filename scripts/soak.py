@@ -47,9 +47,8 @@ def bundled_setup() -> tuple[str, list[str]] | None:
 
 
 def tiny_setup(folder: Path) -> tuple[str, list[str]]:
-    """A tiny pipeline and two LoRAs built from configs (tests/tiny.py), allowed as local paths."""
-    from tests.conftest import write_repo
-    from tests.tiny import build_tiny_pipeline, lora_state_dict
+    """A tiny pipeline and two LoRAs built from configs (tiny_models/image.py), allowed as local paths."""
+    from tiny_models.image import build_tiny_pipeline, lora_state_dict, write_repo
 
     pipe = build_tiny_pipeline(folder / "tiny-sd")
     loras = [
@@ -84,7 +83,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from peft_core.images import ImageRequest, ImageStudio
+    from peft_core.image.studio import ImageRequest, ImageStudio
 
     torch.set_num_threads(1)  # tiny models: one thread is faster and the figures are steadier
     with tempfile.TemporaryDirectory() as tmp:

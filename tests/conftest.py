@@ -3,22 +3,19 @@
 import contextlib
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
-from tests.tiny import build_tiny_pipeline, lora_state_dict
-from tests.tiny_text import build_tiny_lm, rename_keys, write_adapter
+from tiny_models.image import build_tiny_pipeline, lora_state_dict, write_repo
+from tiny_models.text import build_tiny_lm, rename_keys, write_adapter
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # The Hub is unreachable here; a test that forgot the olah fixture must fail fast, not hang.
 os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]  # the tiny LM's linear layers
-CARD = "---\nbase_model: tiny\ninstance_prompt: {trigger}\nlicense: mit\n---\n# {name}\nA test LoRA.\n"
 
 
 def _old_diffusers(key: str) -> str:
@@ -35,15 +32,6 @@ def _attn_procs(key: str) -> str:
 def _kohya(key: str) -> str:
     module, _, rest = key.removeprefix("unet.").rpartition(".lora_")
     return f"lora_unet_{module.replace('.', '_')}.lora_{'down' if rest.startswith('A') else 'up'}.weight"
-
-
-def write_repo(folder: Path, files: dict, trigger: str = "") -> Path:
-    """A Hub-style repo folder: a model card and the given safetensors files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "README.md").write_text(CARD.format(trigger=trigger or "''", name=folder.name))
-    for name, state in files.items():
-        save_file({k: v.contiguous() for k, v in state.items()}, folder / name)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +118,7 @@ def allow_assets(monkeypatch, assets):
 @pytest.fixture
 def studio(allow_assets):
     """A fresh image studio holding the tiny pipeline and no adapters."""
-    from peft_core.images import ImageStudio
+    from peft_core.image.studio import ImageStudio
 
     s = ImageStudio(device="cpu")
     s.load_pipeline(str(allow_assets["pipeline"]))
@@ -143,7 +131,7 @@ def pixels(image) -> np.ndarray:
 
 def gen(studio, mix=None, use_adapters=True, seed=0, prompt="a red circle") -> np.ndarray:
     """The pixels of a fast 4-step 32x32 generation with the tiny pipeline."""
-    from peft_core.images import ImageRequest
+    from peft_core.image.studio import ImageRequest
 
     request = ImageRequest(prompt, mix or {}, use_adapters, seed, steps=4, guidance_scale=5.0, width=32, height=32)
     return pixels(studio.generate(request))
@@ -154,8 +142,8 @@ def launch_app(assets, adapters=(), lm_assets=None, text_adapters=()):
     """The real app around studios holding the tiny pipeline and LM (and the named adapters), served on a free
     loopback port."""
     import app
-    from peft_core.images import ImageStudio
-    from peft_core.text import TextStudio
+    from peft_core.image.studio import ImageStudio
+    from peft_core.text.studio import TextStudio
 
     old = os.environ.get("STUDIO_LOCAL_DIRS")
     os.environ["STUDIO_LOCAL_DIRS"] = os.pathsep.join(str(a["root"]) for a in (assets, lm_assets) if a)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from peft_core.adapters import detect_layout, read_lora_file, trigger_words
 from peft_core.errors import AdapterError
+from peft_core.image.lora_files import detect_layout, read_lora_file, trigger_words
 
 A = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
 

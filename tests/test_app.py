@@ -37,7 +37,7 @@ def test_mcp_server_lists_the_endpoints(assets):
     import urllib.request
 
     import app
-    from peft_core.images import ImageStudio
+    from peft_core.image.studio import ImageStudio
 
     demo = app.build_demo(ImageStudio(device="cpu"))
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, mcp_server=True)
@@ -59,8 +59,8 @@ def test_defaults_load_in_the_background_and_calls_wait_for_them():
     """`python app.py` serves the page while the bundled models load; a call made meanwhile waits for them
     instead of seeing an empty studio."""
     import app
-    from peft_core.images import ImageStudio
-    from peft_core.text import TextStudio
+    from peft_core.image.studio import ImageStudio
+    from peft_core.text.studio import TextStudio
 
     images, text = ImageStudio(device="cpu"), TextStudio(device="cpu")
     thread = app.load_defaults_in_background(images, text)
@@ -79,8 +79,8 @@ def test_a_call_during_startup_touches_no_library_until_every_default_is_in():
     script = """
 import sys, threading, time
 import app
-from peft_core.images import ImageStudio
-from peft_core.text import TextStudio
+from peft_core.image.studio import ImageStudio
+from peft_core.text.studio import TextStudio
 
 images, text = ImageStudio(device="cpu"), TextStudio(device="cpu")
 images.startup.begin()
@@ -105,7 +105,7 @@ def test_demo_adapters_that_fit_load_when_one_does_not(monkeypatch, capsys):
     named in one line."""
     import app
     from peft_core import bundled
-    from peft_core.images import ImageStudio
+    from peft_core.image.studio import ImageStudio
 
     files = {name: bundled.bundled_path(f"{bundled.BUNDLED_ORG}/{name}") for name in bundled.DEFAULT_IMAGE_ADAPTERS}
     sizes = {name: (folder / "pytorch_lora_weights.safetensors").stat().st_size for name, folder in files.items()}

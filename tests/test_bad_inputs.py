@@ -26,10 +26,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from peft_core.errors import AdapterError, HubError, InputError, StudioError
-from peft_core.images import ImageStudio
-from peft_core.text import TextStudio
-from tests.conftest import ALL, gen, write_repo
+from peft_core.image.studio import ImageStudio
+from peft_core.text.studio import TextStudio
+from tests.conftest import ALL, gen
 from tests.hubserver import running_hub
+from tiny_models.image import write_repo
 
 pytestmark = [pytest.mark.hub]
 
@@ -340,7 +341,7 @@ TEXT = [
 
 def request(**change):
     """A fast valid image request with some fields changed."""
-    from peft_core.images import ImageRequest
+    from peft_core.image.studio import ImageRequest
 
     fields = {"prompt": "a red circle", "adapters": {"a": 1.0}, "steps": 4, "guidance_scale": 5.0, "width": 32,
               "height": 32} | change  # fmt: skip
@@ -587,7 +588,7 @@ def _loader_calls():
     """(file, call name, keywords) of every loader call in peft_core, read from the source."""
     import ast
 
-    for path in sorted((Path(__file__).resolve().parent.parent / "peft_core").glob("*.py")):
+    for path in sorted((Path(__file__).resolve().parent.parent / "peft_core").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ""

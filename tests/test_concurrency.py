@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from peft_core.errors import InputError
-from peft_core.images import ImageRequest
+from peft_core.image.studio import ImageRequest
 from tests.conftest import gen, launch_app
 from tests.faultproxy import FaultProxy
 from tests.hubserver import running_hub, use_endpoint

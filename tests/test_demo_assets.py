@@ -20,7 +20,10 @@ HUB = ROOT / "assets" / "hub"
 SCRIPT = ROOT / "scripts" / "train_demo_assets.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import demo_shapes as ds  # noqa: E402
-import train_demo_assets as train  # noqa: E402
+import train  # noqa: E402
+from train.jobs import close_pool, run_jobs  # noqa: E402
+from train.summary import generate_batch  # noqa: E402
+from train.text import greedy  # noqa: E402
 
 # three prompts, one per shape and each a different colour: a style has to show on all of them
 PROMPTS = ("a red circle", "a blue square", "a yellow triangle")
@@ -39,7 +42,7 @@ def generate(pipe, prompts) -> list[np.ndarray]:
     # one call for all (half the time of one call each); the seed is the prompt's index, "a red square" takes
     # "a red circle"'s noise, so the two differ by the prompt alone
     seeds = [PROMPTS.index(p) if p in PROMPTS else 0 for p in prompts]
-    return train.generate_batch(pipe, prompts, seeds)
+    return generate_batch(pipe, prompts, seeds)
 
 
 # the base prompts, with the square that test_base_draws_prompt_shape holds against the circle
@@ -173,7 +176,7 @@ def test_style_keeps_the_shape(images, style):
 
 
 # Every pair of styles at 50/50. Before the VAE decoder learnt the pictures between the styles and the LoRAs were
-# trained part way (scripts/train_demo_assets.py, tune_vae_decoder and LoraRecipe.strengths), night at 0.5
+# trained part way (scripts/train/: images.tune_vae_decoder and loras.LoraRecipe.strengths), night at 0.5
 # garbled the shape (IoU with the base's down to 0.18) and outline at 0.5 barely hollowed squares or triangles.
 MIXES = [f"{a}+{b}" for a, b in itertools.combinations(train.IMAGE_STYLES, 2)]
 # One pair still falls short: next to night at 0.5, stripes at 0.5 hardly show. On PROMPTS the mix's stripiness
@@ -221,7 +224,7 @@ def lm():
 
 
 def continuation(model, tokenizer, prompt: str) -> list[str]:
-    text = train.greedy(model, tokenizer, prompt)
+    text = greedy(model, tokenizer, prompt)
     assert text.startswith(prompt)
     return text[len(prompt) :].split()
 
@@ -318,12 +321,10 @@ def test_jobs_run_on_one_thread_anywhere():
     threads = torch.get_num_threads()
     jobs = [(torch.get_num_threads,), (abs, -3), (torch.get_num_threads,)]
     try:
-        assert train.run_jobs(jobs, 2) == [1, 3, 1]  # spawned workers: they import the script as it is
-        assert train.run_jobs(jobs, 1) == [1, 3, 1]
+        assert run_jobs(jobs, 2) == [1, 3, 1]  # spawned workers: they import the script as it is
+        assert run_jobs(jobs, 1) == [1, 3, 1]
     finally:
-        if train._POOL is not None:
-            train._POOL.shutdown()
-            train._POOL = None
+        close_pool()
     assert torch.get_num_threads() == threads
 
 

@@ -18,8 +18,8 @@ import torch
 
 from peft_core import hub as studio_hub
 from peft_core.errors import HubError
-from peft_core.images import ImageStudio
-from peft_core.text import TextStudio
+from peft_core.image.studio import ImageStudio
+from peft_core.text.studio import TextStudio
 from tests.conftest import gen
 from tests.faultproxy import FaultProxy
 from tests.hubserver import running_hub, use_endpoint
@@ -151,7 +151,7 @@ def test_corrupted_file_in_the_cache_heals_itself(images, proxy, reference):
     images.load_adapter("test-org/lora", adapter_name="hub")  # the checks fail on the cached copy: fetched again
     assert len([r for r in proxy.file_requests if r.startswith("GET") and r.endswith(LORA)]) == downloads + 1
     assert np.array_equal(gen(images, {"hub": 1.0}), reference[0])
-    from peft_core.adapters import read_lora_file
+    from peft_core.image.lora_files import read_lora_file
 
     assert read_lora_file(lora_repo().file_path(LORA)).num_layers == 40  # the cache holds the good file again
 

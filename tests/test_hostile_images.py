@@ -29,9 +29,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from peft_core.errors import AdapterError, HubError
-from peft_core.images import ImageStudio
-from tests.conftest import gen, write_repo
+from peft_core.image.studio import ImageStudio
+from tests.conftest import gen
 from tests.test_bad_inputs import LORA, E, _refused, image_state, request
+from tiny_models.image import write_repo
 
 HOSTILE_KEY = "unet.(.+)+Z"  # a module "name" that is a catastrophically backtracking pattern
 HOSTILE_PATTERN = "(.+)+Z"
@@ -357,7 +358,8 @@ def test_the_size_check_counts_what_from_pretrained_allocates(where, monkeypatch
     one at them passes (called directly: the file-size cap would refuse first otherwise)."""
     from diffusers import DiffusionPipeline
 
-    from peft_core import hub, pipeline_checks
+    from peft_core import hub
+    from peft_core.image import checks as pipeline_checks
 
     pipe = DiffusionPipeline.from_pretrained(where["pipeline"], use_safetensors=True)
     modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]

@@ -24,11 +24,11 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from peft_core.errors import AdapterError, HubError
-from peft_core.text import TextStudio
+from peft_core.text.studio import TextStudio
 from tests.conftest import ALL
 from tests.hubserver import running_hub
 from tests.test_bad_inputs import E, _refused, fingerprint, text_state
-from tests.tiny_text import write_adapter
+from tiny_models.text import write_adapter
 
 pytestmark = [pytest.mark.hub]
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from peft_core.errors import HubError
-from peft_core.images import ImageStudio
+from peft_core.image.studio import ImageStudio
 from tests.conftest import gen
 from tests.hubserver import running_hub
-from tests.tiny_text import write_adapter
+from tiny_models.text import write_adapter
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
@@ -94,7 +94,7 @@ def test_allowed_orgs(studio, monkeypatch):
 
 
 def test_text_adapter_repo_brings_its_base_from_the_hub(hub):
-    from peft_core.text import TextStudio
+    from peft_core.text.studio import TextStudio
 
     text = TextStudio(device="cpu")
     info = text.load_model("test-org/lm-adapter", "main")

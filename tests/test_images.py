@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from peft_core.errors import AdapterError, HubError, InputError
-from peft_core.images import ImageRequest
+from peft_core.image.studio import ImageRequest
 from tests.conftest import gen, pixels
 
 PROMPT = "a red circle"
@@ -49,7 +49,7 @@ def test_weights_change_the_output(two):
 def test_mix_is_per_request_not_sticky(two, allow_assets):
     """A request naming only b must not keep a active in the text encoder (a touches it, b does not)."""
     only_b_after_a = (gen(two, {"a": 1.0}), gen(two, {"b": 1.0}))[1]
-    from peft_core.images import ImageStudio
+    from peft_core.image.studio import ImageStudio
 
     fresh = ImageStudio(device="cpu")
     fresh.load_pipeline(str(allow_assets["pipeline"]))

@@ -39,7 +39,7 @@ def check_growing(reports: list[hub.DownloadProgress], size: int) -> None:
 
 
 def test_adapter_download_reports_bytes_up_to_the_file_size(server, assets, small_chunks):
-    from peft_core.images import ImageStudio
+    from peft_core.image.studio import ImageStudio
 
     studio = ImageStudio(device="cpu")
     studio.load_pipeline("test-org/tiny-sd")
@@ -62,7 +62,7 @@ def test_adapter_download_reports_bytes_up_to_the_file_size(server, assets, smal
 
 def test_snapshot_adds_up_every_file(server, lm_assets, small_chunks):
     """A model is several files fetched in parallel: one bar over all of them, ending at their sum."""
-    from peft_core.text import TextStudio
+    from peft_core.text.studio import TextStudio
 
     reports = []
     with hub.report_downloads(reports.append):

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from peft_core import hub, limits
 from peft_core.errors import HubError, InputError, StudioError
-from peft_core.images import ImageRequest, ImageStudio
-from peft_core.text import TextStudio
+from peft_core.image.studio import ImageRequest, ImageStudio
+from peft_core.text.studio import TextStudio
 
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHEAP = settings(max_examples=200, deadline=None)

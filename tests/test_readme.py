@@ -16,8 +16,8 @@ def python_blocks() -> list[str]:
 @pytest.fixture(scope="module")
 def url():
     import app
-    from peft_core.images import ImageStudio
-    from peft_core.text import TextStudio
+    from peft_core.image.studio import ImageStudio
+    from peft_core.text.studio import TextStudio
 
     images, text = ImageStudio(device="cpu"), TextStudio(device="cpu")
     app.load_defaults(images, text)

@@ -1,4 +1,4 @@
-"""Resident adapters in RAM, a few slots in the pipeline, and fusion (peft_core/slots.py): an image must not
+"""Resident adapters in RAM, a few slots in the pipeline, and fusion (peft_core/image/slots.py): an image must not
 depend on which slot an adapter sits in, how it got there, or what ran before it."""
 
 import numpy as np
@@ -12,7 +12,7 @@ FUSED_TOLERANCE = 2
 
 
 def _studio(monkeypatch, assets, slots=4, fuse=True):
-    from peft_core.images import ImageStudio
+    from peft_core.image.studio import ImageStudio
 
     monkeypatch.setenv("STUDIO_LORA_SLOTS", str(slots))
     monkeypatch.setenv("STUDIO_FUSE", "1" if fuse else "0")
@@ -114,7 +114,7 @@ def test_fusion_is_skipped_past_its_memory_cap(monkeypatch, allow_assets):
 @pytest.mark.parametrize("value", ["-1", "x"])
 def test_bad_slot_setting_is_refused_by_name(monkeypatch, allow_assets, value):
     from peft_core.errors import InputError
-    from peft_core.images import ImageStudio
+    from peft_core.image.studio import ImageStudio
 
     monkeypatch.setenv("STUDIO_LORA_SLOTS", value)
     with pytest.raises(InputError, match="STUDIO_LORA_SLOTS"):

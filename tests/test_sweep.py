@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from peft_core.errors import InputError
-from peft_core.images import ImageRequest
-from peft_core.prompts import with_trigger_words
-from peft_core.sweep import MAX_CELLS, parse_values, sweep
+from peft_core.image.prompts import with_trigger_words
+from peft_core.image.studio import ImageRequest
+from peft_core.image.sweep import MAX_CELLS, parse_values, sweep
 from tests.conftest import gen, pixels
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from peft_core.errors import AdapterError, HubError, InputError, StudioError
-from peft_core.text import TextStudio
+from peft_core.text.studio import TextStudio
 from tests.conftest import ALL
 
 PROMPT = "the pirate"
@@ -60,7 +60,7 @@ def snapshot(studio):
 
 def test_import_is_cheap():
     code = (
-        "import sys, peft_core.text; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+        "import sys, peft_core.text.studio; print([m for m in ('torch', 'transformers', 'peft') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -9,8 +9,8 @@ import pytest
 
 from peft_core import turns
 from peft_core.errors import InputError
-from peft_core.images import ImageRequest
-from peft_core.text import TextStudio
+from peft_core.image.studio import ImageRequest
+from peft_core.text.studio import TextStudio
 from peft_core.turns import Cancelled, TurnLock
 from tests.conftest import ALL, launch_app, pixels
 

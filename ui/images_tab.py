@@ -1,84 +1,20 @@
-"""The Images tab and the image API: a pipeline, its resident LoRAs as cards that are the mix, generate, compare."""
+"""The Images tab: a pipeline, its resident LoRAs as cards that are the mix, generate, compare, sweep, export."""
 
 import itertools
 import json
 import tempfile
 
 import gradio as gr
-from gradio.data_classes import FileData
 
-from peft_core import bundled, presets, turns
-from peft_core.images import ImageRequest, ImageStudio
+from peft_core import bundled, limits, presets, turns
+from peft_core.image.prompts import with_trigger_words
+from peft_core.image.studio import ImageRequest, ImageStudio
+from peft_core.image.sweep import parse_values, sweep
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
-from peft_core.prompts import with_trigger_words
-from peft_core.sweep import parse_values, sweep
-from ui.common import api_endpoint, gpu, hub_progress, page_url, png_file, still_wanted, user_errors
+from ui.common import gpu, hub_progress, page_url, still_wanted, user_errors
 from ui.snippets import image_snippet
 
 WEIGHT_STEP = 0.05
-
-
-def image_api(images: ImageStudio) -> list:
-    """The named endpoints of the image side, typed for gradio_client (see the README's API section)."""
-
-    @api_endpoint
-    def load_pipeline(model_id: str, revision: str = "main") -> dict:
-        """Load a base diffusion pipeline by Hub id; resident adapters are cleared."""
-        return images.load_pipeline(model_id, revision)
-
-    @api_endpoint
-    def load_adapter(
-        repo_id: str, weight_name: str = "", adapter_name: str = "", revision: str = "main"
-    ) -> list[dict]:
-        """Load a LoRA by Hub id and keep it resident; returns every resident adapter."""
-        return images.load_adapter(repo_id, weight_name, adapter_name, revision)
-
-    @api_endpoint
-    def list_adapters() -> list[dict]:
-        """Every resident adapter with its facts."""
-        return images.list_adapters()
-
-    @api_endpoint
-    def delete_adapter(adapter_name: str) -> list[dict]:
-        """Remove one adapter; the others stay."""
-        return images.delete_adapter(adapter_name)
-
-    @api_endpoint
-    def generate(
-        prompt: str,
-        adapters: dict[str, float] = {},  # noqa: B006 - gradio reads the default for the API docs; never mutated
-        use_adapters: bool = True,
-        seed: int = 0,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        negative_prompt: str = "",
-    ) -> FileData:
-        """One PNG image. `adapters` is this request's mix (name -> weight); use_adapters=False gives the base.
-        steps, guidance_scale, width and height default to the pipeline's own."""
-        request = ImageRequest(prompt, adapters or {}, use_adapters, seed, steps, guidance_scale, width, height,
-                               negative_prompt)  # fmt: skip
-        return png_file(images.generate(request))
-
-    @api_endpoint
-    def compare(
-        prompt: str,
-        adapters: dict[str, float] = {},  # noqa: B006
-        seed: int = 0,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        negative_prompt: str = "",
-    ) -> tuple[FileData, FileData]:
-        """Two PNG images with the same seed: the base, then the adapted one."""
-        request = ImageRequest(prompt, adapters or {}, True, seed, steps, guidance_scale, width, height,
-                               negative_prompt)  # fmt: skip
-        base, adapted = images.compare(request)
-        return png_file(base), png_file(adapted)
-
-    return [load_pipeline, load_adapter, list_adapters, delete_adapter, generate, compare]
 
 
 # --- the resident adapters as cards: the page's editable view of the mix -------------------------------------------
@@ -257,7 +193,7 @@ def build_images_tab(images: ImageStudio):
     # Read when each page loads, not when the app is built: the resident set is shared and may have changed since.
     resident = gr.State(lambda: cards(images.list_adapters(), card_rows(images.list_adapters())))
     mix_rows = gr.JSON(lambda: card_rows(images.list_adapters()), visible="hidden", elem_id="mix-rows")
-    private = {"api_visibility": "private"}  # the page's own events; the named API is image_api()
+    private = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
 
     with gr.Column(elem_id="adapter-cards"):
         gr.Markdown(f"**Resident adapters**: tick to use one, set its weight ({WEIGHT_MIN:g}…{WEIGHT_MAX:g}; negative "
@@ -290,11 +226,13 @@ def build_images_tab(images: ImageStudio):
         prompt = gr.Textbox(label="Prompt", value="a red circle", scale=3, elem_id="prompt")
         negative = gr.Textbox(label="Negative prompt", scale=2)
     with gr.Row():
-        seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
-        steps = gr.Slider(1, 100, value=defaults["default_steps"], step=1, label="Steps")
-        guidance = gr.Slider(0, 30, value=defaults["default_guidance_scale"], step=0.5, label="Guidance")
-        width = gr.Slider(8, 1024, value=defaults["default_width"], step=8, label="Width")
-        height = gr.Slider(8, 1024, value=defaults["default_height"], step=8, label="Height")
+        seed = gr.Number(label="Seed", value=0, precision=0, minimum=limits.SEED_MIN, maximum=limits.SEED_MAX)
+        steps = gr.Slider(limits.STEPS_MIN, limits.STEPS_MAX, value=defaults["default_steps"], step=1, label="Steps")
+        guidance = gr.Slider(limits.GUIDANCE_MIN, limits.GUIDANCE_MAX, value=defaults["default_guidance_scale"],
+                             step=0.5, label="Guidance")  # fmt: skip
+        size = {"minimum": limits.SIZE_MIN, "maximum": limits.SIZE_MAX, "step": limits.SIZE_MULTIPLE}
+        width = gr.Slider(value=defaults["default_width"], label="Width", **size)
+        height = gr.Slider(value=defaults["default_height"], label="Height", **size)
     with gr.Row():
         disabled = gr.Checkbox(label="Disable LoRA (base output)", value=False, elem_id="disable-lora")
         triggers = gr.Checkbox(label="Append trigger words", value=True, elem_id="trigger-words")

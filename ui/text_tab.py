@@ -1,4 +1,4 @@
-"""The Text tab and the text API: a causal LM, its PEFT adapters, add / train / merge, generate, compare."""
+"""The Text tab: a causal LM, its PEFT adapters, add / train / merge, generate, compare."""
 
 import queue
 import tempfile
@@ -7,10 +7,10 @@ import time
 
 import gradio as gr
 
-from peft_core import bundled, presets, turns
-from peft_core.text import MERGE_TYPES, TextStudio
+from peft_core import bundled, limits, presets, turns
+from peft_core.text.merge import MERGE_TYPES
+from peft_core.text.studio import TextStudio
 from ui.common import (
-    api_endpoint,
     choices_update,
     gpu,
     hub_progress,
@@ -24,77 +24,6 @@ from ui.snippets import text_snippet
 TEXT_COLUMNS = ["adapter_name", "repo_id", "source", "peft_type", "r", "lora_alpha", "target_modules", "trainable",
                 "steps_trained"]  # fmt: skip
 EXPORT_DIR = tempfile.gettempdir()
-
-
-def text_api(studio: TextStudio) -> list:
-    """The named endpoints of the text side, typed for gradio_client (see the README's API section)."""
-
-    @api_endpoint
-    def load_text_model(model_id: str, revision: str = "main") -> dict:
-        """Load a causal LM by Hub id; an adapter repo brings its base model and the adapter on it."""
-        return studio.load_model(model_id, revision)
-
-    @api_endpoint
-    def load_text_adapter(repo_id: str, adapter_name: str = "", revision: str = "main") -> list[dict]:
-        """Load a PEFT adapter by Hub id; returns every adapter."""
-        return studio.load_adapter(repo_id, adapter_name, revision)
-
-    @api_endpoint
-    def add_text_adapter(
-        adapter_name: str, r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0, target_modules: str = ""
-    ) -> list[dict]:
-        """Add a new trainable LoRA (target_modules comma-separated; empty: peft's default for the model)."""
-        return studio.add_adapter(adapter_name, r, lora_alpha, lora_dropout, target_modules)
-
-    @api_endpoint
-    def train_text_adapter(adapter_name: str, text: str, steps: int, learning_rate: float) -> dict:
-        """Train an added adapter on the given text; returns the loss before and after, and the curve."""
-        return studio.train_adapter(adapter_name, text, steps, learning_rate)
-
-    @api_endpoint
-    def merge_text_adapters(
-        adapters: dict[str, float], new_adapter_name: str, combination_type: str = "linear", density: float = 0.5
-    ) -> list[dict]:
-        """peft's add_weighted_adapter: a new adapter from weighted existing ones (density for ties/dare/prune)."""
-        return studio.merge_adapters(adapters, new_adapter_name, combination_type, density)
-
-    @api_endpoint
-    def list_text_adapters() -> list[dict]:
-        """Every adapter of the text model with its facts."""
-        return studio.list_adapters()
-
-    @api_endpoint
-    def delete_text_adapter(adapter_name: str) -> list[dict]:
-        """Remove one adapter; the others stay."""
-        return studio.delete_adapter(adapter_name)
-
-    @api_endpoint
-    def generate_text(
-        prompt: str,
-        adapters: list[str] = [],  # noqa: B006 - gradio reads the default for the API docs; never mutated
-        use_adapters: bool = True,
-        max_new_tokens: int = 32,
-        do_sample: bool = False,
-        seed: int = 0,
-        temperature: float = 1.0,
-    ) -> str:
-        """The completion with `adapters` active for this request only; use_adapters=False gives the base."""
-        return studio.generate(prompt, adapters or [], use_adapters, max_new_tokens, do_sample, seed, temperature)
-
-    @api_endpoint
-    def compare_text(
-        prompt: str,
-        adapters: list[str] = [],  # noqa: B006
-        max_new_tokens: int = 32,
-        do_sample: bool = False,
-        seed: int = 0,
-        temperature: float = 1.0,
-    ) -> tuple[str, str]:
-        """Base text, then adapted text, with the same prompt, seed and settings."""
-        return studio.compare(prompt, adapters or [], max_new_tokens, do_sample, seed, temperature)
-
-    return [load_text_model, load_text_adapter, add_text_adapter, train_text_adapter, merge_text_adapters,
-            list_text_adapters, delete_text_adapter, generate_text, compare_text]  # fmt: skip
 
 
 def text_rows(adapters: list[dict]) -> list[list]:
@@ -261,16 +190,16 @@ def build_text_tab(studio: TextStudio):
     with gr.Accordion("Add a LoRA and train it", open=False):
         with gr.Row():
             new_name = gr.Textbox(label="adapter_name", value="mine")
-            rank = gr.Number(label="r", value=8, precision=0, minimum=1)
-            alpha = gr.Number(label="lora_alpha", value=16)
-            dropout = gr.Number(label="lora_dropout", value=0.0, minimum=0)
+            rank = gr.Number(label="r", value=8, precision=0, minimum=limits.RANK_MIN, maximum=limits.RANK_MAX)
+            alpha = gr.Number(label="lora_alpha", value=16, minimum=0, maximum=limits.LORA_ALPHA_MAX)
+            dropout = gr.Number(label="lora_dropout", value=0.0, minimum=0, maximum=0.99)
             targets = gr.Textbox(label="target_modules (comma-separated; empty: peft's default)")
             add_btn = gr.Button("Add LoRA")
         with gr.Row():
             train_name = gr.Dropdown(label="Adapter to train", choices=[a["adapter_name"] for a in adapters
                                                                       if a["trainable"]])  # fmt: skip
-            train_steps = gr.Slider(1, 500, value=60, step=1, label="Steps")
-            learning_rate = gr.Number(label="Learning rate", value=0.01)
+            train_steps = gr.Slider(limits.TRAIN_STEPS_MIN, limits.TRAIN_STEPS_MAX, value=60, step=1, label="Steps")
+            learning_rate = gr.Number(label="Learning rate", value=0.01, minimum=0, maximum=limits.LEARNING_RATE_MAX)
         to_learn = gr.Textbox(label="Text to learn", lines=4, placeholder="Paste text in the style to learn")
         train_btn = gr.Button("Train", variant="primary")
         loss_plot = gr.LinePlot(x="step", y="loss", label="Training loss", height=220)
@@ -284,11 +213,13 @@ def build_text_tab(studio: TextStudio):
             merge_btn = gr.Button("Merge", scale=1)
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", value="the red circle", scale=3, elem_id="text-prompt")
-        max_new_tokens = gr.Slider(1, 256, value=24, step=1, label="max_new_tokens")
+        max_new_tokens = gr.Slider(limits.MAX_NEW_TOKENS_MIN, limits.MAX_NEW_TOKENS_MAX, value=24, step=1,
+                                   label="max_new_tokens")
     with gr.Row():
         do_sample = gr.Checkbox(label="Sample (else greedy)", value=False)
-        seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
-        temperature = gr.Slider(0.05, 5.0, value=1.0, step=0.05, label="Temperature")
+        seed = gr.Number(label="Seed", value=0, precision=0, minimum=limits.SEED_MIN, maximum=limits.SEED_MAX)
+        temperature = gr.Slider(limits.TEMPERATURE_MIN, limits.TEMPERATURE_MAX, value=1.0, step=0.01,
+                                label="Temperature")
         disabled = gr.Checkbox(label="Disable adapters (base output)", value=False)
     with gr.Row():
         generate_btn = gr.Button("Generate text", variant="primary", elem_id="generate-text")
@@ -300,7 +231,7 @@ def build_text_tab(studio: TextStudio):
     with gr.Accordion("Use via API", open=False):
         snippet = gr.Code(language="python", label="gradio_client: reproduces what is on screen")
 
-    private = {"api_visibility": "private"}  # the page's own events; the named API is text_api()
+    private = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
     lists = [table, active, delete_name, train_name]
     load_model_btn.click(ui_load_model, [model_id, model_revision], [model_md, *lists], show_progress_on=model_md,
                          **private)  # fmt: skip

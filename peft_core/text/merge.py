@@ -1,5 +1,8 @@
 """Merging LoRA adapters of the text model with peft's own `add_weighted_adapter`.
 
+`check_merge_request` checks the request alone (the studio calls it before the lock); `check_mergeable` and
+`weighted_merge` read and change the model, and are backend (peft), called by model.py only.
+
 The transformers integration injects LoRA layers without keeping a peft `LoraModel`, and add_weighted_adapter
 exists only there. Rather than re-implement its maths, `weighted_merge` runs peft's real method on the
 transformers model (see its docstring for how). Everything peft would refuse, or silently get wrong, is checked
@@ -7,8 +10,10 @@ first by `check_merge_request` and `check_mergeable`, so a refused merge leaves 
 """
 
 from peft_core import limits
+from peft_core.config_checks import peft_type_name
 from peft_core.errors import AdapterError, InputError
-from peft_core.text_adapters import peft_type_name, peft_type_of, seeded
+from peft_core.text.adapters import peft_type_of
+from peft_core.text.layers import seeded
 
 # peft's add_weighted_adapter methods offered here, and which of them need `density` (the share of weights kept).
 MERGE_TYPES = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
@@ -32,10 +37,7 @@ def check_merge_request(adapters, combination_type, density) -> tuple[dict[str, 
         return weights, kind, None  # density means nothing to linear, cat and svd: ignored
     if density is None:
         raise InputError(f"combination_type {kind!r} needs density, the share of weights kept, in (0, 1]")
-    density = limits.check_number("density", density, 0.0, 1.0)
-    if density <= 0:
-        raise InputError(f"density must be a number in (0, 1], got {density!r}")
-    return weights, kind, density
+    return weights, kind, limits.check_positive("density", density, 1.0)
 
 
 def check_mergeable(model, weights: dict, kind: str) -> None:

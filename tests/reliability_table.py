@@ -1,8 +1,8 @@
 """Print the catalogues of tests/test_bad_inputs.py and of the hostile tests as Markdown tables (for
 docs/RELIABILITY.md).
 
-    python scripts/reliability_table.py            # the bad-input catalogue
-    python scripts/reliability_table.py --hostile  # the hostile catalogues (repos and API requests)
+    python -m tests.reliability_table            # the bad-input catalogue
+    python -m tests.reliability_table --hostile  # the hostile catalogues (repos and API requests)
 
 The tests are the source: each row is one entry there, run by a test that asserts the error type, that the message
 matches the pattern shown, and that the state is exactly as before.
@@ -10,14 +10,11 @@ matches the pattern shown, and that the state is exactly as before.
 
 import sys
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.test_bad_inputs import IMAGES, TEXT  # noqa: E402
-from tests.test_hostile_api import CASES  # noqa: E402
-from tests.test_hostile_images import HOSTILE_IMAGES  # noqa: E402
-from tests.test_hostile_text import HOSTILE  # noqa: E402
+from tests.test_bad_inputs import IMAGES, TEXT
+from tests.test_hostile_api import CASES
+from tests.test_hostile_images import HOSTILE_IMAGES
+from tests.test_hostile_text import HOSTILE
 
 
 def _cell(text: str) -> str:

@@ -1,29 +1,49 @@
-"""Tiny models built from configs after a fixed seed, and LoRA files for them, for fast offline tests.
+"""A tiny StableDiffusionPipeline built from configs after a fixed seed, and LoRA files and repos for it.
 
 Shapes follow diffusers' own LoRA tests (tests/lora/utils.py): a few thousand parameters per part, so a
 4-step 32x32 generation takes tens of milliseconds on a CPU.
 """
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 TEXT_HIDDEN = 32
+# write_repo's model card; {trigger} is the LoRA's instance_prompt (its trigger words)
+CARD = "---\nbase_model: tiny\ninstance_prompt: {trigger}\nlicense: mit\n---\n# {name}\nA test LoRA.\n"
 
 
-def write_clip_tokenizer(folder: Path) -> Path:
-    """A CLIP BPE tokenizer with a byte-level alphabet and no merges: words split into characters.
+def write_clip_tokenizer(folder: Path, words: Sequence[str] = ()) -> Path:
+    """The files of a CLIP BPE tokenizer with a byte-level alphabet whose merges spell out exactly `words`.
 
-    Enough for tests: it is deterministic, needs no download, and different prompts give different ids.
+    Without words there are no merges and every word splits into characters: enough for tests, as it is
+    deterministic, needs no download, and different prompts give different ids. With words ("a", "red",
+    "circle"), "a red circle" is three tokens. The alphabet stays in the vocabulary either way: an unknown word
+    falls apart into letters instead of failing, and the fast tokenizer conversion finds every merge result in
+    the vocabulary. Load the folder with CLIPTokenizer.from_pretrained.
     """
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     chars = list(bytes_to_unicode().values())
-    vocab = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = chars + [c + "</w>" for c in chars]
+    merges = []
+    for word in words:
+        # CLIP marks the end of a word on its last character: r e d</w> -> re d</w> -> red</w>
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        merged = parts[0]
+        for part in parts[1:]:
+            merge = f"{merged} {part}"
+            merged += part
+            if merge not in merges:
+                merges.append(merge)
+            if merged not in vocab:
+                vocab.append(merged)
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "merges.txt").write_text("\n".join(["#version: 0.2", *merges]) + "\n")
     return folder
 
 
@@ -117,3 +137,14 @@ def lora_state_dict(pipe, seed: int, rank: int = 4, text_encoder: bool = False) 
         state.update({f"text_encoder.{k}": v.clone() * 0.3 for k, v in te.items()})
         pipe.text_encoder.delete_adapter("_tmp")
     return state
+
+
+def write_repo(folder: Path, files: dict, trigger: str = "") -> Path:
+    """A Hub-style repo folder: a model card and the given safetensors files ({file name: state dict})."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(CARD.format(trigger=trigger or "''", name=folder.name))
+    for name, state in files.items():
+        save_file({k: v.contiguous() for k, v in state.items()}, folder / name)
+    return folder

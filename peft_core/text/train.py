@@ -2,7 +2,8 @@
 
 Small on purpose: the whole text is one batch of blocks, every step sees all of it, and only the named adapter's
 parameters are handed to the optimizer, so every other weight stays bit for bit as it was. A fixed seed makes the
-same request give the same adapter. The caller (TextStudio) validates the inputs and holds the lock.
+same request give the same adapter. Backend (torch): model.py calls it, once the studio validated the inputs and
+while it holds the lock.
 """
 
 import math
@@ -10,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from peft_core.errors import AdapterError, InputError
-from peft_core.text_adapters import adapter_parameters, seeded
+from peft_core.text.layers import adapter_parameters, seeded
 
 # Long texts are cut into blocks of this many tokens (or the model's context, if shorter) and trained as a batch.
 BLOCK_TOKENS = 256

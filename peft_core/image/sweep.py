@@ -5,7 +5,7 @@ import dataclasses
 
 from peft_core import limits
 from peft_core.errors import InputError
-from peft_core.images import ImageRequest, ImageStudio
+from peft_core.image.studio import ImageRequest, ImageStudio
 
 MAX_CELLS = 36  # a grid is one request: keep its cost bounded on a shared Space
 MAX_VALUES = 12

@@ -9,6 +9,7 @@ itself: no SVD, no approximation, at rank r_1 + r_2 + ...
 from pathlib import Path
 
 from peft_core.errors import InputError
+from peft_core.image.pipeline import lora_components
 
 
 def mix_state_dict(pipe, mix: dict[str, float]) -> dict:
@@ -16,10 +17,7 @@ def mix_state_dict(pipe, mix: dict[str, float]) -> dict:
     import torch
 
     state = {}
-    for component in pipe._lora_loadable_modules:
-        model = getattr(pipe, component, None)
-        if model is None:
-            continue
+    for component, model in lora_components(pipe):
         for module_name, module in model.named_modules():
             lora_a = getattr(module, "lora_A", None)
             if lora_a is None:

@@ -32,6 +32,12 @@ those walks cost the same at 1 resident adapter or 64.
   The copies cost the adapted layers' base weights in memory, once plus once per kept mix, all under
   `fuse_max_mb`; past it the studio keeps fewer mixes, and then does not fuse.
 
+What is here: the adapters' weights and which slot holds which. What is not: which adapters exist and their
+facts (the studio's AdapterPool, peft_core/pool.py), and every call that reads diffusers' own state
+(pipeline.py). The slots keep a use order of their own: it decides which slot a refill or a load takes, counting
+loads and exports too, and it changes only speed, never an image; the pool's order decides which adapter leaves
+RAM, where a just-loaded adapter that was never used comes first.
+
 Not thread-safe: the image studio calls it under its lock.
 """
 
@@ -39,11 +45,11 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-# Slots made at first; a mix of more adapters adds slots for as long as it is needed.
-DEFAULT_SLOTS = 4
+from peft_core.image.pipeline import drop_adapter_config, lora_components
+from peft_core.runtime import quiet_libraries
+
 # Fusing keeps a copy of the adapted layers' base weights (for the exact unfuse) and the merged weights of the
-# last FUSED_MIXES mixes (so going back to one is a copy, not a merge); past this, no fusion.
-DEFAULT_FUSE_MAX_MB = 4096
+# last FUSED_MIXES mixes (so going back to one is a copy, not a merge); past fuse_max_mb, no fusion.
 FUSED_MIXES = 4
 # LoraConfig fields that decide what a slot's layers compute from its tensors (with the tensors' names and
 # shapes): two adapters that agree on these can take each other's slot by copying tensors alone.
@@ -111,7 +117,9 @@ class Slot:
 class LoraSlots:
     """The resident adapters of one pipeline and the slots that hold the ones in use."""
 
-    def __init__(self, pipe, k: int = DEFAULT_SLOTS, fuse: bool = True, fuse_max_mb: float = DEFAULT_FUSE_MAX_MB):
+    def __init__(self, pipe, k: int, fuse: bool, fuse_max_mb: float):
+        """`k` slots at first (a mix of more adapters adds slots while it is needed); `fuse` and `fuse_max_mb` as
+        settings.py's STUDIO_FUSE and STUDIO_FUSE_MAX_MB."""
         self.pipe = pipe
         self.slots = [Slot(f"slot{i}") for i in range(max(1, k))]
         self.fuse, self.fuse_max_mb = fuse, fuse_max_mb
@@ -133,31 +141,37 @@ class LoraSlots:
 
     # --- resident adapters ---------------------------------------------------------------------------------------
 
-    def load(self, adapter_name: str, load_into) -> None:
-        """Make `adapter_name` resident: `load_into(slot_name)` loads it into the pipeline under that name (the
-        caller's `load_lora_weights` plus its checks; on failure it must leave nothing behind and raise).
+    def slot_for_load(self) -> str:
+        """The name of an empty slot for a new adapter to be loaded into (pipeline.load_lora), then `add`ed.
 
-        The least recently used slot outside the applied mix takes it; its old adapter stays resident in RAM.
+        The least recently used slot outside the applied mix is emptied for it; its old adapter stays resident in
+        RAM. A load that fails leaves the slot empty, which is a state like any other.
         """
         self.unfuse()
         slot = self._free_slot(exclude=set(self._applied))
         if slot.holder is not None or self._slot_injected(slot):
             self._empty(slot)
         self._forget_activation()
-        self._layers = None
-        load_into(slot.name)  # raises with the pipeline as it was, less what slot held (still resident)
+        self._layers = None  # the load adds LoRA layers
+        return slot.name
+
+    def add(self, adapter_name: str, slot_name: str) -> None:
+        """Make the adapter just loaded into `slot_name` resident as `adapter_name`: copied out as peft holds it."""
+        slot = next(s for s in self.slots if s.name == slot_name)
         self._forget_fused(adapter_name)
         resident = self._read_slot(slot)
         self.residents[adapter_name] = resident
         slot.holder, slot.signature, slot.used = adapter_name, resident.signature, self._tick()
 
     def remove(self, adapter_name: str) -> None:
-        self.unfuse()
-        del self.residents[adapter_name]
-        self._forget_fused(adapter_name)
-        for slot in self.slots:
-            if slot.holder == adapter_name:
-                self._empty(slot)
+        """Drop `adapter_name` from RAM and from any slot holding it."""
+        with quiet_libraries():
+            self.unfuse()
+            del self.residents[adapter_name]
+            self._forget_fused(adapter_name)
+            for slot in self.slots:
+                if slot.holder == adapter_name:
+                    self._empty(slot)
 
     @property
     def applied(self) -> dict[str, float]:
@@ -355,10 +369,7 @@ class LoraSlots:
         return min(candidates, key=lambda s: s.used)
 
     def _components(self):
-        for component in self.pipe._lora_loadable_modules:
-            model = getattr(self.pipe, component, None)
-            if model is not None:
-                yield component, model
+        return lora_components(self.pipe)
 
     def _slot_injected(self, slot: Slot) -> bool:
         return any(slot.name in (getattr(m, "peft_config", None) or {}) for _, m in self._components())
@@ -377,14 +388,7 @@ class LoraSlots:
                 warnings.simplefilter("ignore", UserWarning)
                 for layer in self._lora_layers():
                     layer.delete_adapter(slot.name)
-        for _, model in self._components():
-            config = getattr(model, "peft_config", None)
-            if isinstance(config, dict):
-                config.pop(slot.name, None)
-                if not config and getattr(model, "_hf_peft_config_loaded", False):
-                    # as diffusers' delete_adapter_layers leaves a model with no adapter left
-                    del model.peft_config
-                    model._hf_peft_config_loaded = None
+        drop_adapter_config(self.pipe, slot.name)
         slot.holder, slot.signature, slot.params = None, None, {}
         self._forget_activation()
 

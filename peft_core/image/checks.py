@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 from peft_core import hub, limits, settings
-from peft_core.errors import HubError, InputError
+from peft_core.errors import HubError, InputError, first_line, shown
 from peft_core.runtime import quiet_libraries
 
 # Component libraries whose classes from_pretrained may build: the pipeline's parts ship with these two.
@@ -116,7 +116,7 @@ def check_config_fields(repo_id: str, rel: str, config: dict) -> None:
                 )
             if key in ("attn_implementation", "_attn_implementation") and not _known_attention(value):
                 raise HubError(
-                    f"{repo_id!r}: {rel} sets {field!r} to {_shown(value)}; it must be one of "
+                    f"{repo_id!r}: {rel} sets {field!r} to {shown(value)}; it must be one of "
                     f"{', '.join(ATTN_IMPLEMENTATIONS)} or left out"
                 )
             stack.append((field, value))
@@ -137,7 +137,7 @@ def check_studio_defaults(card_data: dict, repo_id: str = "") -> dict:
         return {}
     if not isinstance(defaults, dict):
         raise HubError(
-            f"{where}studio_defaults must map {', '.join(STUDIO_DEFAULTS)} to values, got {_shown(defaults)}"
+            f"{where}studio_defaults must map {', '.join(STUDIO_DEFAULTS)} to values, got {shown(defaults)}"
         )
     for key in defaults:
         if key not in STUDIO_DEFAULTS:
@@ -202,7 +202,7 @@ def check_declared_size(repo: hub.Repo, components, sizes: dict[str, int | None]
                 ) from None
             counter.over = True
         except Exception as exc:  # what from_pretrained would fail on, after downloading the weights
-            raise HubError(f"{what} cannot be built from its {rel}: {_first_line(exc)}") from None
+            raise HubError(f"{what} cannot be built from its {rel}: {first_line(exc)}") from None
         total += counter.bytes
         if counter.over or total > max_mb * 2**20:
             more = "more than " if counter.over else ""
@@ -335,20 +335,7 @@ def _parse_json(repo_id: str, rel: str, path: Path) -> dict:
                            f"{MAX_CONFIG_BYTES:,}")  # fmt: skip
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise HubError(f"{repo_id!r}: {rel} is not valid JSON ({_first_line(exc)})") from None
+        raise HubError(f"{repo_id!r}: {rel} is not valid JSON ({first_line(exc)})") from None
     if not isinstance(value, dict):
         raise HubError(f"{repo_id!r}: {rel} is not a JSON object")
     return value
-
-
-def _shown(value, limit: int = 80) -> str:
-    """repr(value), cut to about `limit` characters (a stranger's value can be megabytes)."""
-    if isinstance(value, str) and len(value) > limit:
-        return repr(value[: limit - 3] + "...")
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -1,4 +1,4 @@
-"""A tiny causal LM and peft adapter folders for it, built from configs for fast offline tests.
+"""A tiny causal LM built from configs after a fixed seed, and peft adapter folders for it.
 
 The LM is a 2-layer Llama with hidden size 32 and a word-level tokenizer over WORDS (about 20k parameters), so a
 forward pass takes about a millisecond and 30 training steps about a second on a CPU.

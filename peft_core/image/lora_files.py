@@ -1,0 +1,186 @@
+"""LoRA files for the image pipeline: their key layouts, the checked read, the facts listed per adapter.
+
+A LoRA file is read once here, before anything touches the pipeline. Its safetensors header is checked entry by
+entry before a tensor is read (peft_core/safetensors_file.py: plain key names, which diffusers turns into
+LoraConfig fields that peft matches as regular expressions; dtypes from an allowlist; shapes and offsets that agree
+with the file); here, down/up matrices must be 2-D or 4-D with one rank per pair. Then every tensor must be
+finite, and the key layout is recognised:
+
+- peft / diffusers: `unet.<module>.lora_A.weight`                      (what diffusers saves today)
+- kohya / A1111:    `lora_unet_<module>.lora_down.weight` + `.alpha`    (most community LoRAs)
+- old diffusers:    `unet.<module>.lora.down.weight`                    (diffusers 0.14-0.20 LoRACompatibleLinear)
+- attn processors:  `unet.<...>.processor.to_k_lora.down.weight`        (diffusers' training scripts up to ~0.20)
+- old text encoder: `text_encoder.<module>.lora_linear_layer.down.weight`
+
+diffusers 0.42 converts all of these itself; what it does not do is fail loudly when keys match nothing or only
+part of the model: the call returns and the output does not change. So the file's own count of LoRA layers is
+kept here and compared with what was registered after the load (see pipeline.py).
+"""
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from peft_core.errors import AdapterError
+from peft_core.safetensors_file import check_finite, check_safetensors_header, read_tensors
+
+# Trigger words are listed with every adapter on every /list_adapters answer and added to prompts: a few short ones.
+MAX_TRIGGER_WORDS = 10
+MAX_TRIGGER_WORD_CHARS = 120
+# One marker per LoRA layer: the "down" (A) matrix, in each layout's spelling, and its "up" (B) twin.
+_DOWN_UP = {
+    ".lora_A.": ".lora_B.",
+    ".lora_down.": ".lora_up.",
+    ".lora.down.": ".lora.up.",
+    "_lora.down.": "_lora.up.",
+    ".lora_linear_layer.down.": ".lora_linear_layer.up.",
+}
+_DOWN_MARKERS = tuple(_DOWN_UP)
+_UP_MARKERS = tuple(_DOWN_UP.values())
+_LYCORIS_MARKERS = ("hada_w1", "hada_w2", "lokr_w1", "lokr_w2", ".oft_", "lora_mid")
+_KOHYA_COMPONENTS = {
+    "lora_unet_": "unet",
+    "lora_te1_": "text_encoder",
+    "lora_te2_": "text_encoder_2",
+    "lora_te_": "text_encoder",
+}
+
+
+@dataclass
+class LoraFile:
+    """A checked LoRA file: its tensors and what they say about the adapter."""
+
+    state_dict: dict = field(repr=False)
+    layout: str  # one of the layouts in the module docstring
+    rank: int  # the largest rank among its layers (most files use one rank throughout)
+    components: list[str]  # pipeline parts it touches, e.g. ["unet", "text_encoder"]
+    num_layers: int  # LoRA layers the file names; compared with what the pipeline registers
+    size_mb: float
+
+
+@dataclass
+class AdapterInfo:
+    """One resident adapter, as listed to users and API clients."""
+
+    adapter_name: str
+    repo_id: str
+    weight_name: str
+    revision: str
+    rank: int
+    components: list[str]
+    size_mb: float
+    trigger_words: list[str]
+    layout: str
+    num_layers: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_lora_shapes(name: str, header: dict[str, dict]) -> None:
+    """LoRA down/up matrices are 2-D (linear) or 4-D (conv) with every size >= 1 and one rank per pair; `alpha`
+    entries are single numbers. Checked on the header, before a tensor is read."""
+    for key, info in header.items():
+        shape = info["shape"]
+        if key.endswith(".alpha"):
+            if len(shape) > 1 or (shape and shape[0] != 1) or not info["dtype"].startswith(("F", "BF")):
+                raise AdapterError(
+                    f"{name!r}: {key!r} has shape {shape} ({info['dtype']}); an alpha is one float (shape [] or [1])"
+                )
+        elif key.endswith(".weight") and any(m in key for m in _DOWN_MARKERS + _UP_MARKERS):
+            if len(shape) not in (2, 4) or min(shape) < 1:
+                raise AdapterError(
+                    f"{name!r}: {key!r} has shape {shape}; a LoRA down/up matrix is 2-D (linear) or 4-D (conv) with "
+                    "every size at least 1"
+                )
+    for key, info in header.items():
+        marker = next((m for m in _DOWN_MARKERS if m in key), None)
+        if marker is None or not key.endswith(".weight"):
+            continue
+        up = header.get(key.replace(marker, _DOWN_UP[marker]))
+        if up is not None and up["shape"][1] != info["shape"][0]:
+            raise AdapterError(
+                f"{name!r}: {key!r} has rank {info['shape'][0]} but its up matrix has rank {up['shape'][1]}; the two "
+                "halves of a LoRA layer share one rank"
+            )
+
+
+def detect_layout(keys: list[str]) -> str:
+    """Name the key layout of a LoRA state dict, or refuse one that is not a LoRA."""
+    if any(marker in k for k in keys for marker in _LYCORIS_MARKERS):
+        raise AdapterError(
+            "this file is a LyCORIS adapter (LoHa / LoKr / OFT keys such as 'hada_w1_a'), not a LoRA; "
+            "only LoRA files can be loaded into the pipeline"
+        )
+    lora_keys = [k for k in keys if "lora" in k]
+    if not lora_keys:
+        example = ", ".join(repr(k) for k in keys[:2])
+        raise AdapterError(
+            f"this file holds no LoRA weights (keys such as {example}); it looks like a full model's weights. "
+            "Load it as a base pipeline instead, or pick the LoRA file of the repo"
+        )
+    if any(k.startswith(tuple(_KOHYA_COMPONENTS)) for k in lora_keys):
+        return "kohya"
+    if any(".processor." in k and "_lora." in k for k in lora_keys):
+        return "attn-procs"
+    if any(".lora_linear_layer." in k for k in lora_keys):
+        return "old-text-encoder"
+    if any(".lora.down." in k or ".lora.up." in k for k in lora_keys):
+        return "old-diffusers"
+    if any(".lora_A." in k or ".lora_B." in k for k in lora_keys):
+        return "peft"
+    raise AdapterError(f"unrecognised LoRA key layout (for example {lora_keys[0]!r})")
+
+
+def _component(key: str) -> str:
+    for prefix, component in _KOHYA_COMPONENTS.items():
+        if key.startswith(prefix):
+            return component
+    return key.split(".", 1)[0]
+
+
+def read_lora_file(path: Path) -> LoraFile:
+    """Load and check a LoRA safetensors file; never unpickles.
+
+    Every key, dtype and shape is checked on the header, before a tensor is read. The file's `__metadata__` is not
+    used: diffusers would read `lora_adapter_metadata` there as a LoraConfig (init_lora_weights, target_modules ...
+    from a stranger) when given the path, but it is given the tensors only, and builds its config from the key names
+    checked here (see pipeline.py).
+    """
+    header = check_safetensors_header(path)
+    if not header:
+        raise AdapterError(f"{path.name!r} holds no tensors")
+    layout = detect_layout(list(header))
+    _check_lora_shapes(path.name, header)
+    state_dict = read_tensors(path, repr(path.name))
+    check_finite(state_dict, repr(path.name))
+    downs = {k: v for k, v in state_dict.items() if any(m in k for m in _DOWN_MARKERS)}
+    if not downs:
+        raise AdapterError(f"{path.name!r} has LoRA keys but no down/A matrices; the file is incomplete")
+    return LoraFile(
+        state_dict=state_dict,
+        layout=layout,
+        rank=max(int(v.shape[0]) for v in downs.values()),
+        components=sorted({_component(k) for k in downs}),
+        num_layers=len(downs),
+        size_mb=round(path.stat().st_size / 2**20, 3),
+    )
+
+
+def trigger_words(card_data: dict) -> list[str]:
+    """Trigger words from a model card, in the fields the common trainers write them to.
+
+    At most MAX_TRIGGER_WORDS, each printable text of at most MAX_TRIGGER_WORD_CHARS; others are left out (a card
+    is a stranger's text, and these words travel with every listing of the adapters).
+    """
+    words: list[str] = []
+    for key in ("instance_prompt", "trigger_words", "trigger_word", "activation_text", "trigger"):
+        value = card_data.get(key)
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            words += [w.strip() for w in value if isinstance(w, str) and _usable_word(w.strip())]
+    return list(dict.fromkeys(words))[:MAX_TRIGGER_WORDS]
+
+
+def _usable_word(word: str) -> bool:
+    return 0 < len(word) <= MAX_TRIGGER_WORD_CHARS and word.isprintable()

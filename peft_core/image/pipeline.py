@@ -1,0 +1,222 @@
+"""The image side's backend: every call into diffusers for the pipeline itself, and nothing else.
+
+- build a pipeline from a checked snapshot (`build`: diffusers' from_pretrained) and the defaults a request starts from
+  (`pipeline_defaults`);
+- the pipeline parts a LoRA can go in (`lora_components`: the one place that reads diffusers' private
+  `_lora_loadable_modules`; slots.py and export.py walk the parts through it);
+- load a LoRA into a slot with diffusers' `load_lora_weights`, check that every layer landed, and undo a failed
+  load (`load_lora`);
+- run the pipeline for one checked request (`run`): the seeded generator, inference mode, and a hook after each
+  denoising step, with what must be put back when another request ran in between (`CallState`).
+
+The studio calls these under its lock, with every input already checked; none of them keeps state of its own.
+Heavy libraries are imported inside the functions, so importing this module (and app.py) stays cheap.
+"""
+
+from peft_core.errors import AdapterError, HubError, first_line
+from peft_core.limits import SIZE_MAX, SIZE_MIN, SIZE_MULTIPLE
+from peft_core.runtime import quiet_libraries
+
+# Files a diffusers pipeline needs; pickle weights are left out on purpose, and so are top-level weights: those
+# are single-file checkpoints (for A1111 and the like) that from_pretrained never reads, often several GB each.
+# (fnmatch's "*" matches "/", so "*.json" covers the component folders too.)
+PIPELINE_PATTERNS = ["*.json", "*.txt", "*.model", "README.md", "*/*.safetensors"]
+# Used when a pipeline's own config does not say better (SD 1.x-like defaults).
+FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.0
+
+
+# --- the base pipeline -----------------------------------------------------------------------------------------------
+
+
+def build(repo_id: str, folder, device: str, dtype):
+    """The pipeline in `folder` (a snapshot whose configs checks.py has passed), on `device`, in `dtype`."""
+    from diffusers import DiffusionPipeline
+
+    with quiet_libraries():
+        try:
+            # No custom_pipeline, no trust_remote_code: only code that ships with diffusers runs.
+            pipe = DiffusionPipeline.from_pretrained(
+                folder, dtype=dtype, use_safetensors=True, trust_remote_code=False
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError, RuntimeError) as exc:
+            raise HubError(f"{repo_id!r} could not be loaded as a diffusers pipeline: {exc}") from None
+    if not hasattr(pipe, "load_lora_weights"):
+        raise AdapterError(f"{type(pipe).__name__} ({repo_id!r}) does not support LoRA adapters")
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pipeline_defaults(pipe, card: dict) -> dict:
+    """Steps, guidance and size to use when a request leaves them out: the model card's `studio_defaults` (`card`,
+    checked with the ranges of a request by checks.check_studio_defaults), else the pipeline's, so the defaults
+    always make a valid request."""
+    sample_size = getattr(getattr(getattr(pipe, "unet", None), "config", None), "sample_size", None)
+    if isinstance(sample_size, (list, tuple)) and sample_size:  # (height, width) in some configs
+        sample_size = sample_size[0]
+    size = 512
+    if type(sample_size) is int and sample_size > 0:  # noqa: E721 - bool is an int subclass
+        size = sample_size * getattr(pipe, "vae_scale_factor", 8)
+    # sample_size comes from the repo's config too: keep the default a size a request may ask for.
+    size = min(max(size - size % SIZE_MULTIPLE, SIZE_MIN), SIZE_MAX)
+    return {
+        "default_steps": card.get("steps", FALLBACK_STEPS),
+        "default_guidance_scale": card.get("guidance_scale", FALLBACK_GUIDANCE),
+        "default_width": card.get("width", size),
+        "default_height": card.get("height", size),
+    }
+
+
+def lora_components(pipe):
+    """(component, model) for each part of `pipe` a LoRA can go in, e.g. ("unet", ...), ("text_encoder", ...)."""
+    for component in pipe._lora_loadable_modules:
+        model = getattr(pipe, component, None)
+        if model is not None:
+            yield component, model
+
+
+# --- loading a LoRA into a slot --------------------------------------------------------------------------------------
+
+
+def load_lora(pipe, slot_name: str, lora, source: str, model_id: str) -> None:
+    """Load `lora` (a lora_files.LoraFile) into the empty slot `slot_name` with `load_lora_weights`, then check that
+    every layer it names landed; on any failure, undo it and raise, leaving the pipeline as it was.
+
+    Args:
+        source: names the file in errors ("org/repo/file.safetensors"); model_id: the base, likewise.
+    """
+    check_layer_count(lora, pipe, source, model_id)  # before peft matches its layers one by one
+    try:
+        with quiet_libraries():
+            # Tensors, never the file: given a path, diffusers would build the LoraConfig from the file's
+            # `lora_adapter_metadata` (a stranger's init_lora_weights, target_modules ...); given a dict it
+            # builds it from the key names and alphas read_lora_file checked (plain names, no regex).
+            # A copy: diffusers converts the dict in place, and the caller may reuse it. low_cpu_mem_usage off:
+            # for LoRA-sized tensors its meta-device path is slower here (bench/load.py: 1.25-1.35x).
+            pipe.load_lora_weights(dict(lora.state_dict), adapter_name=slot_name, low_cpu_mem_usage=False)
+        registered = count_lora_layers(pipe, slot_name)
+    except Exception as exc:
+        undo_load(pipe, slot_name)
+        if "not found in the base model" in str(exc):  # peft's words when no key matches a module at all
+            raise AdapterError(
+                f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but none match "
+                f"{model_id!r}: it was probably made for another base model"
+            ) from None
+        raise AdapterError(f"{source} ({lora.layout} layout) does not fit {model_id!r}: {first_line(exc)}") from None
+    if registered < lora.num_layers:
+        undo_load(pipe, slot_name)
+        raise AdapterError(
+            f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but only {registered} match "
+            f"{model_id!r}: it was probably made for another base model"
+        )
+
+
+def check_layer_count(lora, pipe, source: str, model_id: str) -> None:
+    """Refuse a file naming more LoRA layers than the pipeline has layers a LoRA can wrap, before it is loaded.
+
+    diffusers turns every layer of a file into LoraConfig entries (target_modules, and rank_pattern where ranks
+    differ) that peft matches against every module, one regex per entry: thousands of layers that name nothing
+    would hold the pipeline for minutes. With this bound, a hostile file costs no more than a real one.
+    """
+    import torch
+
+    wrappable = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding)
+    capacity = 0
+    for _, model in lora_components(pipe):
+        if isinstance(model, torch.nn.Module):
+            # a LoRA-wrapped layer counts once, as its base_layer; the adapters' own lora_A / lora_B do not
+            capacity += sum(
+                isinstance(m, wrappable) and ".lora_" not in f".{name}" for name, m in model.named_modules()
+            )
+    if lora.num_layers > capacity:
+        raise AdapterError(
+            f"{source} ({lora.layout} layout) names {lora.num_layers:,} LoRA layers but {model_id!r} has only "
+            f"{capacity:,} layers a LoRA can wrap: it was probably made for another base model"
+        )
+
+
+def count_lora_layers(pipe, adapter_name: str) -> int:
+    """How many LoRA layers across the pipeline's parts carry `adapter_name`."""
+    count = 0
+    for _, model in lora_components(pipe):
+        for module in model.modules():
+            lora_a = getattr(module, "lora_A", None)
+            if lora_a is not None and adapter_name in lora_a:
+                count += 1
+    return count
+
+
+def undo_load(pipe, adapter_name: str) -> None:
+    """Remove whatever a failed load registered, so the pipeline is exactly as before."""
+    if adapter_name in {a for names in pipe.get_list_adapters().values() for a in names}:
+        with quiet_libraries():
+            pipe.delete_adapters(adapter_name)
+    drop_adapter_config(pipe, adapter_name)
+
+
+def drop_adapter_config(pipe, adapter_name: str) -> None:
+    """Forget `adapter_name`'s LoraConfig in every part, as diffusers' `delete_adapters` leaves a part: with no
+    adapter left, no `peft_config` at all (the next load starts as on a fresh model)."""
+    for _, model in lora_components(pipe):
+        config = getattr(model, "peft_config", None)
+        if isinstance(config, dict):
+            config.pop(adapter_name, None)
+            if not config and getattr(model, "_hf_peft_config_loaded", False):
+                del model.peft_config
+                model._hf_peft_config_loaded = None
+
+
+# --- running it ------------------------------------------------------------------------------------------------------
+
+
+class CallState:
+    """What another request may change on the shared pipeline between two steps of this call, to put back before
+    the next one: the scheduler (each call steps its own copy, made here) and the pipeline's per-call attributes
+    (`_guidance_scale`, `_num_timesteps` ...)."""
+
+    def __init__(self, pipe, scheduler):
+        import copy
+
+        self.pipe = pipe
+        self.scheduler = copy.deepcopy(scheduler)
+        self._attributes: dict = {}
+
+    def save(self) -> None:
+        pipe_vars = vars(self.pipe)
+        self._attributes = {k: v for k, v in pipe_vars.items() if k.startswith("_") and not k.startswith("__")}
+
+    def restore(self) -> None:
+        self.pipe.scheduler = self.scheduler
+        vars(self.pipe).update(self._attributes)
+
+
+def run(pipe, scheduler, request, after_step):
+    """One PIL image for `request` (a checked ImageRequest), with the adapters already applied.
+
+    Args:
+        scheduler: the pipeline's scheduler as loaded; this call steps a copy of it.
+        after_step: `after_step(step, call)` after each denoising step (0-based), with this call's CallState: the
+            studio hands its lock over there, saving and restoring what others may change through `call`.
+    """
+    import torch
+
+    call = CallState(pipe, scheduler)
+    pipe.scheduler = call.scheduler
+
+    def callback(pipe, step, timestep, kwargs):
+        after_step(step, call)
+        return kwargs
+
+    generator = torch.Generator(device="cpu").manual_seed(request.seed)
+    with torch.inference_mode():
+        result = pipe(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            width=request.width,
+            height=request.height,
+            generator=generator,
+            callback_on_step_end=callback,
+        )
+    return result.images[0]

@@ -1,0 +1,276 @@
+"""The image studio: one pipeline, its resident LoRA adapters, and generation with a per-request mix.
+
+Data flows one way: request (prompt, mix, seed) -> validate -> the pool and the slots under the lock -> the
+pipeline -> image. The pipeline and the resident adapters are shared by every user, so they live here behind one
+lock; the mix (which adapters, at which weights, or none) belongs to each request. Each step has its file:
+
+- the checks before anything is touched: checks.py (a pipeline repo's configs), lora_files.py (a LoRA file);
+- which adapters are resident and their facts, which one may leave, the base lock: the AdapterPool (pool.py);
+- their weights: resident adapters wait in RAM and only the ones in use sit in a few slots of the pipeline, the
+  applied mix fused into the base weights (slots.py), so a switch, a generation or a load costs the same with 1
+  adapter resident or 64;
+- every call into diffusers: pipeline.py. This file imports none of diffusers, peft, transformers or torch.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peft_core import bundled, hub, limits, settings
+from peft_core.errors import HubError, InputError
+from peft_core.image import checks, pipeline
+from peft_core.image.export import save_mix
+from peft_core.image.lora_files import AdapterInfo, read_lora_file, trigger_words
+from peft_core.image.slots import LoraSlots
+from peft_core.pool import AdapterPool, check_base_lock
+from peft_core.runtime import pick_device
+from peft_core.startup import Startup
+from peft_core.turns import TurnLock, between_steps
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One generation: everything that decides the image, so equal requests give equal images."""
+
+    prompt: str
+    adapters: dict = field(default_factory=dict)  # this request's mix: adapter_name -> weight
+    use_adapters: bool = True  # False is the disable toggle: exactly the base output
+    seed: int = 0
+    steps: int | None = None  # None: the pipeline's default
+    guidance_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    negative_prompt: str = ""
+
+
+@dataclass
+class PipelineInfo:
+    model_id: str
+    revision: str
+    pipeline_class: str
+    device: str
+    dtype: str
+    default_steps: int
+    default_guidance_scale: float
+    default_width: int
+    default_height: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class ImageStudio:
+    """Owns the diffusion pipeline and its resident adapters; safe to share between threads."""
+
+    def __init__(self, device: str | None = None):
+        self.device, self.dtype = pick_device(device)
+        # Served in arrival order; a generation hands it over between denoising steps (turns.py), so one visitor's
+        # big request delays another's small one by a step, not by the whole request.
+        self._lock = TurnLock()
+        self.startup = Startup()  # app.py loads the defaults in the background; calls wait for them
+        self.pipe = None
+        self._scheduler = None  # the loaded scheduler, untouched: every generation steps a copy of its own
+        self.info: PipelineInfo | None = None
+        self.pool = AdapterPool()  # the resident adapters' facts (AdapterInfo), in load order, and their use order
+        self.slots: LoraSlots | None = None  # their weights: in RAM, and the few in use in the pipeline's slots
+
+    # --- base pipeline -------------------------------------------------------------------------------------------
+
+    def load_pipeline(self, model_id: str, revision: str = "main") -> dict:
+        """Load a base pipeline by Hub id (or bundled id). The old pipeline and its adapters stay until it works."""
+        self.startup.wait()  # else the defaults, still loading, would replace it
+        repo = hub.open_repo(model_id, revision)
+        loaded = (self.info.model_id, self.info.revision) if self.info is not None else None
+        if check_base_lock(loaded, repo):
+            return self.pipeline_info()  # already loaded: reloading would only drop every adapter
+        sizes = repo.file_sizes()
+        files = sorted(sizes)
+        if "model_index.json" not in files:
+            raise HubError(
+                f"{repo.repo_id!r} is not a diffusers pipeline (no model_index.json); files: {', '.join(files[:10])}"
+            )
+        hub.check_snapshot_size(repo, sizes, pipeline.PIPELINE_PATTERNS)
+        checks.check_pipeline(repo, sizes, self.dtype)  # its configs and card, before anything is built
+        folder = repo.snapshot(pipeline.PIPELINE_PATTERNS)
+        pipe = pipeline.build(repo.repo_id, folder, self.device, self.dtype)
+        info = PipelineInfo(
+            model_id=repo.repo_id,
+            revision=repo.revision,
+            pipeline_class=type(pipe).__name__,
+            device=self.device,
+            dtype=str(self.dtype).replace("torch.", ""),
+            **pipeline.pipeline_defaults(pipe, checks.check_studio_defaults(repo.card_data())),
+        )
+        config = settings.current()
+        slots = LoraSlots(pipe, k=config.lora_slots, fuse=config.fuse, fuse_max_mb=config.fuse_max_mb)
+        with self._lock:
+            self.pipe, self.info, self.slots, self._scheduler = pipe, info, slots, pipe.scheduler
+            self.pool.clear()  # adapters belong to the base they were loaded into
+        return info.to_dict()
+
+    def pipeline_info(self) -> dict:
+        return self._require_pipe().to_dict()
+
+    def _require_pipe(self) -> PipelineInfo:
+        self.startup.wait()
+        if self.pipe is None or self.info is None:
+            raise InputError("no base pipeline is loaded; load one first (for example 'adapter-studio/tiny-shapes')")
+        return self.info
+
+    # --- adapters ------------------------------------------------------------------------------------------------
+
+    def load_adapter(self, repo_id: str, weight_name: str = "", adapter_name: str = "", revision: str = "main"):
+        """Load a LoRA by Hub id and keep it resident; returns every resident adapter.
+
+        The file is resolved, downloaded and checked before the lock is taken, so a slow download does not hold
+        up generations, and a bad file leaves the pipeline untouched.
+        """
+        self._require_pipe()
+        repo = hub.open_repo(repo_id, revision)
+        if adapter_name and adapter_name.strip():
+            adapter_name = limits.check_adapter_name(adapter_name)
+            self.pool.check_free(adapter_name)
+        sizes = repo.file_sizes()
+        weight_name = hub.pick_weight_name(repo, weight_name or "", list(sizes))
+        hub.check_file_size(repo, weight_name, sizes[weight_name], settings.current().max_adapter_mb)
+        lora = hub.read_healing_cache(
+            repo, [weight_name], lambda force: repo.file_path(weight_name, force), read_lora_file
+        )
+        words = trigger_words(repo.card_data()) if "README.md" in sizes else []
+        with self._lock:
+            if not adapter_name or not adapter_name.strip():
+                adapter_name = self.pool.free_name(repo.repo_id)
+            self.pool.check_free(adapter_name)
+            # The least recently used adapter outside the applied mix goes; bundled ones stay (every visitor's demo).
+            evict = self.pool.eviction_candidate(in_use=self.slots.applied)
+            slot_name = self.slots.slot_for_load()
+            pipeline.load_lora(self.pipe, slot_name, lora, f"{repo.repo_id}/{weight_name}", self.info.model_id)
+            self.slots.add(adapter_name, slot_name)
+            if evict is not None:
+                self._delete(evict)
+            info = AdapterInfo(
+                adapter_name=adapter_name,
+                repo_id=repo.repo_id,
+                weight_name=weight_name,
+                revision=repo.revision,
+                rank=lora.rank,
+                components=lora.components,
+                size_mb=lora.size_mb,
+                trigger_words=words,
+                layout=lora.layout,
+                num_layers=lora.num_layers,
+            )
+            self.pool.add(adapter_name, info, reloadable=bundled.bundled_path(repo.repo_id) is None)
+            return self.list_adapters()
+
+    def list_adapters(self) -> list[dict]:
+        self.startup.wait()
+        with self._lock:
+            return self.pool.list()
+
+    def delete_adapter(self, adapter_name: str) -> list[dict]:
+        """Remove one adapter; the others stay loaded with their weights."""
+        self._require_pipe()
+        with self._lock:
+            self.pool.get(adapter_name)  # refuses a name that is not loaded
+            self._delete(adapter_name)
+            return self.list_adapters()
+
+    def _delete(self, adapter_name: str) -> None:
+        self.slots.remove(adapter_name)
+        self.pool.remove(adapter_name)
+
+    def export_mix(self, adapters: dict, folder):
+        """One LoRA safetensors file that equals this mix (see export.py); returns its path."""
+        request = self.check_request(ImageRequest("", adapters))
+        name = "_".join(f"{n}-{w:g}" for n, w in request.adapters.items())[:100] or "mix"
+        with self._lock:
+            path = Path(folder) / f"mix_{name}.safetensors"
+            self.pool.check_loaded(request.adapters)
+            by_slot = self.slots.place(request.adapters)
+            return save_mix(self.pipe, by_slot, path, self.info.model_id, label=request.adapters)
+
+    # --- generation ----------------------------------------------------------------------------------------------
+
+    def check_request(self, request: ImageRequest) -> ImageRequest:
+        """Validate every field and fill the pipeline's defaults; raises before anything runs."""
+        info = self._require_pipe()
+        mix = request.adapters or {}
+        if not isinstance(mix, dict) or not all(isinstance(name, str) for name in mix):
+            raise InputError(
+                f"adapters must map adapter names to weights, like {{'style': 0.8}}, got {type(mix).__name__} "
+                f"{mix!r:.80}"
+            )
+        with self._lock:
+            self.pool.check_loaded(mix)
+        weights = {name: limits.check_weight(name, w) for name, w in mix.items()}
+        checked = ImageRequest(
+            prompt=limits.check_prompt("prompt", request.prompt),
+            negative_prompt=limits.check_prompt("negative_prompt", request.negative_prompt or ""),
+            adapters=weights,
+            use_adapters=limits.check_bool("use_adapters", request.use_adapters),
+            seed=limits.check_int("seed", request.seed, limits.SEED_MIN, limits.SEED_MAX),
+            steps=limits.check_int(
+                "steps",
+                info.default_steps if request.steps is None else request.steps,
+                limits.STEPS_MIN,
+                limits.STEPS_MAX,
+            ),
+            guidance_scale=limits.check_number(
+                "guidance_scale",
+                info.default_guidance_scale if request.guidance_scale is None else request.guidance_scale,
+                limits.GUIDANCE_MIN,
+                limits.GUIDANCE_MAX,
+            ),
+            width=limits.check_size("width", info.default_width if request.width is None else request.width),
+            height=limits.check_size("height", info.default_height if request.height is None else request.height),
+        )
+        default = (info.default_steps, info.default_width, info.default_height)
+        budget = settings.current().max_image_cost
+        limits.check_image_cost(checked.steps, checked.width, checked.height, default, budget)
+        return checked
+
+    def generate(self, request: ImageRequest, progress=None):
+        """One PIL image for `request`. `progress(step, total)` is called after each denoising step."""
+        request = self.check_request(request)
+        with self._lock:
+            # again: another request may have deleted one meanwhile
+            self.pool.check_loaded(request.adapters)
+            return self._run(request, progress)
+
+    def compare(self, request: ImageRequest, progress=None):
+        """(base image, adapted image) with the same seed and settings."""
+        request = self.check_request(request)
+        with self._lock:
+            self.pool.check_loaded(request.adapters)
+            base = self._run(dataclasses.replace(request, use_adapters=False), progress)
+            return base, self._run(request, progress)
+
+    def _apply_mix(self, request: ImageRequest) -> None:
+        mix = request.adapters if request.use_adapters else {}
+        self.pool.touch(mix)
+        self.slots.activate(dict(mix))  # an empty mix is the base: same as the disable toggle
+
+    def _run(self, request: ImageRequest, progress):
+        """The pipeline call for `request`, with its mix applied; called with the lock held.
+
+        Between denoising steps it hands the lock to whoever waits (turns.py). What they may change in between is
+        put back before the next step: the mix (they apply their own), and through pipeline.CallState the
+        scheduler and the pipeline's per-call attributes.
+        """
+        pipe = self.pipe
+        self._apply_mix(request)
+
+        def resume(call: pipeline.CallState):
+            if self.pipe is not pipe:
+                raise InputError("the generation stopped: the base pipeline was replaced meanwhile")
+            self.pool.check_loaded(request.adapters if request.use_adapters else {})
+            call.restore()
+            self._apply_mix(request)
+
+        def after_step(step: int, call: pipeline.CallState):
+            if progress is not None:
+                progress(step + 1, request.steps)
+            between_steps(self._lock, "the generation", lambda: resume(call), before=call.save)
+
+        return pipeline.run(pipe, self._scheduler, request, after_step)

@@ -1,0 +1,364 @@
+"""The text studio: one causal LM, its adapters, and generation with a per-request set of active adapters.
+
+Data flows one way: request -> validate -> the adapter pool under the lock -> the model (model.py) -> text. The
+model and its adapters are shared by every user, so they live here behind one lock; which adapters are active
+belongs to each request and is set again for every generation (`set_adapter` walks the modules once: cheap next to
+a forward pass, and never stale after a load, a merge or a training run changed the active set).
+
+Adapters come from the Hub (transformers' `load_adapter`), are added fresh (a LoraConfig), trained on pasted text
+(train.py) or merged from others (peft's `add_weighted_adapter`, merge.py). Every method validates all of its
+input before the model is touched, and a failure leaves the adapters and the outputs exactly as they were.
+
+This file imports no model library: everything that touches transformers, peft or torch is a `TextModel` method.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from peft_core import bundled, hub, limits
+from peft_core.config_checks import peft_type_name
+from peft_core.errors import AdapterError, InputError
+from peft_core.pool import AdapterPool, check_base_lock
+from peft_core.runtime import pick_device
+from peft_core.startup import Startup
+from peft_core.text.adapters import ADAPTER_CONFIG, TextAdapterInfo
+from peft_core.text.merge import check_merge_request
+from peft_core.text.model import TextModel, TextModelInfo
+from peft_core.text.repos import check_model_files, fetch_adapter, open_base
+from peft_core.turns import TurnLock, between_steps
+
+__all__ = ["TextRequest", "TextStudio"]
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """One generation, normalised: everything that decides the text, so equal requests give equal text."""
+
+    prompt: str
+    adapters: tuple[str, ...] = ()  # active for this request only; empty is the base model
+    use_adapters: bool = True  # False is the disable toggle: exactly the base output
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    seed: int = 0
+    temperature: float = 1.0
+
+
+class TextStudio:
+    """Owns the causal LM, its tokenizer and its adapters; safe to share between threads."""
+
+    def __init__(self, device: str | None = None):
+        self.device, self.dtype = pick_device(device)
+        # Served in arrival order; generation hands it over between tokens and training between steps (turns.py).
+        self._lock = TurnLock()
+        self.startup = Startup()  # app.py loads the defaults in the background; calls wait for them
+        self.lm: TextModel | None = None
+        self.pool = AdapterPool()  # records of the adapters in self.lm, in load order
+
+    @property
+    def model(self):
+        """The transformers model, for tests and benchmarks that look inside; None before a load."""
+        return self.lm.model if self.lm is not None else None
+
+    @property
+    def tokenizer(self):
+        return self.lm.tokenizer if self.lm is not None else None
+
+    @property
+    def info(self) -> TextModelInfo | None:
+        return self.lm.info if self.lm is not None else None
+
+    # --- base model ----------------------------------------------------------------------------------------------
+
+    def load_model(self, model_id: str, revision: str = "main") -> dict:
+        """Load a causal LM by Hub id, bundled id or allowed local path; returns model_info().
+
+        An adapter repo (one with adapter_config.json) loads the base its config names, then the adapter on it,
+        as `AutoModelForCausalLM.from_pretrained("ybelkada/opt-350m-lora")` does. The old model and its adapters
+        stay until the new one loaded fine.
+        """
+        self.startup.wait()  # else the defaults, still loading, would replace it
+        repo = hub.open_repo(model_id, revision)
+        files = repo.file_sizes()
+        adapter_repo, adapter = None, None
+        if ADAPTER_CONFIG in files:
+            adapter_repo, adapter = repo, fetch_adapter(repo, files)
+            repo = open_base(repo, adapter)
+            files = repo.file_sizes()
+        loaded = (self.info.model_id, self.info.revision) if self.info is not None else None
+        if check_base_lock(loaded, repo):  # locked, and this base is loaded: reloading would drop every adapter
+            if adapter is not None:  # an adapter repo for it: add just the adapter, as load_adapter does
+                self.load_adapter(adapter_repo.repo_id, revision=adapter_repo.revision)
+            return self.model_info()
+        check_model_files(repo, files)
+        lm = TextModel.load(repo, files, self.device, self.dtype)
+        pool = AdapterPool()  # adapters belong to the base they were loaded into
+        if adapter is not None:
+            record = lm.load_adapter_folder(pool.free_name(adapter_repo.repo_id), adapter, adapter_repo)
+            pool.add(record.adapter_name, record, _reloadable(record))
+        with self._lock:
+            self.lm, self.pool = lm, pool
+            return self.model_info()
+
+    def model_info(self) -> dict:
+        with self._lock:
+            return {**self._require_model().to_dict(), "adapters": self.list_adapters()}
+
+    def _require_model(self) -> TextModelInfo:
+        self.startup.wait()
+        if self.lm is None:
+            raise InputError(f"no text model is loaded; load one first (for example {bundled.DEFAULT_TEXT_MODEL!r})")
+        return self.lm.info
+
+    # --- adapters ------------------------------------------------------------------------------------------------
+
+    def load_adapter(self, repo_id: str, adapter_name: str = "", revision: str = "main") -> list[dict]:
+        """Load a peft adapter repo (adapter_config.json + adapter_model.safetensors); returns every adapter.
+
+        The files are downloaded and checked before the lock is taken, so a slow download does not hold up
+        generations, and a bad file leaves the model untouched.
+        """
+        self._require_model()
+        repo = hub.open_repo(repo_id, revision)
+        if adapter_name and adapter_name.strip():
+            adapter_name = limits.check_adapter_name(adapter_name)
+            self.pool.check_free(adapter_name)
+        adapter = fetch_adapter(repo, repo.file_sizes())
+        with self._lock:
+            self._require_model()
+            if not adapter_name or not adapter_name.strip():
+                adapter_name = self.pool.free_name(repo.repo_id)
+            self.pool.check_free(adapter_name)
+            self._check_same_type(adapter.peft_type, repr(repo.repo_id))
+            evict = self.pool.eviction_candidate()
+            record = self.lm.load_adapter_folder(adapter_name, adapter, repo)
+            self._add(record, evict)
+            return self.list_adapters()
+
+    def add_adapter(
+        self, adapter_name: str, r: int = 8, lora_alpha: float = 16, lora_dropout: float = 0.0, target_modules=""
+    ) -> list[dict]:
+        """Add a fresh, trainable LoRA; returns every adapter.
+
+        Args:
+            target_modules: comma-separated layer names ("q_proj, v_proj"), a list of them, or "all-linear";
+                empty uses peft's default for the architecture.
+        """
+        self._require_model()  # first: it waits for the defaults, whose loader may still be importing peft
+        adapter_name = limits.check_adapter_name(adapter_name)
+        r = limits.check_int("r", r, limits.RANK_MIN, limits.RANK_MAX)
+        lora_alpha = limits.check_positive("lora_alpha", lora_alpha, limits.LORA_ALPHA_MAX)
+        lora_dropout = limits.check_number("lora_dropout", lora_dropout, 0.0, 1.0)
+        if lora_dropout >= 1:
+            raise InputError(f"lora_dropout must be a number in [0, 1), got {lora_dropout!r}")
+        targets = _split_names("target_modules", target_modules)
+        with self._lock:
+            self._require_model()
+            self.pool.check_free(adapter_name)
+            self._check_same_type("LORA", f"the new adapter {adapter_name!r}")
+            config = self.lm.lora_config(r, lora_alpha, lora_dropout, targets)
+            evict = self.pool.eviction_candidate()
+            self._add(self.lm.add_lora(adapter_name, config), evict)
+            return self.list_adapters()
+
+    def train_adapter(self, adapter_name: str, text: str, steps: int, learning_rate: float, progress=None) -> dict:
+        """Train one adapter on `text`; the other adapters keep their weights. Returns the TrainResult as a dict.
+
+        `progress(step, total, loss)` is called after each step, for a live loss curve. Between steps the lock goes
+        to whoever waits (turns.py): other visitors' generations run in between, and the training picks up after.
+        """
+        self._require_model()
+        steps = limits.check_int("steps", steps, limits.TRAIN_STEPS_MIN, limits.TRAIN_STEPS_MAX)
+        learning_rate = limits.check_positive("learning_rate", learning_rate, limits.LEARNING_RATE_MAX)
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("text to train on must not be empty")
+        if len(text) > limits.TRAIN_TEXT_MAX_CHARS:
+            raise InputError(
+                f"text is {len(text):,} characters long; at most {limits.TRAIN_TEXT_MAX_CHARS:,} are allowed"
+            )
+        with self._lock:
+            self._require_model()
+            record = self.pool.get(adapter_name)
+            if not record.trainable:
+                raise InputError(
+                    f"adapter {adapter_name!r} was loaded from {record.repo_id!r} and is kept as its author made it; "
+                    "add a new adapter (add_adapter) to train"
+                )
+            lm = self.lm
+            batch, tokens = lm.training_batch(text)
+            cap = limits.TRAIN_MAX_TOKEN_STEPS
+            if tokens * steps > cap:
+                raise InputError(
+                    f"training {steps} steps on {tokens:,} tokens is {tokens * steps:,} token-steps; this Space "
+                    f"allows {cap:,} per run: {cap // tokens} steps at most here"
+                )
+
+            def resume():  # a generation in between set its own adapters and eval mode
+                if self.lm is not lm or adapter_name not in self.pool:
+                    raise InputError(f"training of {adapter_name!r} stopped: the adapter or its base was replaced")
+                lm.resume_training(adapter_name)
+
+            def each_step(step, total, loss):
+                if progress is not None:
+                    progress(step, total, loss)
+                between_steps(self._lock, f"training of {adapter_name!r}", resume)
+
+            result = lm.train(adapter_name, batch, steps, learning_rate, each_step)
+            record.steps_trained += steps
+            self.pool.touch([adapter_name])
+            return result.to_dict()
+
+    def merge_adapters(
+        self, adapters: dict, new_adapter_name: str, combination_type: str = "linear", density: float | None = None
+    ) -> list[dict]:
+        """A new LoRA made by peft's `add_weighted_adapter` from loaded LoRAs; returns every adapter.
+
+        Args:
+            adapters: adapter_name -> weight, e.g. {"pirate": 1.0, "formal": 0.5}.
+            combination_type: linear, cat, svd, ties, dare_linear, dare_ties or magnitude_prune. All but cat and
+                svd need adapters of one rank.
+            density: share of weights kept, in (0, 1]; needed by ties, dare_linear, dare_ties, magnitude_prune and
+                ignored by the others.
+        """
+        self._require_model()
+        weights, kind, density = check_merge_request(adapters, combination_type, density)
+        new_adapter_name = limits.check_adapter_name(new_adapter_name)
+        with self._lock:
+            self._require_model()
+            self.pool.check_loaded(weights)
+            self.pool.check_free(new_adapter_name)
+            self.lm.check_merge(weights, kind)
+            evict = self.pool.eviction_candidate()
+            self._add(self.lm.merge(weights, new_adapter_name, kind, density), evict)
+            return self.list_adapters()
+
+    def list_adapters(self) -> list[dict]:
+        self.startup.wait()
+        with self._lock:
+            return self.pool.list()
+
+    def delete_adapter(self, adapter_name: str) -> list[dict]:
+        """Remove one adapter; the others stay with their weights."""
+        self._require_model()
+        with self._lock:
+            self.pool.get(adapter_name)
+            self._delete(adapter_name)
+            return self.list_adapters()
+
+    def export_adapter(self, adapter_name: str, folder) -> Path:
+        """Write `folder/<adapter_name>/` (adapter_config.json + adapter_model.safetensors, as peft saves them)
+        and `folder/<adapter_name>.zip` of it; returns the zip's path, for a download button."""
+        with self._lock:
+            self._require_model()
+            self.pool.get(adapter_name)
+            return self.lm.export(adapter_name, Path(folder))
+
+    def _check_same_type(self, peft_type: str, what: str) -> None:
+        """One peft method per model: a LoHa injected next to a LoRA wraps the LoRA layer inside its own."""
+        records = self.pool.records()
+        held = {info.peft_type for info in records}
+        if held and peft_type not in held:
+            have = held.pop()
+            names = ", ".join(info.adapter_name for info in records if info.peft_type == have)
+            raise AdapterError(
+                f"cannot mix a {peft_type_name(have)} and a {peft_type_name(peft_type)} in one model: {what} is a "
+                f"{peft_type_name(peft_type)}, and the model holds {peft_type_name(have)} adapter(s) {names}; "
+                "delete those first"
+            )
+
+    def _add(self, record: TextAdapterInfo, evict: str | None) -> None:
+        """Register an adapter the model now holds, after dropping `evict` (see AdapterPool.eviction_candidate)."""
+        if evict is not None:
+            self._delete(evict)
+        self.pool.add(record.adapter_name, record, _reloadable(record))
+
+    def _delete(self, adapter_name: str) -> None:
+        self.lm.delete(adapter_name)
+        self.pool.remove(adapter_name)
+
+    # --- generation ----------------------------------------------------------------------------------------------
+
+    def check_request(self, request: TextRequest) -> TextRequest:
+        """Validate every field; raises before anything runs. Token counts are checked under the lock."""
+        self._require_model()
+        names = _split_names("adapters", request.adapters)
+        with self._lock:
+            self.pool.check_loaded(names)
+        temperature = limits.check_number(
+            "temperature", request.temperature, limits.TEMPERATURE_MIN, limits.TEMPERATURE_MAX
+        )
+        return TextRequest(
+            prompt=limits.check_prompt("prompt", request.prompt, allow_empty=False),
+            adapters=tuple(names),
+            use_adapters=limits.check_bool("use_adapters", request.use_adapters),
+            max_new_tokens=limits.check_int(
+                "max_new_tokens", request.max_new_tokens, limits.MAX_NEW_TOKENS_MIN, limits.MAX_NEW_TOKENS_MAX
+            ),
+            do_sample=limits.check_bool("do_sample", request.do_sample),
+            seed=limits.check_int("seed", request.seed, limits.SEED_MIN, limits.SEED_MAX),
+            temperature=temperature,
+        )
+
+    def generate(self, prompt: str, adapters=(), use_adapters: bool = True, max_new_tokens: int = 32,
+                 do_sample: bool = False, seed: int = 0, temperature: float = 1.0) -> str:  # fmt: skip
+        """The completion of `prompt` (without the prompt) with `adapters` active for this request only.
+
+        An empty `adapters` or use_adapters=False gives the base model's text, token for token.
+        """
+        request = self.check_request(
+            TextRequest(prompt, adapters, use_adapters, max_new_tokens, do_sample, seed, temperature)
+        )
+        with self._lock:
+            # again: another request may have deleted one meanwhile
+            self.pool.check_loaded(request.adapters)
+            ids = self.lm.encode(request.prompt, request.max_new_tokens)
+            return self._run(ids, request, request.adapters if request.use_adapters else ())
+
+    def compare(self, prompt: str, adapters=(), max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
+                temperature: float = 1.0) -> tuple[str, str]:  # fmt: skip
+        """(base text, adapted text) for the same prompt, seed and settings."""
+        request = self.check_request(TextRequest(prompt, adapters, True, max_new_tokens, do_sample, seed, temperature))
+        with self._lock:
+            self.pool.check_loaded(request.adapters)
+            ids = self.lm.encode(request.prompt, request.max_new_tokens)
+            return self._run(ids, request, ()), self._run(ids, request, request.adapters)
+
+    def _apply_active(self, names) -> None:
+        """Make exactly `names` active (none: the disable toggle), and count them as used."""
+        self.pool.touch(names)
+        self.lm.set_active(names, any_loaded=len(self.pool) > 0)
+
+    def _run(self, ids, request: TextRequest, active) -> str:
+        """Generate with exactly `active` adapters on; called with the lock held.
+
+        Between tokens it hands the lock to whoever waits (turns.py); they may set other adapters, or catch a
+        training run in train mode, so both are put back before the next token.
+        """
+        lm = self.lm
+
+        def resume():
+            if self.lm is not lm:
+                raise InputError("generation stopped: the text model was replaced meanwhile")
+            self.pool.check_loaded(active)
+            self._apply_active(active)
+
+        self._apply_active(active)
+        return lm.generate(
+            ids, request.max_new_tokens, request.do_sample, request.seed, request.temperature,
+            between_tokens=lambda: between_steps(self._lock, "the generation", resume),
+        )  # fmt: skip
+
+
+def _reloadable(record: TextAdapterInfo) -> bool:
+    """Only an adapter from the Hub can be loaded again; bundled ones and those made here are never evicted."""
+    return record.source == "hub" and bundled.bundled_path(record.repo_id) is None
+
+
+def _split_names(what: str, value) -> list[str]:
+    """Names from a list, or from one comma-separated string (what a text box sends); order kept, no repeats."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{what} must be a list of names or a comma-separated string, got {value!r}")
+    return list(dict.fromkeys(v.strip() for v in value if v.strip()))
