@@ -247,3 +247,42 @@ def test_preset_loads_a_bundled_demo(page):
     click(page, "Generate")
     image_bytes(page, "image")
     shot(page, "7-preset")
+
+
+def test_closing_the_tab_stops_its_generation(page, monkeypatch):
+    """A visitor who asks for a long image and closes the tab: gradio marks the job dead, and the studio stops at
+    the next denoising step instead of finishing an image nobody will see (peft_core/turns.py)."""
+    from peft_core import turns
+    from peft_core.turns import Cancelled
+
+    seen, check = [], turns.check_wanted
+
+    def spy(what):
+        try:
+            check(what)
+        except Cancelled as exc:
+            seen.append(exc)
+            raise
+        seen.append("step")
+
+    monkeypatch.setattr(turns, "check_wanted", spy)
+    monkeypatch.setenv("STUDIO_MAX_IMAGE_COST", "100")  # 100 steps of the tiny pipeline: 4 default images
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 1000})
+    visitor = context.new_page()
+    visitor.set_default_timeout(TIMEOUT)
+    visitor.goto(page.url)
+    visitor.get_by_role("button", name="Generate", exact=True).wait_for()
+    visitor.get_by_label("range slider for Steps").fill("100")
+    visitor.wait_for_function("el => Number(el.value) === 100", arg=visitor.get_by_label("number input for Steps")
+                              .element_handle())  # fmt: skip
+    click(visitor, "Generate")
+    for _ in range(int(TIMEOUT / 50)):
+        if "step" in seen:
+            break
+        time.sleep(0.05)
+    context.close()  # the tab goes: its event stream closes
+    for _ in range(int(TIMEOUT / 50)):
+        if any(isinstance(s, Cancelled) for s in seen):
+            break
+        time.sleep(0.05)
+    assert isinstance(seen[-1], Cancelled) and 0 < seen.count("step") < 100
