@@ -121,8 +121,14 @@ def test_sweep_grid(page):
     page.wait_for_function(
         "() => document.querySelector('#sweep-x-values textarea, #sweep-x-values input')?.value === '-1:1.5:6'"
     )
-    values.fill("0, 0.5, 1")
-    values.press("Tab")  # the change reaches the app before the click (else the default -1:1.5:6 may run)
+    # The accordion's first render may still put its default back over a fill that lands early (seen on a busy
+    # machine, ~1 run in 10): type again until the box keeps what was typed, as a user would.
+    for _ in range(20):
+        values.fill("0, 0.5, 1")
+        values.press("Tab")  # the change reaches the app before the click (else the default -1:1.5:6 may run)
+        page.wait_for_timeout(250)
+        if values.input_value() == "0, 0.5, 1":
+            break
     assert values.input_value() == "0, 0.5, 1"
     click(page, "Run sweep")
     grid = page.locator("#sweep-grid")
