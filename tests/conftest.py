@@ -53,6 +53,11 @@ def assets(tmp_path_factory):
         "old_diffusers": write_repo(
             root / "old-diffusers", {"lora.safetensors": {_old_diffusers(k): v for k, v in unet_a.items()}}
         ),
+        # As diffusers' 2023 training scripts saved it: no "unet." prefix (the layout of many Hub LoRAs that year)
+        "attn_procs_no_prefix": write_repo(
+            root / "attn-procs-no-prefix",
+            {"lora.safetensors": {_attn_procs(k).removeprefix("unet."): v for k, v in unet_a.items()}},
+        ),
         "attn_procs": write_repo(
             root / "attn-procs", {"lora.safetensors": {_attn_procs(k): v for k, v in unet_a.items()}}
         ),

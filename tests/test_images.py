@@ -87,12 +87,13 @@ def test_adapter_name_is_derived_and_deduplicated(studio, allow_assets):
     assert names == ["lora_a", "lora_a_2"]
 
 
-@pytest.mark.parametrize("layout", ["old_diffusers", "attn_procs", "kohya"])
+@pytest.mark.parametrize("layout", ["old_diffusers", "attn_procs", "attn_procs_no_prefix", "kohya"])
 def test_published_layouts_load_like_peft(studio, allow_assets, layout):
     """Each layout people publish gives the same image as the same weights in peft layout."""
     studio.load_adapter(str(allow_assets["unet_only_a"]), adapter_name="peft")
-    studio.load_adapter(str(allow_assets[layout]), adapter_name="other")
-    assert studio.list_adapters()[1]["layout"] == layout.replace("_", "-")
+    other = studio.load_adapter(str(allow_assets[layout]), adapter_name="other")[1]
+    assert other["layout"] == layout.removesuffix("_no_prefix").replace("_", "-")
+    assert other["num_layers"] == studio.list_adapters()[0]["num_layers"] and other["components"] == ["unet"]
     expected = gen(studio, {"peft": 1.0})
     assert np.array_equal(gen(studio, {"other": 1.0}), expected)
 

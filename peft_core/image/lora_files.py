@@ -10,9 +10,10 @@ finite, and the key layout is recognised:
 - kohya / A1111:    `lora_unet_<module>.lora_down.weight` + `.alpha`    (most community LoRAs)
 - old diffusers:    `unet.<module>.lora.down.weight`                    (diffusers 0.14-0.20 LoRACompatibleLinear)
 - attn processors:  `unet.<...>.processor.to_k_lora.down.weight`        (diffusers' training scripts up to ~0.20)
+                    and the same without `unet.`, as those scripts saved it in 2023: mapped here to peft keys
 - old text encoder: `text_encoder.<module>.lora_linear_layer.down.weight`
 
-diffusers 0.42 converts all of these itself; what it does not do is fail loudly when keys match nothing or only
+diffusers 0.42 converts the others itself; what it does not do is fail loudly when keys match nothing or only
 part of the model: the call returns and the output does not change. So the file's own count of LoRA layers is
 kept here and compared with what was registered after the load (see pipeline.py).
 """
@@ -131,6 +132,29 @@ def detect_layout(keys: list[str]) -> str:
     raise AdapterError(f"unrecognised LoRA key layout (for example {lora_keys[0]!r})")
 
 
+# The UNet's own top-level blocks: keys that start with one name a UNet module without saying which component.
+_UNET_BLOCKS = ("down_blocks.", "mid_block.", "up_blocks.")
+# The attention processors' LoRA projections and the module each wraps.
+_PROCESSOR_PROJECTIONS = {"to_q_lora": "to_q", "to_k_lora": "to_k", "to_v_lora": "to_v", "to_out_lora": "to_out.0"}
+
+
+def _prefixed_attn_procs(state_dict: dict) -> dict:
+    """The old attention-processor layout as diffusers' 2023 training scripts saved it, without a `unet.` prefix
+    (`down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_k_lora.down.weight`), in peft keys
+    (`unet.down_blocks...attn1.to_k.lora_A.weight`). diffusers 0.42 reads nothing from such a file, and says
+    nothing; the mapping is one to one. A key that does not fit it leaves the file as it is (then the load is
+    refused for what does not match)."""
+    converted = {}
+    for key, tensor in state_dict.items():
+        module, _, rest = key.partition(".processor.")
+        projection, _, matrix = rest.partition(".")
+        if projection not in _PROCESSOR_PROJECTIONS or matrix not in ("down.weight", "up.weight"):
+            return state_dict
+        half = "lora_A" if matrix == "down.weight" else "lora_B"
+        converted[f"unet.{module}.{_PROCESSOR_PROJECTIONS[projection]}.{half}.weight"] = tensor
+    return converted
+
+
 def _component(key: str) -> str:
     for prefix, component in _KOHYA_COMPONENTS.items():
         if key.startswith(prefix):
@@ -153,6 +177,8 @@ def read_lora_file(path: Path) -> LoraFile:
     _check_lora_shapes(path.name, header)
     state_dict = read_tensors(path, repr(path.name))
     check_finite(state_dict, repr(path.name))
+    if layout == "attn-procs" and all(k.startswith(_UNET_BLOCKS) for k in state_dict):
+        state_dict = _prefixed_attn_procs(state_dict)
     downs = {k: v for k, v in state_dict.items() if any(m in k for m in _DOWN_MARKERS)}
     if not downs:
         raise AdapterError(f"{path.name!r} has LoRA keys but no down/A matrices; the file is incomplete")
