@@ -108,6 +108,15 @@ def lm_assets(tmp_path_factory):
     return folders
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """The tiny models are a few thousand parameters: one torch thread beats two fighting over a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def allow_lm(monkeypatch, lm_assets):
     monkeypatch.setenv("STUDIO_LOCAL_DIRS", str(lm_assets["root"]))

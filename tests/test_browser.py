@@ -258,20 +258,10 @@ def test_preset_loads_a_bundled_demo(page):
 def test_closing_the_tab_stops_its_generation(page, monkeypatch):
     """A visitor who asks for a long image and closes the tab: gradio marks the job dead, and the studio stops at
     the next denoising step instead of finishing an image nobody will see (peft_core/turns.py)."""
-    from peft_core import turns
     from peft_core.turns import Cancelled
+    from tests.test_turns import record_checks
 
-    seen, check = [], turns.check_wanted
-
-    def spy(what):
-        try:
-            check(what)
-        except Cancelled as exc:
-            seen.append(exc)
-            raise
-        seen.append("step")
-
-    monkeypatch.setattr(turns, "check_wanted", spy)
+    seen = record_checks(monkeypatch)
     monkeypatch.setenv("STUDIO_MAX_IMAGE_COST", "100")  # 100 steps of the tiny pipeline: 4 default images
     context = page.context.browser.new_context(viewport={"width": 1280, "height": 1000})
     visitor = context.new_page()

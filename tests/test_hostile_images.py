@@ -34,6 +34,8 @@ from tests.conftest import gen
 from tests.test_bad_inputs import LORA, E, _refused, image_state, request
 from tiny_models.image import write_repo
 
+pytestmark = [pytest.mark.usefixtures("one_thread")]  # conftest.py: one torch thread for this module
+
 HOSTILE_KEY = "unet.(.+)+Z"  # a module "name" that is a catastrophically backtracking pattern
 HOSTILE_PATTERN = "(.+)+Z"
 CARD = "---\nlicense: mit\n{yaml}\n---\n# hostile\n"
@@ -227,13 +229,6 @@ HOSTILE_IMAGES = [
 
 # --- fixtures ----------------------------------------------------------------------------------------------------
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -172,13 +172,6 @@ def _set(**fields):
     return lambda config: config.update(fields)
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def methods(tmp_path_factory, lm_assets):

@@ -163,13 +163,10 @@ def test_training_is_bounded_in_tokens_times_steps(lm):
     assert lm.list_adapters()[-1]["steps_trained"] == 0
 
 
-def test_a_cancelled_client_job_stops_the_generation(assets, monkeypatch):
-    """gradio_client's Job.cancel() (and a closed browser tab) marks the job dead; the studio sees it at its next
-    step and frees the pipeline, instead of finishing an image nobody will see."""
-    from gradio_client import Client
-
-    seen = []
-    check = turns.check_wanted
+def record_checks(monkeypatch) -> list:
+    """What turns.check_wanted says at each step, as it says it: "step" while the visitor is there, then the
+    Cancelled it raises."""
+    seen, check = [], turns.check_wanted
 
     def spy(what):
         try:
@@ -180,6 +177,15 @@ def test_a_cancelled_client_job_stops_the_generation(assets, monkeypatch):
         seen.append("step")
 
     monkeypatch.setattr(turns, "check_wanted", spy)
+    return seen
+
+
+def test_a_cancelled_client_job_stops_the_generation(assets, monkeypatch):
+    """gradio_client's Job.cancel() (and a closed browser tab) marks the job dead; the studio sees it at its next
+    step and frees the pipeline, instead of finishing an image nobody will see."""
+    from gradio_client import Client
+
+    seen = record_checks(monkeypatch)
     monkeypatch.setenv("STUDIO_MAX_IMAGE_COST", "100")
     with launch_app(assets) as url:
         client = Client(url, verbose=False)
