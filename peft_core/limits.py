@@ -148,10 +148,16 @@ def check_weight(adapter_name: str, weight) -> float:
     return check_number(f"weight of adapter {adapter_name!r}", weight, WEIGHT_MIN, WEIGHT_MAX)
 
 
-def check_size(name: str, value) -> int:
-    size = check_int(name, value, SIZE_MIN, SIZE_MAX)
-    if size % SIZE_MULTIPLE:
-        raise InputError(f"{name} must be a multiple of {SIZE_MULTIPLE} in [{SIZE_MIN}, {SIZE_MAX}], got {size}")
+def check_size(name: str, value, multiple: int = SIZE_MULTIPLE, lo: int = SIZE_MIN, hi: int = SIZE_MAX,
+               where: str = "") -> int:  # fmt: skip
+    """A width or height; a pipeline family passes its own multiple and range, and its name as `where`."""
+    suffix = f" ({where}'s range)" if where else ""
+    try:
+        size = check_int(name, value, lo, hi)
+    except InputError as exc:
+        raise InputError(f"{exc}{suffix}") from None
+    if size % multiple:
+        raise InputError(f"{name} must be a multiple of {multiple} in [{lo}, {hi}], got {size}{suffix}")
     return size
 
 

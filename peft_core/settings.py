@@ -12,6 +12,8 @@
 | STUDIO_FUSE                  | 1       | 0: never merge the mix into the base weights (see slots.py)          |
 | STUDIO_FUSE_MAX_MB           | 4096    | fuse only while the adapted layers' base weights fit under this      |
 | STUDIO_MAX_IMAGE_COST        | 2 / 4   | one image's work at most, in the pipeline's default images (CPU / GPU) |
+| STUDIO_DTYPE                 | auto    | float32, float16 or bfloat16 for every pipeline; auto: by family     |
+| STUDIO_OFFLOAD               | none    | on CUDA: model or group (diffusers' CPU offload), see image/families |
 """
 
 import os
@@ -36,6 +38,8 @@ class Settings:
     # One image's work at most, counted in the pipeline's default images (limits.image_cost): it bounds how long one
     # visitor's request can keep the others waiting. A GPU gets more: its default image takes seconds, not minutes.
     max_image_cost: float
+    dtype: str  # "auto": float32 on a CPU, the family's dtype on CUDA (peft_core/image/families.py)
+    offload: str  # what waits in CPU memory between uses on CUDA: "none", "model" (each part) or "group" (blocks)
 
 
 def _number(name: str, default: str, cast, zero_ok=False):
@@ -47,6 +51,17 @@ def _number(name: str, default: str, cast, zero_ok=False):
     if number < 0 or (number == 0 and not zero_ok):
         raise InputError(f"admin setting {name}={value!r} must be {'0 or more' if zero_ok else 'positive'}")
     return number
+
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+OFFLOADS = ("none", "model", "group")
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default).strip().lower() or default
+    if value not in choices:
+        raise InputError(f"admin setting {name}={value!r} must be one of {', '.join(choices)}")
+    return value
 
 
 def current() -> Settings:
@@ -63,5 +78,7 @@ def current() -> Settings:
         fuse=os.environ.get("STUDIO_FUSE", "1").strip().lower() not in ("0", "false", "no"),
         fuse_max_mb=_number("STUDIO_FUSE_MAX_MB", "4096", float, zero_ok=True),
         max_image_cost=_number("STUDIO_MAX_IMAGE_COST", "4" if runtime.default_device() != "cpu" else "2", float),
+        dtype=_choice("STUDIO_DTYPE", "auto", DTYPES),
+        offload=_choice("STUDIO_OFFLOAD", "none", OFFLOADS),
     )
 

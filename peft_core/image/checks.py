@@ -11,15 +11,19 @@ it; here each is read first (a few small files), and a refusal names the file, t
 - declared sizes: every model component is built on the meta device (no memory) and its parameters x the bytes of
   the studio's dtype are added up against STUDIO_MAX_MODEL_MB, so a 1 KB config declaring billions of parameters is
   refused before from_pretrained allocates them;
-- the model card's `studio_defaults`: each field within the range a request may use.
+- the model card's `studio_defaults`: each field within the range a request may use, and `dtype` one of three;
+- the pipeline class has a LoRA loader (else it is refused now, before its weights are downloaded); its family
+  (families.py) and the dtype it will run in come out of these checks (`PipelinePlan`).
 """
 
 import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from peft_core import hub, limits, settings
 from peft_core.errors import HubError, InputError, first_line, shown
+from peft_core.image import families
 from peft_core.runtime import quiet_libraries
 
 # Component libraries whose classes from_pretrained may build: the pipeline's parts ship with these two.
@@ -44,21 +48,34 @@ MAX_COMPONENT_MODULES = 10_000
 STUDIO_DEFAULTS = ("steps", "guidance_scale", "width", "height")
 
 
-def check_pipeline(repo: hub.Repo, sizes: dict[str, int | None], dtype) -> None:
+@dataclass(frozen=True)
+class PipelinePlan:
+    """What the checks learned that the build needs: the pipeline's family and the dtype to load it in."""
+
+    family: families.Family
+    dtype: str  # "float32", "float16" or "bfloat16"
+
+
+def check_pipeline(repo: hub.Repo, sizes: dict[str, int | None], device: str) -> PipelinePlan:
     """Every check of this module on `repo` (`sizes`: its `file_sizes()`); downloads only its small configs.
 
     Args:
-        dtype: the torch dtype the pipeline will be loaded in, which its declared sizes are counted in.
+        device: where it will run; with its family this picks the dtype its declared sizes are counted in.
     """
     index = check_model_index(repo.repo_id, repo.file_path("model_index.json"))
     components = model_index_components(index)
+    configs = {}
     for component, _, _ in components:
         for filename in COMPONENT_CONFIGS:
             rel = f"{component}/{filename}"
             if rel in sizes:
-                check_config_fields(repo.repo_id, rel, _read_json(repo, rel, sizes[rel]))
-    check_studio_defaults(repo.card_data(sizes), repo.repo_id)
-    check_declared_size(repo, components, sizes, dtype)
+                configs[rel] = _read_json(repo, rel, sizes[rel])
+                check_config_fields(repo.repo_id, rel, configs[rel])
+    card = check_studio_defaults(repo.card_data(sizes), repo.repo_id)
+    family = families.family_of(index["_class_name"])
+    dtype = families.dtype_name(family, device, configs, card.get("dtype"))
+    check_declared_size(repo, components, sizes, families.torch_dtype(dtype))
+    return PipelinePlan(family, dtype)
 
 
 def check_model_index(repo_id: str, path: Path) -> dict:
@@ -77,6 +94,11 @@ def check_model_index(repo_id: str, path: Path) -> dict:
         raise HubError(
             f"{repo_id!r} names the pipeline class {name!r}, which is not a pipeline that ships with diffusers; "
             "custom pipeline code is never run here (no custom_pipeline, no trust_remote_code)"
+        )
+    if not hasattr(pipeline_class, "load_lora_weights"):
+        raise HubError(
+            f"{repo_id!r} is a {name}, which diffusers gives no LoRA loader (no load_lora_weights): LoRA adapters "
+            "cannot be loaded into it. Load a pipeline with one (StableDiffusion, SDXL, SD3, Flux, QwenImage ...)"
         )
     for component, value in index.items():
         if component.startswith("_") or not isinstance(value, list) or value == [None, None]:
@@ -140,10 +162,10 @@ def check_studio_defaults(card_data: dict, repo_id: str = "") -> dict:
             f"{where}studio_defaults must map {', '.join(STUDIO_DEFAULTS)} to values, got {shown(defaults)}"
         )
     for key in defaults:
-        if key not in STUDIO_DEFAULTS:
+        if key not in (*STUDIO_DEFAULTS, "dtype"):
             raise HubError(
                 f"{where}studio_defaults.{str(key)[:80]} is not a field it can set; the fields are "
-                f"{', '.join(STUDIO_DEFAULTS)}"
+                f"{', '.join(STUDIO_DEFAULTS)} and dtype"
             )
     checks = {
         "steps": lambda name, value: limits.check_int(name, value, limits.STEPS_MIN, limits.STEPS_MAX),
@@ -152,6 +174,7 @@ def check_studio_defaults(card_data: dict, repo_id: str = "") -> dict:
         ),
         "width": limits.check_size,
         "height": limits.check_size,
+        "dtype": _check_dtype,  # the dtype it runs in on CUDA (float32 on a CPU whatever it says)
     }
     checked = {}
     for key, value in defaults.items():
@@ -160,6 +183,12 @@ def check_studio_defaults(card_data: dict, repo_id: str = "") -> dict:
         except InputError as exc:
             raise HubError(f"{where}{exc}") from None
     return checked
+
+
+def _check_dtype(name: str, value) -> str:
+    if value not in ("float32", "float16", "bfloat16"):
+        raise InputError(f"{name} must be one of float32, float16, bfloat16, got {shown(value)}")
+    return value
 
 
 # --- declared sizes ------------------------------------------------------------------------------------------------

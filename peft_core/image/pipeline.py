@@ -1,35 +1,40 @@
 """The image side's backend: every call into diffusers for the pipeline itself, and nothing else.
 
-- build a pipeline from a checked snapshot (`build`: diffusers' from_pretrained) and the defaults a request starts from
-  (`pipeline_defaults`);
+- build a pipeline from a checked snapshot (`build`: diffusers' from_pretrained, on the device or offloaded) and
+  the defaults and ranges a request starts from (`pipeline_defaults`, through the pipeline's family: families.py);
 - the pipeline parts a LoRA can go in (`lora_components`: the one place that reads diffusers' private
   `_lora_loadable_modules`; slots.py and export.py walk the parts through it);
 - load a LoRA into a slot with diffusers' `load_lora_weights`, check that every layer landed, and undo a failed
   load (`load_lora`);
-- run the pipeline for one checked request (`run`): the seeded generator, inference mode, and a hook after each
-  denoising step, with what must be put back when another request ran in between (`CallState`).
+- run the pipeline for one checked request (`run`): the call arguments the family's pipeline takes, the seeded
+  generator, inference mode, and a hook after each denoising step, with what must be put back when another
+  request ran in between (`CallState`).
 
 The studio calls these under its lock, with every input already checked; none of them keeps state of its own.
 Heavy libraries are imported inside the functions, so importing this module (and app.py) stays cheap.
 """
 
 from peft_core.errors import AdapterError, HubError, first_line
-from peft_core.limits import SIZE_MAX, SIZE_MIN, SIZE_MULTIPLE
+from peft_core.image import families
 from peft_core.runtime import quiet_libraries
 
 # Files a diffusers pipeline needs; pickle weights are left out on purpose, and so are top-level weights: those
 # are single-file checkpoints (for A1111 and the like) that from_pretrained never reads, often several GB each.
 # (fnmatch's "*" matches "/", so "*.json" covers the component folders too.)
 PIPELINE_PATTERNS = ["*.json", "*.txt", "*.model", "README.md", "*/*.safetensors"]
-# Used when a pipeline's own config does not say better (SD 1.x-like defaults).
-FALLBACK_STEPS, FALLBACK_GUIDANCE = 25, 7.0
 
 
 # --- the base pipeline -----------------------------------------------------------------------------------------------
 
 
-def build(repo_id: str, folder, device: str, dtype):
-    """The pipeline in `folder` (a snapshot whose configs checks.py has passed), on `device`, in `dtype`."""
+def build(repo_id: str, folder, device: str, dtype, offload: str = "none"):
+    """The pipeline in `folder` (a snapshot whose configs checks.py has passed), on `device`, in `dtype`.
+
+    Args:
+        offload: on CUDA, "model" keeps each part in CPU memory until the pipeline uses it (diffusers'
+            enable_model_cpu_offload: a whole part moves, its LoRA layers with it), "group" moves groups of
+            blocks (enable_group_offload, block level); "none" puts everything on `device`.
+    """
     from diffusers import DiffusionPipeline
 
     with quiet_libraries():
@@ -40,31 +45,31 @@ def build(repo_id: str, folder, device: str, dtype):
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError, RuntimeError) as exc:
             raise HubError(f"{repo_id!r} could not be loaded as a diffusers pipeline: {exc}") from None
-    if not hasattr(pipe, "load_lora_weights"):
+    if not hasattr(pipe, "load_lora_weights"):  # checks.check_model_index refused it already; kept as the guard
         raise AdapterError(f"{type(pipe).__name__} ({repo_id!r}) does not support LoRA adapters")
-    pipe.to(device)
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "group":
+        import torch
+
+        pipe.enable_group_offload(
+            onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level",
+            num_blocks_per_group=1,
+        )  # fmt: skip
+    else:
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def pipeline_defaults(pipe, card: dict) -> dict:
-    """Steps, guidance and size to use when a request leaves them out: the model card's `studio_defaults` (`card`,
-    checked with the ranges of a request by checks.check_studio_defaults), else the pipeline's, so the defaults
-    always make a valid request."""
-    sample_size = getattr(getattr(getattr(pipe, "unet", None), "config", None), "sample_size", None)
-    if isinstance(sample_size, (list, tuple)) and sample_size:  # (height, width) in some configs
-        sample_size = sample_size[0]
-    size = 512
-    if type(sample_size) is int and sample_size > 0:  # noqa: E721 - bool is an int subclass
-        size = sample_size * getattr(pipe, "vae_scale_factor", 8)
-    # sample_size comes from the repo's config too: keep the default a size a request may ask for.
-    size = min(max(size - size % SIZE_MULTIPLE, SIZE_MIN), SIZE_MAX)
-    return {
-        "default_steps": card.get("steps", FALLBACK_STEPS),
-        "default_guidance_scale": card.get("guidance_scale", FALLBACK_GUIDANCE),
-        "default_width": card.get("width", size),
-        "default_height": card.get("height", size),
-    }
+def pipeline_defaults(pipe, family, card: dict, repo_id: str) -> dict:
+    """What /load_pipeline answers about requests to `pipe` of `family` (families.py): the defaults a request
+    starts from (the model card's `studio_defaults`, `card`, checked with the global ranges by
+    checks.check_studio_defaults, else the family's, else the pipeline's own `__call__` defaults and native size)
+    and the ranges its fields may take. Card defaults outside the family's ranges are refused (HubError)."""
+    card = {k: v for k, v in card.items() if k != "dtype"}
+    families.check_card_defaults(card, pipe, family, repo_id)
+    return {"family": family.name, **families.defaults(pipe, family, card), **families.ranges(pipe, family)}
 
 
 def lora_components(pipe):
@@ -190,10 +195,11 @@ class CallState:
         vars(self.pipe).update(self._attributes)
 
 
-def run(pipe, scheduler, request, after_step):
+def run(pipe, scheduler, request, after_step, family=families.GENERIC):
     """One PIL image for `request` (a checked ImageRequest), with the adapters already applied.
 
     Args:
+        family: the pipeline's (families.py): which call arguments the request's fields become.
         scheduler: the pipeline's scheduler as loaded; this call steps a copy of it.
         after_step: `after_step(step, call)` after each denoising step (0-based), with this call's CallState: the
             studio hands its lock over there, saving and restoring what others may change through `call`.
@@ -208,15 +214,9 @@ def run(pipe, scheduler, request, after_step):
         return kwargs
 
     generator = torch.Generator(device="cpu").manual_seed(request.seed)
+    arguments = families.call_arguments(pipe, family, request)
+    if "callback_on_step_end" in families.call_parameters(pipe):  # a pipeline without it runs in one turn
+        arguments["callback_on_step_end"] = callback
     with torch.inference_mode():
-        result = pipe(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            width=request.width,
-            height=request.height,
-            generator=generator,
-            callback_on_step_end=callback,
-        )
+        result = pipe(**arguments, generator=generator)
     return result.images[0]

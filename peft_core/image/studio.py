@@ -18,7 +18,7 @@ from pathlib import Path
 
 from peft_core import bundled, hub, limits, settings
 from peft_core.errors import HubError, InputError
-from peft_core.image import checks, pipeline
+from peft_core.image import checks, families, pipeline
 from peft_core.image.export import save_mix
 from peft_core.image.lora_files import AdapterInfo, read_lora_file, trigger_words
 from peft_core.image.slots import LoraSlots
@@ -54,6 +54,18 @@ class PipelineInfo:
     default_guidance_scale: float
     default_width: int
     default_height: int
+    # The pipeline's family (image/families.py) and the ranges a request may use on it: the page's sliders follow
+    # them. Defaults keep old callers of PipelineInfo(...) working.
+    family: str = "generic"
+    size_multiple: int = limits.SIZE_MULTIPLE
+    size_min: int = limits.SIZE_MIN
+    size_max: int = limits.SIZE_MAX
+    steps_min: int = limits.STEPS_MIN
+    steps_max: int = limits.STEPS_MAX
+    guidance_min: float = limits.GUIDANCE_MIN
+    guidance_max: float = limits.GUIDANCE_MAX
+    negative_prompt: bool = True  # whether the pipeline takes one
+    offload: str = "none"  # STUDIO_OFFLOAD as applied ("none" on a CPU)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -71,6 +83,7 @@ class ImageStudio:
         self.pipe = None
         self._scheduler = None  # the loaded scheduler, untouched: every generation steps a copy of its own
         self.info: PipelineInfo | None = None
+        self.family = families.GENERIC  # the loaded pipeline's (image/families.py): its call arguments and ranges
         self.pool = AdapterPool()  # the resident adapters' facts (AdapterInfo), in load order, and their use order
         self.slots: LoraSlots | None = None  # their weights: in RAM, and the few in use in the pipeline's slots
 
@@ -90,21 +103,26 @@ class ImageStudio:
                 f"{repo.repo_id!r} is not a diffusers pipeline (no model_index.json); files: {', '.join(files[:10])}"
             )
         hub.check_snapshot_size(repo, sizes, pipeline.PIPELINE_PATTERNS)
-        checks.check_pipeline(repo, sizes, self.dtype)  # its configs and card, before anything is built
+        # its configs and card, before anything is built; the family and dtype come out of them
+        plan = checks.check_pipeline(repo, sizes, self.device)
         folder = repo.snapshot(pipeline.PIPELINE_PATTERNS)
-        pipe = pipeline.build(repo.repo_id, folder, self.device, self.dtype)
+        offload = families.offload_mode(self.device)
+        pipe = pipeline.build(repo.repo_id, folder, self.device, families.torch_dtype(plan.dtype), offload)
+        card = checks.check_studio_defaults(repo.card_data())
         info = PipelineInfo(
             model_id=repo.repo_id,
             revision=repo.revision,
             pipeline_class=type(pipe).__name__,
             device=self.device,
-            dtype=str(self.dtype).replace("torch.", ""),
-            **pipeline.pipeline_defaults(pipe, checks.check_studio_defaults(repo.card_data())),
+            dtype=plan.dtype,
+            offload=offload,
+            **pipeline.pipeline_defaults(pipe, plan.family, card, repo.repo_id),
         )
         config = settings.current()
         slots = LoraSlots(pipe, k=config.lora_slots, fuse=config.fuse, fuse_max_mb=config.fuse_max_mb)
         with self._lock:
             self.pipe, self.info, self.slots, self._scheduler = pipe, info, slots, pipe.scheduler
+            self.family = plan.family
             self.pool.clear()  # adapters belong to the base they were loaded into
         return info.to_dict()
 
@@ -204,26 +222,25 @@ class ImageStudio:
         with self._lock:
             self.pool.check_loaded(mix)
         weights = {name: limits.check_weight(name, w) for name, w in mix.items()}
+        # the pipeline family's ranges (image/families.py); a refusal names the range and the family
+        steps, guidance, width, height = families.check_ranges(
+            self.family,
+            info.to_dict(),
+            info.default_steps if request.steps is None else request.steps,
+            info.default_guidance_scale if request.guidance_scale is None else request.guidance_scale,
+            info.default_width if request.width is None else request.width,
+            info.default_height if request.height is None else request.height,
+        )
         checked = ImageRequest(
             prompt=limits.check_prompt("prompt", request.prompt),
             negative_prompt=limits.check_prompt("negative_prompt", request.negative_prompt or ""),
             adapters=weights,
             use_adapters=limits.check_bool("use_adapters", request.use_adapters),
             seed=limits.check_int("seed", request.seed, limits.SEED_MIN, limits.SEED_MAX),
-            steps=limits.check_int(
-                "steps",
-                info.default_steps if request.steps is None else request.steps,
-                limits.STEPS_MIN,
-                limits.STEPS_MAX,
-            ),
-            guidance_scale=limits.check_number(
-                "guidance_scale",
-                info.default_guidance_scale if request.guidance_scale is None else request.guidance_scale,
-                limits.GUIDANCE_MIN,
-                limits.GUIDANCE_MAX,
-            ),
-            width=limits.check_size("width", info.default_width if request.width is None else request.width),
-            height=limits.check_size("height", info.default_height if request.height is None else request.height),
+            steps=steps,
+            guidance_scale=guidance,
+            width=width,
+            height=height,
         )
         default = (info.default_steps, info.default_width, info.default_height)
         budget = settings.current().max_image_cost
@@ -273,4 +290,4 @@ class ImageStudio:
                 progress(step + 1, request.steps)
             between_steps(self._lock, "the generation", lambda: resume(call), before=call.save)
 
-        return pipeline.run(pipe, self._scheduler, request, after_step)
+        return pipeline.run(pipe, self._scheduler, request, after_step, self.family)
