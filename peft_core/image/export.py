@@ -27,11 +27,20 @@ def mix_state_dict(pipe, mix: dict[str, float]) -> dict:
                 continue
             a = torch.cat([lora_a[name].weight.detach() for name in parts], dim=0)
             b = torch.cat(
-                [module.lora_B[name].weight.detach() * (module.scaling[name] * mix[name]) for name in parts], dim=1
+                [module.lora_B[name].weight.detach() * (_scaling(module, name) * mix[name]) for name in parts], dim=1
             )
             state[f"{component}.{module_name}.lora_A.weight"] = a.float().cpu().contiguous()
             state[f"{component}.{module_name}.lora_B.weight"] = b.float().cpu().contiguous()
     return state
+
+
+def _scaling(layer, name: str) -> float:
+    """The adapter's own scaling (alpha / r, or alpha / sqrt(r) with rsLoRA), as loaded: `layer.scaling` holds it
+    times the weight of the last mix that used the adapter (slots.py sets it with peft's set_scale)."""
+    import math
+
+    r = layer.r[name]
+    return layer.lora_alpha[name] / (math.sqrt(r) if layer.use_rslora.get(name, False) else r)
 
 
 def save_mix(pipe, mix: dict[str, float], path: Path, source: str, label: dict | None = None) -> Path:
