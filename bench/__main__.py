@@ -1,5 +1,5 @@
-"""`python -m bench [names...] [--quick] [--pipelines auto,medium] [--repeats 5]`: run benchmarks, print tables and
-the goals, write JSON to bench/results/. With no names, runs them all (see BENCHMARKS below)."""
+"""`python -m bench [names...] [--quick] [--tiny] [--pipelines auto,medium] [--repeats 5]`: run benchmarks, print
+tables and the goals, write JSON to bench/results/. With no names, runs them all (see BENCHMARKS below)."""
 
 import argparse
 import importlib
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "text": "tokens per second: base, one adapter unmerged, merged (item 7)",
     "profile": "why time grows with N: cProfile at N = 1 and N = max, and the culprits timed alone",
     "plot": "docs/switch_latency.png from bench/results/resident.json",
+    "gpu": "every family, studio against bare diffusers: real-size SDXL and FLUX.1 on CUDA, or --tiny (issue 16)",
 }
 
 
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true", help="tiny N, one repeat, tiny pipeline (for tests)")
     parser.add_argument("--pipelines", default="auto,medium", help="image pipelines: auto, tiny, medium, bundled")
+    parser.add_argument("--tiny", action="store_true", help="gpu: every family's tiny pipeline, on the CPU")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of each interleaved measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a busy 2-core box)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
@@ -43,7 +45,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     _no_progress_bars()
     cfg = BenchConfig(quick=args.quick, pipelines=tuple(p for p in args.pipelines.split(",") if p),
-                      repeats=args.repeats, threads=args.threads, out=args.out)  # fmt: skip
+                      repeats=args.repeats, threads=args.threads, out=args.out, tiny=args.tiny)  # fmt: skip
     if cfg.quick:
         cfg.work = cfg.out / "_work"
     goals = []

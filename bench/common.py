@@ -33,6 +33,7 @@ class BenchConfig:
     out: Path = RESULTS  # one JSON file per benchmark
     work: Path = RESULTS / "_work"  # pipelines and adapter repos built from configs, reused between runs
     warmup: int = 1  # untimed rounds before the timed ones
+    tiny: bool = False  # bench gpu: every family's tiny pipeline on the CPU instead of real sizes on CUDA
 
     def __post_init__(self):
         if self.quick:

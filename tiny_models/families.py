@@ -104,17 +104,25 @@ def _clip_tokenizer(folder: Path):
     return CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder / "clip"), model_max_length=CLIP_MAX_TOKENS)
 
 
-def _t5(d_model: int = 32):
-    """A T5 encoder and its tokenizer: a Unigram model over single characters and the space marker."""
-    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+def t5_tokenizer():
+    """A T5 tokenizer from a `tokenizers` Unigram model over single characters and the space marker (ids < 100,
+    so it fits any T5 vocabulary: bench/gpu_models.py gives it to a real-size T5-XXL)."""
+    from transformers import T5Tokenizer
 
     pieces = ["▁", *string.ascii_lowercase, *string.ascii_uppercase, *string.digits, *string.punctuation]
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(p, -2.0) for p in pieces]
     vocab += [(f"▁{c}", -1.5) for c in string.ascii_lowercase]  # word starts: fewer, more distinct tokens
-    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def _t5(d_model: int = 32):
+    """A tiny T5 encoder and its tokenizer."""
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = t5_tokenizer()
     torch.manual_seed(0)
     config = T5Config(
-        vocab_size=len(vocab),
+        vocab_size=len(tokenizer),
         d_model=d_model,
         d_ff=37,
         d_kv=8,
