@@ -48,6 +48,7 @@ def _lm(style: str) -> AdapterRef:
 TINY_SHAPES = f"{bundled.BUNDLED_ORG}/tiny-shapes"
 TINY_LM = f"{bundled.BUNDLED_ORG}/tiny-shapes-lm"
 SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
+FLUX_DEV = "black-forest-labs/FLUX.1-dev"
 
 PRESETS: tuple[Preset, ...] = (
     Preset("Shapes: night", "images", TINY_SHAPES, (_shapes("night"),), "a red circle", "dark background", True),
@@ -68,6 +69,17 @@ PRESETS: tuple[Preset, ...] = (
            (AdapterRef("ostris/super-cereal-sdxl-lora", "cereal"),),
            "a cereal box with a cat on it", "needs the Hub and a GPU", False,
            {"steps": 30, "guidance_scale": 7.0, "width": 1024, "height": 1024}),  # fmt: skip
+    # FLUX.1-dev and SD 3.5 are gated on the Hub: HF_TOKEN of an account that accepted their licences
+    Preset("FLUX.1-dev + Jon Snow", "images", FLUX_DEV,
+           (AdapterRef("TheLastBen/Jon_Snow_Flux_LoRA", "jon_snow", weight_name="jon_snow.safetensors"),),
+           "jon snow eating pizza with ketchup", "needs the Hub and a GPU (gated)", False,
+           {"steps": 28, "guidance_scale": 3.5, "width": 1024, "height": 1024}),  # fmt: skip
+    Preset("FLUX.1-schnell", "images", "black-forest-labs/FLUX.1-schnell", (), "a cat holding a sign",
+           "needs the Hub and a GPU; 4 steps", False,
+           {"steps": 4, "guidance_scale": 0.0, "width": 1024, "height": 1024}),  # fmt: skip
+    Preset("SD 3.5 Large", "images", "stabilityai/stable-diffusion-3.5-large", (), "a capybara in a wizard hat",
+           "needs the Hub and a GPU (gated)", False,
+           {"steps": 28, "guidance_scale": 3.5, "width": 1024, "height": 1024}),  # fmt: skip
     Preset("OPT-350m + LoRA", "text", "ybelkada/opt-350m-lora", (), "Hello, my name is",
            "the adapter repo brings facebook/opt-350m", False),  # fmt: skip
 )
