@@ -277,3 +277,20 @@ def test_offload_applies_on_cuda_only(monkeypatch):
     assert families.offload_mode("cpu") == "none" and families.offload_mode("cuda") == "model"
     monkeypatch.setenv("STUDIO_OFFLOAD", "group")
     assert families.offload_mode("cuda:0") == "group"
+
+
+def test_model_card_defaults_win_and_must_fit_the_family(studios, family_hub, tmp_path):
+    import shutil
+
+    source = studios("flux").pipe.config._name_or_path  # the snapshot the flux studio loaded
+    for name, card in (("good", "steps: 4\n  width: 64\n  height: 48\n  dtype: bfloat16"), ("bad", "width: 40")):
+        folder = shutil.copytree(source, tmp_path / name)
+        (folder / "README.md").write_text(f"---\nstudio_defaults:\n  {card}\n---\n# a FLUX.1 card\n")
+        family_hub.add_repo(f"test-org/flux-card-{name}", folder)
+    studio = ImageStudio(device="cpu")
+    info = studio.load_pipeline("test-org/flux-card-good")
+    assert (info["default_steps"], info["default_width"], info["default_height"]) == (4, 64, 48)
+    assert info["default_guidance_scale"] == 3.5 and info["dtype"] == "float32"  # the card's dtype is for CUDA
+    with pytest.raises(HubError, match=r"studio_defaults\.width must be a multiple of 16 in \[16, 1024\], got 40"):
+        studio.load_pipeline("test-org/flux-card-bad")
+    assert studio.pipeline_info() == info
