@@ -294,3 +294,23 @@ def test_model_card_defaults_win_and_must_fit_the_family(studios, family_hub, tm
     with pytest.raises(HubError, match=r"studio_defaults\.width must be a multiple of 16 in \[16, 1024\], got 40"):
         studio.load_pipeline("test-org/flux-card-bad")
     assert studio.pipeline_info() == info
+
+
+@pytest.mark.parametrize("mode", ["model", "group"])
+def test_offload_setting_reaches_diffusers(studios, monkeypatch, mode):
+    """What a CPU can check of STUDIO_OFFLOAD: on CUDA the build hands the pipeline to diffusers' offloading (which
+    then owns device placement) instead of moving it; the offloaded runs themselves need a GPU."""
+    import torch
+    from diffusers import FluxPipeline
+
+    from peft_core.image import pipeline
+
+    folder = studios("flux").pipe.config._name_or_path
+    calls = []
+    monkeypatch.setattr(FluxPipeline, "enable_model_cpu_offload", lambda self, device=None: calls.append(device))
+    monkeypatch.setattr(
+        FluxPipeline, "enable_group_offload", lambda self, onload_device, **kw: calls.append(str(onload_device))
+    )
+    monkeypatch.setattr(FluxPipeline, "to", lambda self, *a, **kw: pytest.fail("an offloaded pipeline is not moved"))
+    assert type(pipeline.build("test-org/tiny-flux", folder, "cuda", torch.float32, mode)) is FluxPipeline
+    assert calls == ["cuda"]
