@@ -10,7 +10,7 @@
 | STUDIO_MAX_RESIDENT_ADAPTERS | 32      | adapters kept loaded; past it the least recently used one goes       |
 | STUDIO_LORA_SLOTS            | 4       | adapters held in the pipeline at once (the rest wait in RAM)         |
 | STUDIO_FUSE                  | 1       | 0: never merge the mix into the base weights (see slots.py)          |
-| STUDIO_FUSE_MAX_MB           | 4096    | fuse only while the adapted layers' base weights fit under this      |
+| STUDIO_FUSE_MAX_MB           | 4096 *  | fuse only while the adapted layers' base weights fit; * CUDA: 1/4 of it |
 | STUDIO_MAX_IMAGE_COST        | 2 / 4   | one image's work at most, in the pipeline's default images (CPU / GPU) |
 | STUDIO_DTYPE                 | auto    | float32, float16 or bfloat16 for every pipeline; auto: by family     |
 | STUDIO_OFFLOAD               | none    | on CUDA: model or group (diffusers' CPU offload), see image/families |
@@ -64,6 +64,21 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+# On a GPU the fusion copies (slots.py) live in its memory beside the pipeline: a FLUX.1 LoRA's adapted weights alone
+# are ~3.6 GB in bfloat16, so the budget grows with the device, at this share of it (never below the CPU's 4096 MB).
+FUSE_GPU_SHARE = 0.25
+
+
+def _default_fuse_mb() -> str:
+    device = runtime.default_device()
+    if not device.startswith("cuda") or "STUDIO_FUSE_MAX_MB" in os.environ:
+        return "4096"
+    import torch
+
+    total_mb = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**20
+    return str(max(4096, int(total_mb * FUSE_GPU_SHARE)))
+
+
 def current() -> Settings:
     dirs = os.environ.get("STUDIO_LOCAL_DIRS", "")
     orgs = os.environ.get("STUDIO_ALLOWED_ORGS", "")
@@ -76,7 +91,7 @@ def current() -> Settings:
         max_resident_adapters=_number("STUDIO_MAX_RESIDENT_ADAPTERS", "32", int),
         lora_slots=_number("STUDIO_LORA_SLOTS", "4", int),
         fuse=os.environ.get("STUDIO_FUSE", "1").strip().lower() not in ("0", "false", "no"),
-        fuse_max_mb=_number("STUDIO_FUSE_MAX_MB", "4096", float, zero_ok=True),
+        fuse_max_mb=_number("STUDIO_FUSE_MAX_MB", _default_fuse_mb(), float, zero_ok=True),
         max_image_cost=_number("STUDIO_MAX_IMAGE_COST", "4" if runtime.default_device() != "cpu" else "2", float),
         dtype=_choice("STUDIO_DTYPE", "auto", DTYPES),
         offload=_choice("STUDIO_OFFLOAD", "none", OFFLOADS),

@@ -314,3 +314,22 @@ def test_offload_setting_reaches_diffusers(studios, monkeypatch, mode):
     monkeypatch.setattr(FluxPipeline, "to", lambda self, *a, **kw: pytest.fail("an offloaded pipeline is not moved"))
     assert type(pipeline.build("test-org/tiny-flux", folder, "cuda", torch.float32, mode)) is FluxPipeline
     assert calls == ["cuda"]
+
+
+def test_fusion_budget_follows_the_gpu(monkeypatch):
+    """On CUDA the fusion copies live in the GPU's memory: their budget defaults to a share of it."""
+    import torch
+
+    from peft_core import settings
+
+    monkeypatch.delenv("STUDIO_FUSE_MAX_MB", raising=False)
+    monkeypatch.setenv("STUDIO_DEVICE", "cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=140 * 2**30))
+    assert settings.current().fuse_max_mb == 140 * 1024 * settings.FUSE_GPU_SHARE
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=8 * 2**30))
+    assert settings.current().fuse_max_mb == 4096  # never below the CPU's default
+    monkeypatch.setenv("STUDIO_FUSE_MAX_MB", "1000")  # the admin's number wins
+    assert settings.current().fuse_max_mb == 1000
+    monkeypatch.setenv("STUDIO_DEVICE", "cpu")
+    monkeypatch.delenv("STUDIO_FUSE_MAX_MB")
+    assert settings.current().fuse_max_mb == 4096
