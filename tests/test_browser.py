@@ -268,6 +268,7 @@ def test_closing_the_tab_stops_its_generation(page, monkeypatch):
     visitor.set_default_timeout(TIMEOUT)
     visitor.goto(page.url)
     visitor.get_by_role("button", name="Generate", exact=True).wait_for()
+    visitor.locator("#settings").get_by_text("Settings:").first.click()  # steps sit in the Settings section
     steps = visitor.get_by_label("number input for Steps")
     for _ in range(20):  # a fill that lands while the page still renders may be put back, as in test_sweep_grid
         steps.fill("100")

@@ -18,6 +18,7 @@ from ui.snippets import image_snippet
 
 # Used before a pipeline is loaded (the page is served while the default one loads).
 FALLBACK_DEFAULTS = {"default_steps": 20, "default_guidance_scale": 5.0, "default_width": 32, "default_height": 32}
+LOADING = "Loading the pipeline…"  # shown until the page's first load answers (the defaults may be loading)
 # The pipeline's defaults the page shows: {default's key: the page's component}.
 SETTINGS = {"steps": "steps", "guidance_scale": "guidance", "width": "width", "height": "height"}
 

@@ -13,7 +13,14 @@ from peft_core import bundled, limits
 from peft_core.image.studio import ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from ui.image_cards import PRIVATE, card_rows, cards, draw_cards
-from ui.image_handlers import FALLBACK_DEFAULTS, ImageHandlers, pipeline_markdown
+from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, pipeline_markdown
+
+# Bring the result into view when it is out of it (on a phone it sits above the presets); a desktop stays still.
+SHOW_RESULT_JS = """() => {
+  const el = document.querySelector('#image');
+  const top = el ? el.getBoundingClientRect().top : 0;
+  if (el && (top < 0 || top > window.innerHeight - 120)) el.scrollIntoView({block: 'start'});
+}"""
 
 
 class ImagesPage(SimpleNamespace):
@@ -22,21 +29,34 @@ class ImagesPage(SimpleNamespace):
 
 def build_images_tab(images: ImageStudio):
     """The Images tab's components and events, inside the caller's Blocks. Returns (fn, outputs) for the app to
-    run when a page loads (see ImageHandlers.ui_page_load)."""
+    run when a page loads (see ImageHandlers.ui_page_load).
+
+    The first screen is the outcome: the prompt, Generate and the mix on the left, the result on the right (on a
+    phone: prompt, Generate, result, then the mix; the CSS in ui/common.py places the three parts). Loading from
+    the Hub, settings, the sweep, export and the API snippet are sections below.
+    """
     p = ImagesPage()
     on = ImageHandlers(images, p)
     info = images.info.to_dict() if images.info else None
     defaults = info or FALLBACK_DEFAULTS
     names = [a["adapter_name"] for a in images.list_adapters()] if info else []
-    _presets(p, on)
-    _pipeline_form(p, info)
-    _adapter_form(p)
-    _adapter_cards(p, images, on)
-    _export(p)
-    _settings(p, defaults)
-    _actions(p)
-    _outputs(p)
+    with gr.Row(elem_id="first-screen"):
+        with gr.Column(elem_id="ask"):
+            _ask(p)
+        with gr.Column(elem_id="result"):
+            _outputs(p)
+        with gr.Column(elem_id="mix"):
+            p.pipeline_md = gr.Markdown(pipeline_markdown(info) if info else LOADING, elem_id="pipeline-info")
+            _presets(p, on)
+            _adapter_cards(p, images, on)
+    with gr.Accordion("Settings: negative prompt, seed, steps, guidance, size", open=False, elem_id="settings"):
+        _settings(p, defaults)
     _sweep(p, names)
+    with gr.Accordion("Load from the Hub: a base pipeline, a LoRA", open=True, elem_id="hub-forms"):
+        _pipeline_form(p, info)
+        _adapter_form(p)
+    with gr.Accordion("Export the active mix as one LoRA", open=False):
+        _export(p)
     _snippet(p)
     wire(p, on)
     return on.ui_page_load, [p.model_id, p.pipeline_md, p.steps, p.guidance, p.width, p.height, p.x_name, p.y_name]
@@ -46,7 +66,7 @@ def _presets(p: ImagesPage, on: ImageHandlers) -> None:
     p.gallery = gr.Gallery(
         value=[(str(preset.thumbnail), f"{preset.name}: {preset.note}") for preset in on.presets],
         label="Presets (the bundled demos work offline; the others need the Hub)",
-        columns=7, height=200, allow_preview=False, interactive=False, elem_id="image-presets",
+        columns=5, height=150, allow_preview=False, interactive=False, elem_id="image-presets",
         elem_classes="pixelated",
     )  # fmt: skip
 
@@ -57,7 +77,6 @@ def _pipeline_form(p: ImagesPage, info: dict | None) -> None:
                                 bundled.DEFAULT_PIPELINE, scale=3)  # fmt: skip
         p.model_revision = gr.Textbox(label="Revision", value="main", scale=1)
         p.load_pipeline_btn = gr.Button("Load pipeline", scale=1)
-    p.pipeline_md = gr.Markdown(pipeline_markdown(info), elem_id="pipeline-info")
 
 
 def _adapter_form(p: ImagesPage) -> None:
@@ -95,34 +114,38 @@ def _export(p: ImagesPage) -> None:
                             height=90)  # fmt: skip
 
 
-def _settings(p: ImagesPage, defaults: dict) -> None:
+def _ask(p: ImagesPage) -> None:
+    """The prompt and what to do with it: Enter in the prompt generates as the button does."""
+    p.prompt = gr.Textbox(label="Prompt (Enter generates)", value="a red circle", lines=1, max_lines=1,
+                          elem_id="prompt")  # fmt: skip
     with gr.Row():
-        p.prompt = gr.Textbox(label="Prompt", value="a red circle", scale=3, elem_id="prompt")
-        p.negative = gr.Textbox(label="Negative prompt", scale=2)
+        p.generate_btn = gr.Button("Generate", variant="primary", elem_id="generate", scale=2)
+        p.compare_btn = gr.Button("Compare base vs adapted", elem_id="compare", scale=1)
+    with gr.Row():
+        p.disabled = gr.Checkbox(label="Disable LoRA (base output)", value=False, elem_id="disable-lora")
+        p.triggers = gr.Checkbox(label="Append trigger words", value=True, elem_id="trigger-words")
+    p.sent = gr.Markdown(elem_id="prompt-sent")
+
+
+def _settings(p: ImagesPage, defaults: dict) -> None:
+    p.negative = gr.Textbox(label="Negative prompt")
     with gr.Row():
         p.seed = gr.Number(label="Seed", value=0, precision=0, minimum=limits.SEED_MIN, maximum=limits.SEED_MAX)
         p.steps = gr.Slider(limits.STEPS_MIN, limits.STEPS_MAX, value=defaults["default_steps"], step=1,
                             label="Steps")  # fmt: skip
         p.guidance = gr.Slider(limits.GUIDANCE_MIN, limits.GUIDANCE_MAX, value=defaults["default_guidance_scale"],
                                step=0.5, label="Guidance")  # fmt: skip
+    with gr.Row():
         size = {"minimum": limits.SIZE_MIN, "maximum": limits.SIZE_MAX, "step": limits.SIZE_MULTIPLE}
         p.width = gr.Slider(value=defaults["default_width"], label="Width", **size)
         p.height = gr.Slider(value=defaults["default_height"], label="Height", **size)
 
 
-def _actions(p: ImagesPage) -> None:
-    with gr.Row():
-        p.disabled = gr.Checkbox(label="Disable LoRA (base output)", value=False, elem_id="disable-lora")
-        p.triggers = gr.Checkbox(label="Append trigger words", value=True, elem_id="trigger-words")
-        p.generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
-        p.compare_btn = gr.Button("Compare base vs adapted", elem_id="compare")
-    p.sent = gr.Markdown(elem_id="prompt-sent")
-
-
 def _outputs(p: ImagesPage) -> None:
+    image_args = {"format": "png", "type": "pil", "elem_classes": "pixelated"}
+    p.image = gr.Image(label="Image", elem_id="image", height=360, **image_args)
     with gr.Row():
-        image_args = {"format": "png", "type": "pil", "height": 320, "elem_classes": "pixelated"}
-        p.image = gr.Image(label="Image", elem_id="image", **image_args)
+        image_args["height"] = 240
         p.base_image = gr.Image(label="Base (same seed)", elem_id="base", **image_args)
         p.adapted_image = gr.Image(label="Adapted (same seed)", elem_id="adapted", **image_args)
 
@@ -166,11 +189,15 @@ def wire(p: ImagesPage, on: ImageHandlers) -> None:
                        "revision": p.adapter_revision, "rows": p.mix_rows},
     )  # fmt: skip
     p.export_btn.click(on.ui_export, inputs_kwargs={"rows": p.mix_rows}, outputs=p.export_file, **PRIVATE)
-    p.gallery.select(on.ui_preset, inputs_kwargs={"rows": p.mix_rows}, show_progress_on=p.pipeline_md, **PRIVATE,
-                     outputs=[p.pipeline_md, p.model_id, p.prompt, *_lists(p), p.steps, p.guidance, p.width,
-                              p.height])  # fmt: skip
     request = _request_inputs(p)
-    p.generate_btn.click(on.ui_generate, request, [p.image, p.sent], **PRIVATE)
+    generate = {"fn": on.ui_generate, "inputs": request, "outputs": [p.image, p.sent], **PRIVATE}
+    gr.on([p.generate_btn.click, p.prompt.submit], **generate)
+    # A preset loads what it needs, then shows its image (scrolled to on a phone, where the result is above).
+    loaded = p.gallery.select(on.ui_preset, inputs_kwargs={"rows": p.mix_rows}, show_progress_on=p.pipeline_md,
+                              outputs=[p.pipeline_md, p.model_id, p.prompt, *_lists(p), p.steps, p.guidance, p.width,
+                                       p.height], **PRIVATE)  # fmt: skip
+    loaded.success(**generate)
+    loaded.success(None, js=SHOW_RESULT_JS, **PRIVATE)
     p.compare_btn.click(on.ui_compare, request, [p.base_image, p.adapted_image, p.sent], **PRIVATE)
     p.sweep_btn.click(on.ui_sweep, request | {p.x_name, p.x_text, p.y_name, p.y_text}, [p.grid, p.sent], **PRIVATE)
     gr.on([c.change for c in request], on.ui_snippet, request, p.snippet, **PRIVATE)
