@@ -218,6 +218,53 @@ def test_text_tab_train_and_use(page):
     shot(page, "6-train")
 
 
+def open_section(page, title: str, inside: str):
+    """Open the accordion `title` unless `inside` (a button's name in it) already shows."""
+    if not page.get_by_role("button", name=inside, exact=True).is_visible():
+        page.get_by_text(title).first.click()
+    page.get_by_role("button", name=inside, exact=True).wait_for()
+
+
+def test_text_ticks_survive_add_and_merge(page):
+    """Adding and merging adapters keeps the "Active adapters" ticks as the user left them (they were reset to the
+    first adapter); a merge says what it made; a merge line without its colon says the expected form."""
+    page.get_by_role("tab", name="Text (Transformers)").click()
+    open_section(page, "Add a LoRA and train it", "Add LoRA")
+    new_name = page.get_by_label("adapter_name", exact=True)
+    table = page.locator("#text-adapter-table")
+    for name in ("tick1", "tick2"):
+        new_name.fill(name)
+        click(page, "Add LoRA")
+        table.get_by_text(name, exact=True).wait_for()
+    ticks = page.locator("#text-active")
+    for box in ticks.get_by_role("checkbox").all():
+        box.uncheck()
+    ticks.get_by_role("checkbox", name="tick1", exact=True).check()
+
+    def ticked():
+        return [b.evaluate("b => b.closest('label').innerText.trim()") for b in ticks.get_by_role("checkbox").all()
+                if b.is_checked()]  # fmt: skip
+
+    new_name.fill("tick3")
+    click(page, "Add LoRA")
+    table.get_by_text("tick3", exact=True).wait_for()
+    page.wait_for_timeout(300)  # the pickers are redrawn with the table
+    assert ticked() == ["tick1"]
+    open_section(page, "Merge adapters with weights", "Merge")
+    weights = page.get_by_placeholder("pirate: 0.7, formal: 0.3")
+    weights.fill("tick1 0.7")
+    click(page, "Merge")
+    page.get_by_text("is not `name: weight`").first.wait_for()
+    weights.fill("tick1: 0.5, tick2: 0.5")
+    page.get_by_label("new adapter_name").fill("tick12")
+    click(page, "Merge")
+    page.locator("#merge-status").get_by_text("tick12").first.wait_for()
+    assert "0.5 × tick1 + 0.5 × tick2" in page.locator("#merge-status").inner_text()
+    page.wait_for_timeout(300)
+    assert ticked() == ["tick1"]
+    shot(page, "8-ticks-merge")
+
+
 def test_no_console_errors(page):
     assert not [e for e in page.console_errors if "favicon" not in e and "Failed to load resource" not in e]
 

@@ -11,7 +11,7 @@ import time
 
 import gradio as gr
 
-from peft_core import bundled, presets, turns
+from peft_core import bundled, limits, presets, turns
 from peft_core.text.studio import TextStudio
 from ui.common import choices_update, gpu, hub_progress, page_url, still_wanted, user_errors, user_errors_gen
 from ui.snippets import text_snippet
@@ -35,15 +35,30 @@ def model_markdown(info: dict | None) -> str:
 
 
 def parse_weights(value: str) -> dict[str, float]:
-    """'pirate: 0.7, formal: 0.3' -> {"pirate": 0.7, "formal": 0.3}; the core checks names and numbers."""
+    """'pirate: 0.7, formal: 0.3' -> {"pirate": 0.7, "formal": 0.3} ('pirate' alone means weight 1); the core
+    checks names and numbers."""
     weights = {}
     for part in filter(None, (p.strip() for p in (value or "").split(","))):
-        name, _, weight = part.partition(":")
+        name, colon, weight = part.partition(":")
         try:
+            if not colon and len(part.split()) > 1:
+                raise ValueError(part)
             weights[name.strip()] = float(weight) if weight.strip() else 1.0
         except ValueError:
-            raise gr.Error(f"weight {weight.strip()!r} for {name.strip()!r} is not a number") from None
+            raise gr.Error(f"{part!r} is not `name: weight`; write the adapters and weights like "
+                           "'pirate: 0.7, formal: 0.3'") from None  # fmt: skip
     return weights
+
+
+def merge_note(weights: dict[str, float], combination_type: str, made: dict) -> str:
+    """What a merge made, in a line: its name, its parts, how, its rank."""
+    parts = " + ".join(f"{w:g} × {name}" for name, w in weights.items())
+    return f"Made **{made['adapter_name']}** = {parts} ({combination_type}, rank {made.get('r')}); tick it to use it."
+
+
+# The training box's example: words the bundled tiny LM knows (any other model's tokenizer knows them too), so the
+# first run learns something instead of training on <unk>.
+TRAIN_EXAMPLE = "the captain sails the pirate ship to the island . arr , the gold map ! " * 3
 
 
 def _frame(points):
@@ -59,12 +74,14 @@ class TextHandlers:
         self.studio, self.p = studio, page
         self.presets = [p for p in presets.presets("text") if p.thumbnail.exists()]
 
-    def refreshed(self, adapters) -> dict:
-        """The table and the adapter pickers, after the resident set changed."""
+    def refreshed(self, adapters, active: list | None = None) -> dict:
+        """The table and the adapter pickers, after the resident set changed. `active`: the ticks the page had,
+        kept for the adapters still there (None, for a new base: the first adapter ticked)."""
         p = self.p
         names = [a["adapter_name"] for a in adapters]
         trainable = [a["adapter_name"] for a in adapters if a["trainable"]]
-        return {p.table: text_rows(adapters), p.active: gr.update(choices=names, value=names[:1]),
+        ticked = names[:1] if active is None else [n for n in active if n in names]
+        return {p.table: text_rows(adapters), p.active: gr.update(choices=names, value=ticked),
                 p.delete_name: choices_update(names), p.train_name: choices_update(trainable)}  # fmt: skip
 
     @user_errors
@@ -74,25 +91,30 @@ class TextHandlers:
         return {self.p.model_md: model_markdown(info), **self.refreshed(self.studio.list_adapters())}
 
     @user_errors
-    def ui_load_adapter(self, repo_id, adapter_name, revision, progress=gr.Progress()):
+    # Adding, loading, merging or deleting an adapter keeps the page's ticks (`active`) as they were.
+    @user_errors
+    def ui_load_adapter(self, repo_id, adapter_name, revision, active, progress=gr.Progress()):
         with hub_progress(progress, f"loading {repo_id}"):
-            return self.refreshed(self.studio.load_adapter(repo_id, adapter_name, revision or "main"))
+            return self.refreshed(self.studio.load_adapter(repo_id, adapter_name, revision or "main"), active or [])
 
     @user_errors
-    def ui_add_adapter(self, adapter_name, r, alpha, dropout, targets):
-        return self.refreshed(self.studio.add_adapter(adapter_name, int(r), float(alpha), float(dropout), targets))
+    def ui_add_adapter(self, adapter_name, r, alpha, dropout, targets, active):
+        adapters = self.studio.add_adapter(adapter_name, int(r), float(alpha), float(dropout), targets)
+        return self.refreshed(adapters, active or [])
 
     @user_errors
-    def ui_delete(self, adapter_name):
+    def ui_delete(self, adapter_name, active):
         if not adapter_name:
             raise gr.Error("choose an adapter to delete")
-        return self.refreshed(self.studio.delete_adapter(adapter_name))
+        return self.refreshed(self.studio.delete_adapter(adapter_name), active or [])
 
     @user_errors
     @gpu
-    def ui_merge(self, weights, new_name, combination_type, density):
-        merged = self.studio.merge_adapters(parse_weights(weights), new_name, combination_type, density)
-        return self.refreshed(merged)
+    def ui_merge(self, weights, new_name, combination_type, density, active):
+        weights = parse_weights(weights)
+        adapters = self.studio.merge_adapters(weights, new_name, combination_type, density)
+        made = next(a for a in adapters if a["adapter_name"] == limits.check_adapter_name(new_name))
+        return {self.p.merge_md: merge_note(weights, combination_type, made), **self.refreshed(adapters, active or [])}
 
     @user_errors_gen
     def ui_train(self, adapter_name, to_learn, steps, learning_rate, http: gr.Request = None):

@@ -11,7 +11,7 @@ import gradio as gr
 from peft_core import bundled, limits
 from peft_core.text.merge import MERGE_TYPES
 from peft_core.text.studio import TextStudio
-from ui.text_handlers import TEXT_COLUMNS, TextHandlers, model_markdown, text_rows
+from ui.text_handlers import TEXT_COLUMNS, TRAIN_EXAMPLE, TextHandlers, model_markdown, text_rows
 
 PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
 
@@ -64,7 +64,8 @@ def _adapters(p: TextPage, adapters: list[dict]) -> None:
     p.table = gr.Dataframe(value=text_rows(adapters), headers=TEXT_COLUMNS, interactive=False, label="Adapters",
                            elem_id="text-adapter-table")  # fmt: skip
     with gr.Row():
-        p.active = gr.CheckboxGroup(label="Active adapters (this request)", choices=names, value=names[:1], scale=3)
+        p.active = gr.CheckboxGroup(label="Active adapters (this request)", choices=names, value=names[:1], scale=3,
+                                    elem_id="text-active")  # fmt: skip
         p.delete_name = gr.Dropdown(label="Adapter to delete / export", choices=names, scale=2)
         p.delete_btn = gr.Button("Delete", variant="stop", scale=1)
         p.export_btn = gr.Button("Export (PEFT folder, zipped)", scale=1)
@@ -87,9 +88,11 @@ def _add_and_train(p: TextPage, adapters: list[dict]) -> None:
                                       label="Steps")  # fmt: skip
             p.learning_rate = gr.Number(label="Learning rate", value=0.01, minimum=0,
                                         maximum=limits.LEARNING_RATE_MAX)  # fmt: skip
-        p.to_learn = gr.Textbox(label="Text to learn", lines=4, placeholder="Paste text in the style to learn")
+        p.to_learn = gr.Textbox(label="Text to learn (an example is filled in)", lines=4, value=TRAIN_EXAMPLE,
+                                placeholder="Paste text in the style to learn")  # fmt: skip
         p.train_btn = gr.Button("Train", variant="primary")
-        p.loss_plot = gr.LinePlot(x="step", y="loss", label="Training loss", height=220)
+        p.loss_plot = gr.LinePlot(x="step", y="loss", x_title="step", y_title="loss", label="Training loss",
+                                 height=220)  # fmt: skip
         p.train_md = gr.Markdown()
 
 
@@ -102,6 +105,7 @@ def _merge(p: TextPage) -> None:
             p.merge_type = gr.Dropdown(label="combination_type", choices=list(MERGE_TYPES), value="linear", scale=2)
             p.density = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="density (ties, dare, prune)", scale=2)
             p.merge_btn = gr.Button("Merge", scale=1)
+        p.merge_md = gr.Markdown(elem_id="merge-status")
 
 
 def _generate(p: TextPage) -> None:
@@ -144,14 +148,16 @@ def wire(p: TextPage, on: TextHandlers) -> None:
                            outputs=[p.model_md, *lists], show_progress_on=p.model_md, **PRIVATE)  # fmt: skip
     p.load_adapter_btn.click(on.ui_load_adapter, outputs=lists, show_progress_on=p.table, **PRIVATE,
                              inputs_kwargs={"repo_id": p.repo_id, "adapter_name": p.adapter_name,
-                                            "revision": p.adapter_revision})  # fmt: skip
+                                            "revision": p.adapter_revision, "active": p.active})  # fmt: skip
     p.add_btn.click(on.ui_add_adapter, outputs=lists, **PRIVATE,
                     inputs_kwargs={"adapter_name": p.new_name, "r": p.rank, "alpha": p.alpha, "dropout": p.dropout,
-                                   "targets": p.targets})  # fmt: skip
-    p.delete_btn.click(on.ui_delete, inputs_kwargs={"adapter_name": p.delete_name}, outputs=lists, **PRIVATE)
-    p.merge_btn.click(on.ui_merge, outputs=lists, **PRIVATE,
+                                   "targets": p.targets, "active": p.active})  # fmt: skip
+    p.delete_btn.click(on.ui_delete, inputs_kwargs={"adapter_name": p.delete_name, "active": p.active},
+                       outputs=lists, **PRIVATE)  # fmt: skip
+    p.merge_btn.click(on.ui_merge, outputs=[p.merge_md, *lists], **PRIVATE,
                       inputs_kwargs={"weights": p.merge_weights, "new_name": p.merge_name,
-                                     "combination_type": p.merge_type, "density": p.density})  # fmt: skip
+                                     "combination_type": p.merge_type, "density": p.density,
+                                     "active": p.active})  # fmt: skip
     p.train_btn.click(on.ui_train, outputs=[p.loss_plot, p.train_md], **PRIVATE,
                       inputs_kwargs={"adapter_name": p.train_name, "to_learn": p.to_learn, "steps": p.train_steps,
                                      "learning_rate": p.learning_rate})  # fmt: skip
