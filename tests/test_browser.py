@@ -3,13 +3,17 @@
 Screenshots of each step land in test-artifacts/ so a person can look at what the test saw.
 """
 
+import io
 import re
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from peft_core.image.sweep import CELL_MIN_PX, HEADER_PX, PAD
 from tests.conftest import launch_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -131,11 +135,14 @@ def test_sweep_grid(page):
             break
     assert values.input_value() == "0, 0.5, 1"
     click(page, "Run sweep")
-    grid = page.locator("#sweep-grid")
-    grid.get_by_text("lora_a=0.5").wait_for()
-    assert grid.get_by_text("lora_a=-1").count() == 0
-    # Distinct images: while the gallery re-renders it may briefly hold each <img> twice.
-    assert len({img.get_attribute("src") for img in grid.locator("img").all()}) == 3
+    # One PNG: a header row over three enlarged cells, one per weight (lora_a=0, 0.5, 1), all different.
+    sheet = np.asarray(Image.open(io.BytesIO(image_bytes(page, "sweep-grid"))).convert("L"))
+    top, cw = HEADER_PX + 2 * PAD, CELL_MIN_PX
+    assert sheet.shape == (top + cw, 3 * cw)
+    columns = [sheet[:, j * cw : (j + 1) * cw] for j in range(3)]
+    assert all((c[:top] < 200).sum() > 10 for c in columns)  # a header over each column
+    assert len({c[top:].tobytes() for c in columns}) == 3
+    page.locator("#prompt-sent").get_by_text("other adapters on: none").wait_for()
     shot(page, "4-sweep")
 
 

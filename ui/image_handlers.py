@@ -4,6 +4,7 @@ Handlers receive their inputs by parameter name (gradio's `inputs_kwargs`) and a
 page's components, so neither side depends on the order of a list. `p` is the page (ui/images_tab.py, ImagesPage).
 """
 
+import dataclasses
 import tempfile
 
 import gradio as gr
@@ -11,7 +12,7 @@ import gradio as gr
 from peft_core import bundled, presets, turns
 from peft_core.image.prompts import with_trigger_words
 from peft_core.image.studio import ImageRequest, ImageStudio
-from peft_core.image.sweep import parse_values, sweep
+from peft_core.image.sweep import composite, parse_values, sweep
 from ui.common import gpu, hub_progress, page_url, still_wanted, user_errors
 from ui.image_cards import card_rows, cards, mix_of
 from ui.snippets import image_snippet
@@ -31,6 +32,11 @@ def pipeline_markdown(info: dict | None) -> str:
         f"({info['dtype']}); defaults: {info['default_steps']} steps, guidance {info['default_guidance_scale']}, "
         f"{info['default_width']}×{info['default_height']}"
     )
+
+
+def y_choices(names: list[str]) -> list:
+    """The Y adapter's choices: a named "none" first (a blank entry read as a glitch), then every adapter."""
+    return [("none (X only)", "")] + names
 
 
 def prompt_note(r: ImageRequest) -> str:
@@ -55,7 +61,7 @@ class ImageHandlers:
         names = [a["adapter_name"] for a in adapters]
         return {p.resident: cards(adapters, rows), p.mix_rows: rows,
                 p.x_name: gr.update(choices=names, value=names[0] if names else None),
-                p.y_name: gr.update(choices=[""] + names, value="")}  # fmt: skip
+                p.y_name: gr.update(choices=y_choices(names), value="")}  # fmt: skip
 
     def request(self, v: dict, use_adapters: bool | None = None) -> ImageRequest:
         """The request the page's settings `v` ({component: value}) describe."""
@@ -113,12 +119,16 @@ class ImageHandlers:
         if not x_name:
             raise gr.Error("choose the adapter to sweep on X")
         r = self.request(values, use_adapters=True)
+        if not values[p.sweep_others]:  # only the swept adapters
+            r = dataclasses.replace(r, adapters={})
         x_values = parse_values("X", values[p.x_text])
         y_values = parse_values("Y", values[p.y_text]) if y_name else None
         with turns.watch(still_wanted(http, "ui_sweep")):
             cells = sweep(self.images, r, x_name, x_values, y_name or "", y_values,
-                          progress=lambda i, n: progress((i, n), desc="sweep"))  # fmt: skip
-        return {p.grid: gr.update(value=cells, columns=len(x_values)), p.sent: prompt_note(r)}
+                          progress=lambda i, n: progress((i, n), desc=f"cell {min(i + 1, n)} of {n}"))  # fmt: skip
+        others = ", ".join(f"{k}={v:g}" for k, v in r.adapters.items() if k not in (x_name, y_name)) or "none"
+        return {p.grid: composite(cells, x_name, x_values, y_name or "", y_values),
+                p.sent: f"{prompt_note(r)}; other adapters on: {others}"}  # fmt: skip
 
     def ui_snippet(self, values: dict, http: gr.Request):
         r = self.request(values)
@@ -155,4 +165,4 @@ class ImageHandlers:
                 p.pipeline_md: pipeline_markdown(info),
                 **{getattr(p, c): shown[f"default_{k}"] for k, c in SETTINGS.items()},
                 p.x_name: gr.update(choices=names, value=names[0] if names else None),
-                p.y_name: gr.update(choices=[""] + names, value="")}  # fmt: skip
+                p.y_name: gr.update(choices=y_choices(names), value="")}  # fmt: skip

@@ -13,7 +13,7 @@ from peft_core import bundled, limits
 from peft_core.image.studio import ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from ui.image_cards import PRIVATE, card_rows, cards, draw_cards
-from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, pipeline_markdown
+from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, pipeline_markdown, y_choices
 
 # Bring the result into view when it is out of it (on a phone it sits above the presets); a desktop stays still.
 SHOW_RESULT_JS = """() => {
@@ -152,15 +152,25 @@ def _outputs(p: ImagesPage) -> None:
 
 def _sweep(p: ImagesPage, names: list[str]) -> None:
     with gr.Accordion("Weight sweep (X/Y grid)", open=False):
+        gr.Markdown(SWEEP_HELP)
         with gr.Row():
             p.x_name = gr.Dropdown(label="X adapter", choices=names, value=names[0] if names else None,
                                    elem_id="sweep-x")  # fmt: skip
             p.x_text = gr.Textbox(label="X weights", value="-1:1.5:6", elem_id="sweep-x-values")
-            p.y_name = gr.Dropdown(label="Y adapter (optional)", choices=[""] + names, value="")
+            p.y_name = gr.Dropdown(label="Y adapter (optional)", choices=y_choices(names), value="")
             p.y_text = gr.Textbox(label="Y weights", value="0, 0.5, 1")
+        with gr.Row():
+            p.sweep_others = gr.Checkbox(label="Keep the other active adapters on, at their weights", value=True,
+                                         elem_id="sweep-others")  # fmt: skip
             p.sweep_btn = gr.Button("Run sweep", elem_id="sweep")
-        p.grid = gr.Gallery(label="Sweep", columns=6, height="auto", elem_id="sweep-grid", elem_classes="pixelated",
-                            format="png")  # fmt: skip
+        p.grid = gr.Image(label="Sweep (one PNG: columns X, rows Y)", format="png", type="pil", elem_id="sweep-grid",
+                          elem_classes="pixelated")  # fmt: skip
+
+
+SWEEP_HELP = (
+    "Weights are a list, `-1, 0, 0.5, 1`, or a range `start:stop:count`: `-1:1.5:6` is six weights evenly from -1 "
+    "to 1.5. Each cell is one image with the same seed and prompt; at most 12 weights an axis, 36 cells."
+)
 
 
 def _snippet(p: ImagesPage) -> None:
@@ -199,5 +209,6 @@ def wire(p: ImagesPage, on: ImageHandlers) -> None:
     loaded.success(**generate)
     loaded.success(None, js=SHOW_RESULT_JS, **PRIVATE)
     p.compare_btn.click(on.ui_compare, request, [p.base_image, p.adapted_image, p.sent], **PRIVATE)
-    p.sweep_btn.click(on.ui_sweep, request | {p.x_name, p.x_text, p.y_name, p.y_text}, [p.grid, p.sent], **PRIVATE)
+    sweep = request | {p.x_name, p.x_text, p.y_name, p.y_text, p.sweep_others}
+    p.sweep_btn.click(on.ui_sweep, sweep, [p.grid, p.sent], **PRIVATE)
     gr.on([c.change for c in request], on.ui_snippet, request, p.snippet, **PRIVATE)
