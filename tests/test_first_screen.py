@@ -87,6 +87,37 @@ def test_a_preset_click_shows_its_image(browser_app, viewport):
     page.context.close()
 
 
+def test_a_dropped_png_restores_its_recipe_and_image(browser_app, tmp_path):
+    """A PNG saved from the page, dropped back on it after the prompt and seed changed: the recipe comes back
+    (prompt, seed, mix) and the same image is made again, bit for bit."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    page = open_page(browser_app, DESKTOP)
+    prompt = page.locator("#prompt input, #prompt textarea").first
+    prompt.fill("a blue square")
+    prompt.press("Enter")
+    png = image_bytes(page, "image")
+    assert "adapter-studio-recipe" in Image.open(io.BytesIO(png)).text  # the page's PNG carries it
+    (tmp_path / "made.png").write_bytes(png)
+    prompt.fill("something else")
+    prompt.press("Enter")
+    other = image_bytes(page, "image", png)
+    page.locator("#restore-png input[type=file]").set_input_files(str(tmp_path / "made.png"))
+    page.locator("#restore-note").get_by_text("Restored the recipe, all of it.").wait_for()
+    again = image_bytes(page, "image", other)
+    assert prompt.input_value().startswith("a blue square")
+
+    def pixels(data):
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+    assert np.array_equal(pixels(again), pixels(png)) and not np.array_equal(pixels(other), pixels(png))
+    page.screenshot(path=ARTIFACTS / "first-screen-restored.png", full_page=True)
+    page.context.close()
+
+
 def test_no_empty_studio_flash_while_the_defaults_load():
     """python app.py serves the page before the default pipeline is in: until the page's first load answers, the
     pipeline line says it is loading (not "No pipeline loaded"); the answer then tells the truth."""

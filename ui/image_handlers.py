@@ -15,6 +15,7 @@ from peft_core.image.studio import ImageRequest, ImageStudio
 from peft_core.image.sweep import composite, parse_values, sweep
 from ui.common import gpu, hub_progress, page_url, still_wanted, user_errors
 from ui.image_cards import card_rows, cards, mix_of
+from ui.recipe import restore_png
 from ui.snippets import image_snippet
 
 # Used before a pipeline is loaded (the page is served while the default one loads).
@@ -41,6 +42,12 @@ def y_choices(names: list[str]) -> list:
 
 def prompt_note(r: ImageRequest) -> str:
     return f"Prompt sent: `{r.prompt}`"
+
+
+def request_label(r: ImageRequest) -> str:
+    """A short line naming the request an output came from: its mix (or "base"), seed, steps, size."""
+    mix = ", ".join(f"{k}={v:g}" for k, v in r.adapters.items()) if r.use_adapters and r.adapters else "base"
+    return f"{mix} · seed {r.seed} · {r.steps} steps · {r.width}×{r.height}"
 
 
 def denoising(progress):
@@ -95,21 +102,33 @@ class ImageHandlers:
 
         return ui_delete_adapter
 
+    def shown(self, r: ImageRequest, image=None, compared=None) -> dict:
+        """The result outputs after one request: the image or the comparison, labelled with the request that made
+        it; the other cleared, so nothing on screen is left from an earlier request."""
+        p, label = self.p, request_label(r)
+        base, adapted = compared or (None, None)
+        return {p.image: gr.update(value=image, label=f"Image · {label}" if image else "Image"),
+                p.slider: gr.update(value=compared, visible=compared is not None,
+                                    label=f"Compare: base | adapted (drag) · {label}"),
+                p.base_image: gr.update(value=base, label=f"Base · {label}" if base else "Base (same seed)"),
+                p.adapted_image: gr.update(value=adapted, label=f"Adapted · {label}" if adapted else
+                                           "Adapted (same seed)"),
+                p.sent: prompt_note(r)}  # fmt: skip
+
     # The page's long events stop between steps once their tab is closed (ui/common.py, still_wanted).
     @user_errors
     @gpu
     def ui_generate(self, values: dict, progress=gr.Progress(), http: gr.Request = None):
         r = self.request(values)
         with turns.watch(still_wanted(http, "ui_generate")):
-            return {self.p.image: self.images.generate(r, denoising(progress)), self.p.sent: prompt_note(r)}
+            return self.shown(r, image=self.images.generate(r, denoising(progress)))
 
     @user_errors
     @gpu
     def ui_compare(self, values: dict, progress=gr.Progress(), http: gr.Request = None):
         r = self.request(values, use_adapters=True)
         with turns.watch(still_wanted(http, "ui_compare")):
-            base, adapted = self.images.compare(r, denoising(progress))
-        return {self.p.base_image: base, self.p.adapted_image: adapted, self.p.sent: prompt_note(r)}
+            return self.shown(r, compared=tuple(self.images.compare(r, denoising(progress))))
 
     @user_errors
     @gpu
@@ -151,6 +170,26 @@ class ImageHandlers:
         settings = {getattr(p, c): preset.extra.get(k, info[f"default_{k}"]) for k, c in SETTINGS.items()}
         return {p.pipeline_md: pipeline_markdown(info), p.model_id: preset.base, p.prompt: preset.prompt,
                 **self.refreshed(adapters, rows=rows), **settings}  # fmt: skip
+
+    @user_errors
+    def ui_restore(self, png, rows, progress=gr.Progress()):
+        """A PNG made here, dropped on the page: its recipe loaded (base, adapters) and set on the page."""
+        p = self.p
+        if png is None:
+            return {}
+        with hub_progress(progress, "restoring the recipe"):
+            restored = restore_png(self.images, png)
+        r, notes = restored["request"], restored["not_restored"]
+        info = self.images.info.to_dict()
+        adapters = self.images.list_adapters()
+        kept = card_rows(adapters, rows)
+        rows = {name: [name in r["adapters"], r["adapters"].get(name, w)] for name, (_, w) in kept.items()}
+        note = "Restored the recipe" + (": not restored: " + "; ".join(notes) if notes else ", all of it.")
+        return {p.pipeline_md: pipeline_markdown(info), p.model_id: info["model_id"], p.prompt: r["prompt"],
+                p.negative: r["negative_prompt"], p.seed: r["seed"], p.steps: r["steps"],
+                p.guidance: r["guidance_scale"], p.width: r["width"], p.height: r["height"],
+                p.disabled: not r["use_adapters"], p.triggers: False, p.restore_note: note,
+                **self.refreshed(adapters, rows=rows)}  # fmt: skip
 
     @user_errors
     def ui_page_load(self):

@@ -57,6 +57,8 @@ def build_images_tab(images: ImageStudio):
         _adapter_form(p)
     with gr.Accordion("Export the active mix as one LoRA", open=False):
         _export(p)
+    with gr.Accordion("Restore a picture: drop a PNG made here", open=True):
+        _restore(p)
     _snippet(p)
     wire(p, on)
     return on.ui_page_load, [p.model_id, p.pipeline_md, p.steps, p.guidance, p.width, p.height, p.x_name, p.y_name]
@@ -142,12 +144,23 @@ def _settings(p: ImagesPage, defaults: dict) -> None:
 
 
 def _outputs(p: ImagesPage) -> None:
+    """The result, and a comparison as a slider (base | adapted) and side by side; each labelled with its request
+    once made, the other cleared (ImageHandlers.shown)."""
     image_args = {"format": "png", "type": "pil", "elem_classes": "pixelated"}
     p.image = gr.Image(label="Image", elem_id="image", height=360, **image_args)
+    p.slider = gr.ImageSlider(label="Compare: base | adapted (drag)", elem_id="compare-slider", max_height=360,
+                              visible=False, **image_args)  # fmt: skip
     with gr.Row():
-        image_args["height"] = 240
+        image_args["height"] = 200
         p.base_image = gr.Image(label="Base (same seed)", elem_id="base", **image_args)
         p.adapted_image = gr.Image(label="Adapted (same seed)", elem_id="adapted", **image_args)
+
+
+def _restore(p: ImagesPage) -> None:
+    p.restore_png = gr.File(label="A PNG made here carries its recipe: base, adapters, weights, prompt, seed, "
+                            "steps, guidance, size", file_types=[".png"], type="filepath", height=90,
+                            elem_id="restore-png")  # fmt: skip
+    p.restore_note = gr.Markdown(elem_id="restore-note")
 
 
 def _sweep(p: ImagesPage, names: list[str]) -> None:
@@ -200,7 +213,8 @@ def wire(p: ImagesPage, on: ImageHandlers) -> None:
     )  # fmt: skip
     p.export_btn.click(on.ui_export, inputs_kwargs={"rows": p.mix_rows}, outputs=p.export_file, **PRIVATE)
     request = _request_inputs(p)
-    generate = {"fn": on.ui_generate, "inputs": request, "outputs": [p.image, p.sent], **PRIVATE}
+    results = [p.image, p.slider, p.base_image, p.adapted_image, p.sent]
+    generate = {"fn": on.ui_generate, "inputs": request, "outputs": results, **PRIVATE}
     gr.on([p.generate_btn.click, p.prompt.submit], **generate)
     # A preset loads what it needs, then shows its image (scrolled to on a phone, where the result is above).
     loaded = p.gallery.select(on.ui_preset, inputs_kwargs={"rows": p.mix_rows}, show_progress_on=p.pipeline_md,
@@ -208,7 +222,14 @@ def wire(p: ImagesPage, on: ImageHandlers) -> None:
                                        p.height], **PRIVATE)  # fmt: skip
     loaded.success(**generate)
     loaded.success(None, js=SHOW_RESULT_JS, **PRIVATE)
-    p.compare_btn.click(on.ui_compare, request, [p.base_image, p.adapted_image, p.sent], **PRIVATE)
+    p.compare_btn.click(on.ui_compare, request, results, **PRIVATE)
+    # A dropped PNG: its recipe restored on the page, then its image made again (the same, bit for bit).
+    restored = p.restore_png.upload(on.ui_restore, inputs_kwargs={"png": p.restore_png, "rows": p.mix_rows},
+                                    outputs=[p.pipeline_md, p.model_id, p.prompt, p.negative, p.seed, p.steps,
+                                             p.guidance, p.width, p.height, p.disabled, p.triggers, p.restore_note,
+                                             *_lists(p)], show_progress_on=p.restore_note, **PRIVATE)  # fmt: skip
+    restored.success(**generate)
+    restored.success(None, js=SHOW_RESULT_JS, **PRIVATE)
     sweep = request | {p.x_name, p.x_text, p.y_name, p.y_text, p.sweep_others}
     p.sweep_btn.click(on.ui_sweep, sweep, [p.grid, p.sent], **PRIVATE)
     gr.on([c.change for c in request], on.ui_snippet, request, p.snippet, **PRIVATE)
