@@ -130,3 +130,13 @@ def test_no_empty_studio_flash_while_the_defaults_load():
     assert info.value == "Loading the pipeline…"
     page_load = next(f.fn for f in demo.fns.values() if f.fn and f.fn.__name__ == "ui_page_load")
     assert "No pipeline loaded." in page_load().values()
+
+
+def test_size_sliders_fit_the_loaded_pipeline():
+    """Width and height go to four times the pipeline's default size (not to 1024 for a 32-px model), within the
+    limits, and never below a value that must be shown (a recipe's, a preset's)."""
+    from ui.image_handlers import size_range
+
+    assert size_range({"default_width": 32, "default_height": 32}, 32) == 128
+    assert size_range({"default_width": 1024, "default_height": 1024}, 1024) == 1024
+    assert size_range({"default_width": 32, "default_height": 48}, 512) == 512

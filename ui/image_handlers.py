@@ -9,7 +9,7 @@ import tempfile
 
 import gradio as gr
 
-from peft_core import bundled, presets, turns
+from peft_core import bundled, limits, presets, turns
 from peft_core.image.prompts import with_trigger_words
 from peft_core.image.studio import ImageRequest, ImageStudio
 from peft_core.image.sweep import composite, parse_values, sweep
@@ -33,6 +33,13 @@ def pipeline_markdown(info: dict | None) -> str:
         f"({info['dtype']}); defaults: {info['default_steps']} steps, guidance {info['default_guidance_scale']}, "
         f"{info['default_width']}×{info['default_height']}"
     )
+
+
+def size_range(info: dict, value: int) -> int:
+    """The width/height sliders' maximum for a pipeline: four times its default size (a 32-px model does not need
+    sliders to 1024), within the limits, and never below `value`."""
+    top = min(limits.SIZE_MAX, 4 * max(info["default_width"], info["default_height"]))
+    return max(top - top % limits.SIZE_MULTIPLE, int(value))
 
 
 def y_choices(names: list[str]) -> list:
@@ -70,6 +77,15 @@ class ImageHandlers:
                 p.x_name: gr.update(choices=names, value=names[0] if names else None),
                 p.y_name: gr.update(choices=y_choices(names), value="")}  # fmt: skip
 
+    def settings(self, info: dict, values: dict | None = None) -> dict:
+        """The settings sliders for pipeline `info`: `values` ({"steps": ..., "width": ...}) or its defaults, the
+        size sliders' range fitted to it."""
+        values = {k: (values or {}).get(k, info[f"default_{k}"]) for k in SETTINGS}
+        shown = {getattr(self.p, c): values[k] for k, c in SETTINGS.items()}
+        for k in ("width", "height"):
+            shown[getattr(self.p, k)] = gr.update(value=values[k], maximum=size_range(info, values[k]))
+        return shown
+
     def request(self, v: dict, use_adapters: bool | None = None) -> ImageRequest:
         """The request the page's settings `v` ({component: value}) describe."""
         p = self.p
@@ -85,7 +101,7 @@ class ImageHandlers:
     def ui_load_pipeline(self, model_id, revision, progress=gr.Progress()):
         with hub_progress(progress, f"loading {model_id}"):
             info = self.images.load_pipeline(model_id, revision or "main")
-        return {self.p.pipeline_md: pipeline_markdown(info), **self.refreshed([])}
+        return {self.p.pipeline_md: pipeline_markdown(info), **self.refreshed([]), **self.settings(info)}
 
     @user_errors
     def ui_load_adapter(self, repo_id, weight_name, adapter_name, revision, rows, progress=gr.Progress()):
@@ -167,9 +183,8 @@ class ImageHandlers:
         adapters = self.images.list_adapters()
         kept = card_rows(adapters, rows)
         rows = {name: [name in mix, mix.get(name, weight)] for name, (_, weight) in kept.items()}
-        settings = {getattr(p, c): preset.extra.get(k, info[f"default_{k}"]) for k, c in SETTINGS.items()}
         return {p.pipeline_md: pipeline_markdown(info), p.model_id: preset.base, p.prompt: preset.prompt,
-                **self.refreshed(adapters, rows=rows), **settings}  # fmt: skip
+                **self.refreshed(adapters, rows=rows), **self.settings(info, preset.extra)}  # fmt: skip
 
     @user_errors
     def ui_restore(self, png, rows, progress=gr.Progress()):
@@ -186,8 +201,7 @@ class ImageHandlers:
         rows = {name: [name in r["adapters"], r["adapters"].get(name, w)] for name, (_, w) in kept.items()}
         note = "Restored the recipe" + (": not restored: " + "; ".join(notes) if notes else ", all of it.")
         return {p.pipeline_md: pipeline_markdown(info), p.model_id: info["model_id"], p.prompt: r["prompt"],
-                p.negative: r["negative_prompt"], p.seed: r["seed"], p.steps: r["steps"],
-                p.guidance: r["guidance_scale"], p.width: r["width"], p.height: r["height"],
+                p.negative: r["negative_prompt"], p.seed: r["seed"], **self.settings(info, r),
                 p.disabled: not r["use_adapters"], p.triggers: False, p.restore_note: note,
                 **self.refreshed(adapters, rows=rows)}  # fmt: skip
 
@@ -198,10 +212,8 @@ class ImageHandlers:
         p, images = self.p, self.images
         images.startup.wait()
         info = images.info.to_dict() if images.info else None
-        names = [a["adapter_name"] for a in images.list_adapters()] if info else []
         shown = info or FALLBACK_DEFAULTS
         return {p.model_id: info["model_id"] if info else bundled.DEFAULT_PIPELINE,
                 p.pipeline_md: pipeline_markdown(info),
-                **{getattr(p, c): shown[f"default_{k}"] for k, c in SETTINGS.items()},
-                p.x_name: gr.update(choices=names, value=names[0] if names else None),
-                p.y_name: gr.update(choices=y_choices(names), value="")}  # fmt: skip
+                **self.settings(shown),
+                **self.refreshed(images.list_adapters() if info else [])}  # fmt: skip

@@ -13,7 +13,7 @@ from peft_core import bundled, limits
 from peft_core.image.studio import ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from ui.image_cards import PRIVATE, card_rows, cards, draw_cards
-from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, pipeline_markdown, y_choices
+from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, pipeline_markdown, size_range, y_choices
 
 # Bring the result into view when it is out of it (on a phone it sits above the presets); a desktop stays still.
 SHOW_RESULT_JS = """() => {
@@ -61,7 +61,7 @@ def build_images_tab(images: ImageStudio):
         _restore(p)
     _snippet(p)
     wire(p, on)
-    return on.ui_page_load, [p.model_id, p.pipeline_md, p.steps, p.guidance, p.width, p.height, p.x_name, p.y_name]
+    return on.ui_page_load, [p.model_id, p.pipeline_md, p.steps, p.guidance, p.width, p.height, *_lists(p)]
 
 
 def _presets(p: ImagesPage, on: ImageHandlers) -> None:
@@ -92,9 +92,11 @@ def _adapter_form(p: ImagesPage) -> None:
 
 
 def _adapter_cards(p: ImagesPage, images: ImageStudio, on: ImageHandlers) -> None:
-    # Read when each page loads, not when the app is built: the resident set is shared and may have changed since.
-    p.resident = gr.State(lambda: cards(images.list_adapters(), card_rows(images.list_adapters())))
-    p.mix_rows = gr.JSON(lambda: card_rows(images.list_adapters()), visible="hidden", elem_id="mix-rows")
+    # Set again when each page loads (ImageHandlers.ui_page_load): the resident set is shared and may have changed
+    # since the app was built. (Not callable values: gradio would serve each as an unnamed API and MCP tool.)
+    adapters = images.list_adapters() if images.info else []
+    p.resident = gr.State(cards(adapters, card_rows(adapters)))
+    p.mix_rows = gr.JSON(card_rows(adapters), visible="hidden", elem_id="mix-rows")
 
     def on_delete(name, button):
         button.click(on.deleter(name), inputs_kwargs={"rows": p.mix_rows}, outputs=_lists(p), **PRIVATE)
@@ -138,7 +140,8 @@ def _settings(p: ImagesPage, defaults: dict) -> None:
         p.guidance = gr.Slider(limits.GUIDANCE_MIN, limits.GUIDANCE_MAX, value=defaults["default_guidance_scale"],
                                step=0.5, label="Guidance")  # fmt: skip
     with gr.Row():
-        size = {"minimum": limits.SIZE_MIN, "maximum": limits.SIZE_MAX, "step": limits.SIZE_MULTIPLE}
+        top = size_range(defaults, 0)
+        size = {"minimum": limits.SIZE_MIN, "maximum": top, "step": limits.SIZE_MULTIPLE}
         p.width = gr.Slider(value=defaults["default_width"], label="Width", **size)
         p.height = gr.Slider(value=defaults["default_height"], label="Height", **size)
 
@@ -197,6 +200,11 @@ def _lists(p: ImagesPage) -> list:
     return [p.resident, p.mix_rows, p.x_name, p.y_name]
 
 
+def _settings_of(p: ImagesPage) -> list:
+    """The sliders that follow the loaded pipeline (ImageHandlers.settings)."""
+    return [p.steps, p.guidance, p.width, p.height]
+
+
 def _request_inputs(p: ImagesPage) -> set:
     """Everything a request is made of (ImageHandlers.request reads them by component)."""
     return {p.mix_rows, p.disabled, p.triggers, p.prompt, p.negative, p.seed, p.steps, p.guidance, p.width, p.height}
@@ -204,7 +212,7 @@ def _request_inputs(p: ImagesPage) -> set:
 
 def wire(p: ImagesPage, on: ImageHandlers) -> None:
     """Every event of the tab, each input given by name."""
-    p.load_pipeline_btn.click(on.ui_load_pipeline, outputs=[p.pipeline_md, *_lists(p)], **PRIVATE,
+    p.load_pipeline_btn.click(on.ui_load_pipeline, outputs=[p.pipeline_md, *_lists(p), *_settings_of(p)], **PRIVATE,
                               inputs_kwargs={"model_id": p.model_id, "revision": p.model_revision})  # fmt: skip
     p.load_adapter_btn.click(
         on.ui_load_adapter, outputs=[p.load_note, *_lists(p)], show_progress_on=p.load_note, **PRIVATE,
