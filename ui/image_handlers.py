@@ -126,9 +126,8 @@ class ImageHandlers:
         return {p.image: gr.update(value=image, label=f"Image · {label}" if image else "Image"),
                 p.slider: gr.update(value=compared, visible=compared is not None,
                                     label=f"Compare: base | adapted (drag) · {label}"),
-                p.base_image: gr.update(value=base, label=f"Base · {label}" if base else "Base (same seed)"),
-                p.adapted_image: gr.update(value=adapted, label=f"Adapted · {label}" if adapted else
-                                           "Adapted (same seed)"),
+                p.base_image: gr.update(value=base, label=f"Base · {label}", visible=compared is not None),
+                p.adapted_image: gr.update(value=adapted, label=f"Adapted · {label}", visible=compared is not None),
                 p.sent: prompt_note(r)}  # fmt: skip
 
     # The page's long events stop between steps once their tab is closed (ui/common.py, still_wanted).

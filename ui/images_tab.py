@@ -153,8 +153,8 @@ def _outputs(p: ImagesPage) -> None:
     p.image = gr.Image(label="Image", elem_id="image", height=360, **image_args)
     p.slider = gr.ImageSlider(label="Compare: base | adapted (drag)", elem_id="compare-slider", max_height=360,
                               visible=False, **image_args)  # fmt: skip
-    with gr.Row():
-        image_args["height"] = 200
+    with gr.Row():  # shown once there is a comparison (ImageHandlers.shown)
+        image_args.update(height=200, visible=False)
         p.base_image = gr.Image(label="Base (same seed)", elem_id="base", **image_args)
         p.adapted_image = gr.Image(label="Adapted (same seed)", elem_id="adapted", **image_args)
 
