@@ -15,7 +15,7 @@ MAX_VALUES = 12
 
 
 def parse_values(name: str, text: str) -> list[float]:
-    """"-1, 0, 0.5, 1.5" or "-1:1.5:6" (start:stop:count, evenly spaced) -> weights, each checked."""
+    """'-1, 0, 0.5, 1.5' or '-1:1.5:6' (start:stop:count, evenly spaced) -> weights, each checked."""
     text = (text or "").strip()
     if not text:
         raise InputError(f"{name} must list weights like '-1, 0, 0.5, 1' or a range like '-1:1.5:6'")
