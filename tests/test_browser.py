@@ -3,13 +3,17 @@
 Screenshots of each step land in test-artifacts/ so a person can look at what the test saw.
 """
 
+import io
 import re
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from peft_core.image.sweep import CELL_MIN_PX, HEADER_PX, PAD
 from tests.conftest import launch_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -131,11 +135,14 @@ def test_sweep_grid(page):
             break
     assert values.input_value() == "0, 0.5, 1"
     click(page, "Run sweep")
-    grid = page.locator("#sweep-grid")
-    grid.get_by_text("lora_a=0.5").wait_for()
-    assert grid.get_by_text("lora_a=-1").count() == 0
-    # Distinct images: while the gallery re-renders it may briefly hold each <img> twice.
-    assert len({img.get_attribute("src") for img in grid.locator("img").all()}) == 3
+    # One PNG: a header row over three enlarged cells, one per weight (lora_a=0, 0.5, 1), all different.
+    sheet = np.asarray(Image.open(io.BytesIO(image_bytes(page, "sweep-grid"))).convert("L"))
+    top, cw = HEADER_PX + 2 * PAD, CELL_MIN_PX
+    assert sheet.shape == (top + cw, 3 * cw)
+    columns = [sheet[:, j * cw : (j + 1) * cw] for j in range(3)]
+    assert all((c[:top] < 200).sum() > 10 for c in columns)  # a header over each column
+    assert len({c[top:].tobytes() for c in columns}) == 3
+    page.locator("#prompt-sent").get_by_text("other adapters on: none").wait_for()
     shot(page, "4-sweep")
 
 
@@ -218,6 +225,53 @@ def test_text_tab_train_and_use(page):
     shot(page, "6-train")
 
 
+def open_section(page, title: str, inside: str):
+    """Open the accordion `title` unless `inside` (a button's name in it) already shows."""
+    if not page.get_by_role("button", name=inside, exact=True).is_visible():
+        page.get_by_text(title).first.click()
+    page.get_by_role("button", name=inside, exact=True).wait_for()
+
+
+def test_text_ticks_survive_add_and_merge(page):
+    """Adding and merging adapters keeps the "Active adapters" ticks as the user left them (they were reset to the
+    first adapter); a merge says what it made; a merge line without its colon says the expected form."""
+    page.get_by_role("tab", name="Text (Transformers)").click()
+    open_section(page, "Add a LoRA and train it", "Add LoRA")
+    new_name = page.get_by_label("adapter_name", exact=True)
+    table = page.locator("#text-adapter-table")
+    for name in ("tick1", "tick2"):
+        new_name.fill(name)
+        click(page, "Add LoRA")
+        table.get_by_text(name, exact=True).wait_for()
+    ticks = page.locator("#text-active")
+    for box in ticks.get_by_role("checkbox").all():
+        box.uncheck()
+    ticks.get_by_role("checkbox", name="tick1", exact=True).check()
+
+    def ticked():
+        return [b.evaluate("b => b.closest('label').innerText.trim()") for b in ticks.get_by_role("checkbox").all()
+                if b.is_checked()]  # fmt: skip
+
+    new_name.fill("tick3")
+    click(page, "Add LoRA")
+    table.get_by_text("tick3", exact=True).wait_for()
+    page.wait_for_timeout(300)  # the pickers are redrawn with the table
+    assert ticked() == ["tick1"]
+    open_section(page, "Merge adapters with weights", "Merge")
+    weights = page.get_by_placeholder("pirate: 0.7, formal: 0.3")
+    weights.fill("tick1 0.7")
+    click(page, "Merge")
+    page.get_by_text("is not `name: weight`").first.wait_for()
+    weights.fill("tick1: 0.5, tick2: 0.5")
+    page.get_by_label("new adapter_name").fill("tick12")
+    click(page, "Merge")
+    page.locator("#merge-status").get_by_text("tick12").first.wait_for()
+    assert "0.5 × tick1 + 0.5 × tick2" in page.locator("#merge-status").inner_text()
+    page.wait_for_timeout(300)
+    assert ticked() == ["tick1"]
+    shot(page, "8-ticks-merge")
+
+
 def test_no_console_errors(page):
     assert not [e for e in page.console_errors if "favicon" not in e and "Failed to load resource" not in e]
 
@@ -268,6 +322,7 @@ def test_closing_the_tab_stops_its_generation(page, monkeypatch):
     visitor.set_default_timeout(TIMEOUT)
     visitor.goto(page.url)
     visitor.get_by_role("button", name="Generate", exact=True).wait_for()
+    visitor.locator("#settings").get_by_text("Settings:").first.click()  # steps sit in the Settings section
     steps = visitor.get_by_label("number input for Steps")
     for _ in range(20):  # a fill that lands while the page still renders may be put back, as in test_sweep_grid
         steps.fill("100")

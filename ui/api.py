@@ -10,7 +10,8 @@ from gradio.data_classes import FileData
 
 from peft_core.image.studio import ImageRequest, ImageStudio
 from peft_core.text.studio import TextStudio
-from ui.common import api_endpoint, png_file
+from ui.common import api_endpoint
+from ui.recipe import recipe_png, restore_png
 
 
 def image_api(images: ImageStudio) -> list:
@@ -54,7 +55,7 @@ def image_api(images: ImageStudio) -> list:
         steps, guidance_scale, width and height default to the pipeline's own."""
         request = ImageRequest(prompt, adapters or {}, use_adapters, seed, steps, guidance_scale, width, height,
                                negative_prompt)  # fmt: skip
-        return png_file(images.generate(request))
+        return recipe_png(images.generate(request))
 
     @api_endpoint
     def compare(
@@ -71,9 +72,16 @@ def image_api(images: ImageStudio) -> list:
         request = ImageRequest(prompt, adapters or {}, True, seed, steps, guidance_scale, width, height,
                                negative_prompt)  # fmt: skip
         base, adapted = images.compare(request)
-        return png_file(base), png_file(adapted)
+        return recipe_png(base), recipe_png(adapted)
 
-    return [load_pipeline, load_adapter, list_adapters, delete_adapter, generate, compare]
+    @api_endpoint
+    def recipe(png: FileData) -> dict:
+        """Restore what a PNG made here was made with: loads its base and adapters where needed. Returns
+        {"request": the /generate arguments that remake it, "recipe": the PNG's, "not_restored": [what could not
+        be, and why]}."""
+        return restore_png(images, png)
+
+    return [load_pipeline, load_adapter, list_adapters, delete_adapter, generate, compare, recipe]
 
 
 def text_api(studio: TextStudio) -> list:

@@ -15,9 +15,25 @@ from gradio.data_classes import FileData
 from peft_core import StudioError, hub, turns
 
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "adapter-studio"
-# Small demo images are shown enlarged with crisp pixels instead of a blur.
-CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }\n" \
-    ".adapter-card .facts { padding: 0 var(--size-2) var(--size-1); }"  # fmt: skip
+# Small demo images are shown enlarged with crisp pixels instead of a blur. The Images tab's first screen
+# (#first-screen: #ask, #result, #mix) is a grid: the prompt and the mix on the left, the result on the right
+# beside both; on a narrow window one column in the order prompt, result, mix. Cards stay compact. Fonts: the
+# system's own, so the page renders the same offline (the theme's web fonts never arrive there).
+CSS = """
+:root, .gradio-container { --font: system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans",
+  "Helvetica Neue", Arial, sans-serif; --font-mono: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
+.pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+.adapter-card .facts { padding: 0 var(--size-2) var(--size-1); font-size: var(--text-sm); }
+#first-screen { display: grid !important; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr);
+  grid-template-areas: "ask result" "mix result"; align-items: start; gap: var(--layout-gap); }
+#first-screen > #ask { grid-area: ask; }
+#first-screen > #result { grid-area: result; }
+#first-screen > #mix { grid-area: mix; }
+#first-screen > .column { min-width: 0 !important; width: auto !important; }
+@media (max-width: 768px) {
+  #first-screen { grid-template-columns: minmax(0, 1fr); grid-template-areas: "ask" "result" "mix"; }
+}
+"""
 
 
 def gpu(fn):

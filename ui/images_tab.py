@@ -1,287 +1,243 @@
-"""The Images tab: a pipeline, its resident LoRAs as cards that are the mix, generate, compare, sweep, export."""
+"""The Images tab: a pipeline, its resident LoRAs as cards that are the mix, generate, compare, sweep, export.
 
-import itertools
-import json
-import tempfile
+The page is built by small functions, one per part of the screen, that put their components on an `ImagesPage`;
+`wire` then connects the events to the handlers (ui/image_handlers.py) by name: a handler's inputs are named
+parameters or one {component: value} dict, and it answers with a {component: value} dict.
+"""
+
+from types import SimpleNamespace
 
 import gradio as gr
 
-from peft_core import bundled, limits, presets, turns
-from peft_core.image.prompts import with_trigger_words
-from peft_core.image.studio import ImageRequest, ImageStudio
-from peft_core.image.sweep import parse_values, sweep
+from peft_core import bundled, limits
+from peft_core.image.studio import ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
-from ui.common import gpu, hub_progress, page_url, still_wanted, user_errors
-from ui.snippets import image_snippet
+from ui.image_cards import PRIVATE, card_rows, cards, draw_cards
+from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, pipeline_markdown, size_range, y_choices
 
-WEIGHT_STEP = 0.05
-
-
-# --- the resident adapters as cards: the page's editable view of the mix -------------------------------------------
-# The mix lives in the browser as {adapter_name: [active, weight]} in a hidden JSON component: each card's checkbox
-# and slider write their own entry there at once (a JavaScript-only event, no round trip and no race between two
-# quick moves), and generate, compare, sweep, the snippet and export read it. The server-side State only says
-# which cards to draw, with the values to start them at.
+# Bring the result into view when it is out of it (on a phone it sits above the presets); a desktop stays still.
+SHOW_RESULT_JS = """() => {
+  const el = document.querySelector('#image');
+  const top = el ? el.getBoundingClientRect().top : 0;
+  if (el && (top < 0 || top > window.innerHeight - 120)) el.scrollIntoView({block: 'start'});
+}"""
 
 
-def card_rows(adapters: list[dict], previous: dict | None = None) -> dict[str, list]:
-    """{adapter_name: [active, weight]} for every resident adapter, keeping what the page showed for known names.
-    New ones start inactive at weight 1, but the first adapter of an empty page starts active so that the first
-    image already shows an effect."""
-    previous = previous or {}
-    return {a["adapter_name"]: list(previous.get(a["adapter_name"], [not previous and i == 0, 1.0]))
-            for i, a in enumerate(adapters)}  # fmt: skip
-
-
-def mix_of(rows: dict | None) -> dict[str, float]:
-    """The request's mix: every active adapter at its weight (the core checks names and values)."""
-    return {str(name): float(weight) for name, (active, weight) in (rows or {}).items() if active}
-
-
-def facts_markdown(a: dict) -> str:
-    """One line of an adapter's facts: where it came from, its rank, the parts it touches, size, trigger words."""
-    triggers = ", ".join(a["trigger_words"])
-    return (f"`{a['repo_id']}` @ `{a['revision']}` · `{a['weight_name']}` · rank {a['rank']} · "
-            f"{', '.join(a['components'])} · {a['size_mb']} MB" + (f" · trigger words: *{triggers}*" if triggers
-                                                                    else ""))  # fmt: skip
-
-
-def _set_row_js(name: str) -> str:
-    """The browser-side update of one card's entry in the mix, from its checkbox and slider."""
-    return f"(rows, active, weight) => ({{...(rows || {{}}), {json.dumps(name)}: [active, weight]}})"
-
-
-def pipeline_markdown(info: dict | None) -> str:
-    if not info:
-        return "No pipeline loaded."
-    return (
-        f"**{info['model_id']}** @ `{info['revision']}` — {info['pipeline_class']} on {info['device']} "
-        f"({info['dtype']}); defaults: {info['default_steps']} steps, guidance {info['default_guidance_scale']}, "
-        f"{info['default_width']}×{info['default_height']}"
-    )
+class ImagesPage(SimpleNamespace):
+    """The Images tab's components by name (prompt, generate_btn, image, ...), set by the builders below."""
 
 
 def build_images_tab(images: ImageStudio):
-    """The Images tab. Returns (fn, outputs) for the app to run when a page loads (see ui_page_load)."""
-    """The Images tab's components and events, inside the caller's Blocks."""
-    versions = itertools.count(1)  # every new card set differs from the last, so the cards are always redrawn
+    """The Images tab's components and events, inside the caller's Blocks. Returns (fn, outputs) for the app to
+    run when a page loads (see ImageHandlers.ui_page_load).
 
-    def cards(adapters, rows) -> dict:
-        return {"adapters": adapters, "rows": rows, "version": next(versions)}
-
-    def refreshed(adapters, previous=None, rows=None):
-        """The cards, the mix and the sweep's adapter pickers, after the resident set changed."""
-        rows = card_rows(adapters, previous) if rows is None else rows
-        names = [a["adapter_name"] for a in adapters]
-        x = gr.update(choices=names, value=names[0] if names else None)
-        return cards(adapters, rows), rows, x, gr.update(choices=[""] + names, value="")
-
-    @user_errors
-    def ui_load_pipeline(model_id, revision, progress=gr.Progress()):
-        with hub_progress(progress, f"loading {model_id}"):
-            info = images.load_pipeline(model_id, revision or "main")
-        return pipeline_markdown(info), *refreshed([])
-
-    @user_errors
-    def ui_load_adapter(repo_id, weight_name, adapter_name, revision, rows, progress=gr.Progress()):
-        with hub_progress(progress, f"loading {repo_id}"):
-            adapters = images.load_adapter(repo_id, weight_name, adapter_name, revision or "main")
-        new = adapters[-1]
-        note = f"Loaded **{new['adapter_name']}** from `{new['repo_id']}` ({new['size_mb']} MB)."
-        return note, *refreshed(adapters, rows)
-
-    def deleter(name):
-        @user_errors
-        def ui_delete_adapter(rows):
-            return refreshed(images.delete_adapter(name), rows)
-
-        return ui_delete_adapter
-
-    def request(rows, disabled, triggers, prompt, negative, seed, steps, guidance, width, height):
-        mix = mix_of(rows)
-        if triggers:  # also when disabled: the toggle then shows what the LoRA alone does to the same prompt
-            prompt = with_trigger_words(prompt, images.list_adapters(), mix)
-        return ImageRequest(prompt, mix, not disabled, int(seed), int(steps), float(guidance), int(width),
-                            int(height), negative)  # fmt: skip
-
-    def denoising(progress):
-        return lambda step, total: progress((step, total), desc="denoising")
-
-    # The page's long events stop between steps once their tab is closed (ui/common.py, still_wanted).
-    @user_errors
-    @gpu
-    def ui_generate(rows, disabled, triggers, prompt, negative, seed, steps, guidance, width, height,
-                    progress=gr.Progress(), http: gr.Request = None):  # fmt: skip
-        r = request(rows, disabled, triggers, prompt, negative, seed, steps, guidance, width, height)
-        with turns.watch(still_wanted(http, "ui_generate")):
-            return images.generate(r, denoising(progress)), prompt_note(r)
-
-    @user_errors
-    @gpu
-    def ui_compare(rows, disabled, triggers, prompt, negative, seed, steps, guidance, width, height,
-                   progress=gr.Progress(), http: gr.Request = None):  # fmt: skip
-        r = request(rows, False, triggers, prompt, negative, seed, steps, guidance, width, height)
-        with turns.watch(still_wanted(http, "ui_compare")):
-            return (*images.compare(r, denoising(progress)), prompt_note(r))
-
-    @user_errors
-    @gpu
-    def ui_sweep(rows, disabled, triggers, x_name, x_text, y_name, y_text, prompt, negative, seed, steps, guidance,
-                 width, height, progress=gr.Progress(), http: gr.Request = None):  # fmt: skip
-        if not x_name:
-            raise gr.Error("choose the adapter to sweep on X")
-        r = request(rows, False, triggers, prompt, negative, seed, steps, guidance, width, height)
-        x_values = parse_values("X", x_text)
-        y_values = parse_values("Y", y_text) if y_name else None
-        with turns.watch(still_wanted(http, "ui_sweep")):
-            cells = sweep(images, r, x_name, x_values, y_name or "", y_values,
-                          progress=lambda i, n: progress((i, n), desc="sweep"))  # fmt: skip
-        return gr.update(value=cells, columns=len(x_values)), prompt_note(r)
-
-    def ui_snippet(rows, disabled, triggers, prompt, negative, seed, steps, guidance, width, height,
-                   http: gr.Request):  # fmt: skip
-        mix = mix_of(rows)
-        if triggers:
-            prompt = with_trigger_words(prompt, images.list_adapters(), mix)
-        return image_snippet(page_url(http), prompt, negative, mix, not disabled, int(seed), int(steps),
-                             float(guidance), int(width), int(height))  # fmt: skip
-
-    @user_errors
-    def ui_export(rows):
-        return str(images.export_mix(mix_of(rows), tempfile.mkdtemp(prefix="adapter-studio-mix-")))
-
-    image_presets = [p for p in presets.presets("images") if p.thumbnail.exists()]
-
-    @user_errors
-    def ui_preset(rows, progress=gr.Progress(), evt: gr.SelectData = None):
-        preset = image_presets[evt.index]
-        with hub_progress(progress, f"loading {preset.name}"):
-            mix = presets.apply(preset, images)
-        info = images.info.to_dict()
-        adapters = images.list_adapters()
-        kept = card_rows(adapters, rows)
-        rows = {name: [name in mix, mix.get(name, weight)] for name, (_, weight) in kept.items()}
-        settings = [preset.extra.get(k, info[f"default_{k}"]) for k in ("steps", "guidance_scale", "width", "height")]
-        return (pipeline_markdown(info), preset.base, preset.prompt, *refreshed(adapters, rows=rows), *settings)
-
-    def prompt_note(r: ImageRequest) -> str:
-        return f"Prompt sent: `{r.prompt}`"
-
+    The first screen is the outcome: the prompt, Generate and the mix on the left, the result on the right (on a
+    phone: prompt, Generate, result, then the mix; the CSS in ui/common.py places the three parts). Loading from
+    the Hub, settings, the sweep, export and the API snippet are sections below.
+    """
+    p = ImagesPage()
+    on = ImageHandlers(images, p)
     info = images.info.to_dict() if images.info else None
-    adapters = images.list_adapters() if info else []
-    defaults = info or {"default_steps": 20, "default_guidance_scale": 5.0, "default_width": 32, "default_height": 32}
+    defaults = info or FALLBACK_DEFAULTS
+    names = [a["adapter_name"] for a in images.list_adapters()] if info else []
+    with gr.Row(elem_id="first-screen"):
+        with gr.Column(elem_id="ask"):
+            _ask(p)
+        with gr.Column(elem_id="result"):
+            _outputs(p)
+        with gr.Column(elem_id="mix"):
+            p.pipeline_md = gr.Markdown(pipeline_markdown(info) if info else LOADING, elem_id="pipeline-info")
+            _presets(p, on)
+            _adapter_cards(p, images, on)
+    with gr.Accordion("Settings: negative prompt, seed, steps, guidance, size", open=False, elem_id="settings"):
+        _settings(p, defaults)
+    _sweep(p, names)
+    with gr.Accordion("Load from the Hub: a base pipeline, a LoRA", open=True, elem_id="hub-forms"):
+        _pipeline_form(p, info)
+        _adapter_form(p)
+    with gr.Accordion("Export the active mix as one LoRA", open=False):
+        _export(p)
+    with gr.Accordion("Restore a picture: drop a PNG made here", open=True):
+        _restore(p)
+    _snippet(p)
+    wire(p, on)
+    return on.ui_page_load, [p.model_id, p.pipeline_md, p.steps, p.guidance, p.width, p.height, *_lists(p)]
 
-    gallery = gr.Gallery(
-        value=[(str(p.thumbnail), f"{p.name}: {p.note}") for p in image_presets],
+
+def _presets(p: ImagesPage, on: ImageHandlers) -> None:
+    p.gallery = gr.Gallery(
+        value=[(str(preset.thumbnail), f"{preset.name}: {preset.note}") for preset in on.presets],
         label="Presets (the bundled demos work offline; the others need the Hub)",
-        columns=7, height=200, allow_preview=False, interactive=False, elem_id="image-presets",
+        columns=5, height=150, allow_preview=False, interactive=False, elem_id="image-presets",
         elem_classes="pixelated",
     )  # fmt: skip
+
+
+def _pipeline_form(p: ImagesPage, info: dict | None) -> None:
     with gr.Row():
-        model_id = gr.Textbox(label="Base pipeline (Hub id)", value=info["model_id"] if info else
-                              bundled.DEFAULT_PIPELINE, scale=3)  # fmt: skip
-        model_revision = gr.Textbox(label="Revision", value="main", scale=1)
-        load_pipeline_btn = gr.Button("Load pipeline", scale=1)
-    pipeline_md = gr.Markdown(pipeline_markdown(info), elem_id="pipeline-info")
+        p.model_id = gr.Textbox(label="Base pipeline (Hub id)", value=info["model_id"] if info else
+                                bundled.DEFAULT_PIPELINE, scale=3)  # fmt: skip
+        p.model_revision = gr.Textbox(label="Revision", value="main", scale=1)
+        p.load_pipeline_btn = gr.Button("Load pipeline", scale=1)
+
+
+def _adapter_form(p: ImagesPage) -> None:
     with gr.Row():
-        repo_id = gr.Textbox(label="LoRA repo id", placeholder="org/name", scale=3, elem_id="lora-repo-id")
-        weight_name = gr.Textbox(label="weight_name (optional)", placeholder="file.safetensors", scale=2)
-        adapter_name = gr.Textbox(label="adapter_name (optional)", scale=2, elem_id="lora-adapter-name")
-        adapter_revision = gr.Textbox(label="Revision", value="main", scale=1)
-        load_adapter_btn = gr.Button("Load adapter", scale=1)
-    load_note = gr.Markdown(elem_id="adapter-load-status", min_height=32)
-    # Read when each page loads, not when the app is built: the resident set is shared and may have changed since.
-    resident = gr.State(lambda: cards(images.list_adapters(), card_rows(images.list_adapters())))
-    mix_rows = gr.JSON(lambda: card_rows(images.list_adapters()), visible="hidden", elem_id="mix-rows")
-    private = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
+        p.repo_id = gr.Textbox(label="LoRA repo id", placeholder="org/name", scale=3, elem_id="lora-repo-id")
+        p.weight_name = gr.Textbox(label="weight_name (optional)", placeholder="file.safetensors", scale=2)
+        p.adapter_name = gr.Textbox(label="adapter_name (optional)", scale=2, elem_id="lora-adapter-name")
+        p.adapter_revision = gr.Textbox(label="Revision", value="main", scale=1)
+        p.load_adapter_btn = gr.Button("Load adapter", scale=1)
+    p.load_note = gr.Markdown(elem_id="adapter-load-status", min_height=32)
+
+
+def _adapter_cards(p: ImagesPage, images: ImageStudio, on: ImageHandlers) -> None:
+    # Set again when each page loads (ImageHandlers.ui_page_load): the resident set is shared and may have changed
+    # since the app was built. (Not callable values: gradio would serve each as an unnamed API and MCP tool.)
+    adapters = images.list_adapters() if images.info else []
+    p.resident = gr.State(cards(adapters, card_rows(adapters)))
+    p.mix_rows = gr.JSON(card_rows(adapters), visible="hidden", elem_id="mix-rows")
+
+    def on_delete(name, button):
+        button.click(on.deleter(name), inputs_kwargs={"rows": p.mix_rows}, outputs=_lists(p), **PRIVATE)
 
     with gr.Column(elem_id="adapter-cards"):
         gr.Markdown(f"**Resident adapters**: tick to use one, set its weight ({WEIGHT_MIN:g}…{WEIGHT_MAX:g}; negative "
                     "subtracts the style)")  # fmt: skip
 
-        # Drawn when a page loads and after each change of the resident set, so x_name and y_name (made below)
-        # exist by then.
-        @gr.render(inputs=[resident], show_progress="hidden")
+        # Drawn when a page loads and after each change of the resident set, so p.x_name and p.y_name (made
+        # below) exist by then.
+        @gr.render(inputs=[p.resident], show_progress="hidden")
         def adapter_cards(shown):
-            if not shown["adapters"]:
-                gr.Markdown("No adapter loaded yet: load one by Hub id above, or pick a preset.")
-            for a in shown["adapters"]:
-                name = a["adapter_name"]
-                active, weight = shown["rows"].get(name, [False, 1.0])
-                with gr.Group(elem_classes="adapter-card", elem_id=f"adapter-card-{name}"):
-                    with gr.Row():
-                        on = gr.Checkbox(value=active, label=name, interactive=True, scale=1, min_width=120,
-                                         elem_classes="active")  # fmt: skip
-                        w = gr.Slider(WEIGHT_MIN, WEIGHT_MAX, value=weight, step=WEIGHT_STEP, label="weight",
-                                      interactive=True, scale=3, min_width=180, elem_classes="weight")  # fmt: skip
-                        delete = gr.Button("Delete", variant="stop", size="sm", scale=0, min_width=80)
-                    gr.Markdown(facts_markdown(a), elem_classes="facts")
-                for control in (on, w):
-                    control.change(None, [mix_rows, on, w], mix_rows, js=_set_row_js(name), **private)
-                delete.click(deleter(name), [mix_rows], [resident, mix_rows, x_name, y_name], **private)
+            draw_cards(shown, p.mix_rows, on_delete)
 
-    export_btn = gr.Button("Export mix as one LoRA")
-    export_file = gr.File(label="The active mix as one LoRA safetensors (exact: the parts concatenated)", height=90)
+
+def _export(p: ImagesPage) -> None:
+    p.export_btn = gr.Button("Export mix as one LoRA")
+    p.export_file = gr.File(label="The active mix as one LoRA safetensors (exact: the parts concatenated)",
+                            height=90)  # fmt: skip
+
+
+def _ask(p: ImagesPage) -> None:
+    """The prompt and what to do with it: Enter in the prompt generates as the button does."""
+    p.prompt = gr.Textbox(label="Prompt (Enter generates)", value="a red circle", lines=1, max_lines=1,
+                          elem_id="prompt")  # fmt: skip
     with gr.Row():
-        prompt = gr.Textbox(label="Prompt", value="a red circle", scale=3, elem_id="prompt")
-        negative = gr.Textbox(label="Negative prompt", scale=2)
+        p.generate_btn = gr.Button("Generate", variant="primary", elem_id="generate", scale=2)
+        p.compare_btn = gr.Button("Compare base vs adapted", elem_id="compare", scale=1)
     with gr.Row():
-        seed = gr.Number(label="Seed", value=0, precision=0, minimum=limits.SEED_MIN, maximum=limits.SEED_MAX)
-        steps = gr.Slider(limits.STEPS_MIN, limits.STEPS_MAX, value=defaults["default_steps"], step=1, label="Steps")
-        guidance = gr.Slider(limits.GUIDANCE_MIN, limits.GUIDANCE_MAX, value=defaults["default_guidance_scale"],
-                             step=0.5, label="Guidance")  # fmt: skip
-        size = {"minimum": limits.SIZE_MIN, "maximum": limits.SIZE_MAX, "step": limits.SIZE_MULTIPLE}
-        width = gr.Slider(value=defaults["default_width"], label="Width", **size)
-        height = gr.Slider(value=defaults["default_height"], label="Height", **size)
+        p.disabled = gr.Checkbox(label="Disable LoRA (base output)", value=False, elem_id="disable-lora")
+        p.triggers = gr.Checkbox(label="Append trigger words", value=True, elem_id="trigger-words")
+    p.sent = gr.Markdown(elem_id="prompt-sent")
+
+
+def _settings(p: ImagesPage, defaults: dict) -> None:
+    p.negative = gr.Textbox(label="Negative prompt")
     with gr.Row():
-        disabled = gr.Checkbox(label="Disable LoRA (base output)", value=False, elem_id="disable-lora")
-        triggers = gr.Checkbox(label="Append trigger words", value=True, elem_id="trigger-words")
-        generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
-        compare_btn = gr.Button("Compare base vs adapted", elem_id="compare")
-    sent = gr.Markdown(elem_id="prompt-sent")
+        p.seed = gr.Number(label="Seed", value=0, precision=0, minimum=limits.SEED_MIN, maximum=limits.SEED_MAX)
+        p.steps = gr.Slider(limits.STEPS_MIN, limits.STEPS_MAX, value=defaults["default_steps"], step=1,
+                            label="Steps")  # fmt: skip
+        p.guidance = gr.Slider(limits.GUIDANCE_MIN, limits.GUIDANCE_MAX, value=defaults["default_guidance_scale"],
+                               step=0.5, label="Guidance")  # fmt: skip
     with gr.Row():
-        image_args = {"format": "png", "type": "pil", "height": 320, "elem_classes": "pixelated"}
-        image = gr.Image(label="Image", elem_id="image", **image_args)
-        base_image = gr.Image(label="Base (same seed)", elem_id="base", **image_args)
-        adapted_image = gr.Image(label="Adapted (same seed)", elem_id="adapted", **image_args)
-    names = [a["adapter_name"] for a in adapters]
+        top = size_range(defaults, 0)
+        size = {"minimum": limits.SIZE_MIN, "maximum": top, "step": limits.SIZE_MULTIPLE}
+        p.width = gr.Slider(value=defaults["default_width"], label="Width", **size)
+        p.height = gr.Slider(value=defaults["default_height"], label="Height", **size)
+
+
+def _outputs(p: ImagesPage) -> None:
+    """The result, and a comparison as a slider (base | adapted) and side by side; each labelled with its request
+    once made, the other cleared (ImageHandlers.shown)."""
+    image_args = {"format": "png", "type": "pil", "elem_classes": "pixelated"}
+    p.image = gr.Image(label="Image", elem_id="image", height=360, **image_args)
+    p.slider = gr.ImageSlider(label="Compare: base | adapted (drag)", elem_id="compare-slider", max_height=360,
+                              visible=False, **image_args)  # fmt: skip
+    with gr.Row():  # shown once there is a comparison (ImageHandlers.shown)
+        image_args.update(height=200, visible=False)
+        p.base_image = gr.Image(label="Base (same seed)", elem_id="base", **image_args)
+        p.adapted_image = gr.Image(label="Adapted (same seed)", elem_id="adapted", **image_args)
+
+
+def _restore(p: ImagesPage) -> None:
+    p.restore_png = gr.File(label="A PNG made here carries its recipe: base, adapters, weights, prompt, seed, "
+                            "steps, guidance, size", file_types=[".png"], type="filepath", height=90,
+                            elem_id="restore-png")  # fmt: skip
+    p.restore_note = gr.Markdown(elem_id="restore-note")
+
+
+def _sweep(p: ImagesPage, names: list[str]) -> None:
     with gr.Accordion("Weight sweep (X/Y grid)", open=False):
+        gr.Markdown(SWEEP_HELP)
         with gr.Row():
-            x_name = gr.Dropdown(label="X adapter", choices=names, value=names[0] if names else None,
-                                 elem_id="sweep-x")  # fmt: skip
-            x_text = gr.Textbox(label="X weights", value="-1:1.5:6", elem_id="sweep-x-values")
-            y_name = gr.Dropdown(label="Y adapter (optional)", choices=[""] + names, value="")
-            y_text = gr.Textbox(label="Y weights", value="0, 0.5, 1")
-            sweep_btn = gr.Button("Run sweep", elem_id="sweep")
-        grid = gr.Gallery(label="Sweep", columns=6, height="auto", elem_id="sweep-grid", elem_classes="pixelated",
-                          format="png")  # fmt: skip
+            p.x_name = gr.Dropdown(label="X adapter", choices=names, value=names[0] if names else None,
+                                   elem_id="sweep-x")  # fmt: skip
+            p.x_text = gr.Textbox(label="X weights", value="-1:1.5:6", elem_id="sweep-x-values")
+            p.y_name = gr.Dropdown(label="Y adapter (optional)", choices=y_choices(names), value="")
+            p.y_text = gr.Textbox(label="Y weights", value="0, 0.5, 1")
+        with gr.Row():
+            p.sweep_others = gr.Checkbox(label="Keep the other active adapters on, at their weights", value=True,
+                                         elem_id="sweep-others")  # fmt: skip
+            p.sweep_btn = gr.Button("Run sweep", elem_id="sweep")
+        p.grid = gr.Image(label="Sweep (one PNG: columns X, rows Y)", format="png", type="pil", elem_id="sweep-grid",
+                          elem_classes="pixelated")  # fmt: skip
+
+
+SWEEP_HELP = (
+    "Weights are a list, `-1, 0, 0.5, 1`, or a range `start:stop:count`: `-1:1.5:6` is six weights evenly from -1 "
+    "to 1.5. Each cell is one image with the same seed and prompt; at most 12 weights an axis, 36 cells."
+)
+
+
+def _snippet(p: ImagesPage) -> None:
     with gr.Accordion("Use via API", open=False):
-        snippet = gr.Code(language="python", label="gradio_client: reproduces what is on screen",
-                          elem_id="api-snippet")  # fmt: skip
+        p.snippet = gr.Code(language="python", label="gradio_client: reproduces what is on screen",
+                            elem_id="api-snippet")  # fmt: skip
 
-    @user_errors
-    def ui_page_load():
-        """What the page shows of the studio, read when the page loads: python app.py serves the page while the
-        default pipeline is still loading (peft_core/startup.py), and other users may have changed it since."""
-        images.startup.wait()
-        info = images.info.to_dict() if images.info else None
-        names = [a["adapter_name"] for a in images.list_adapters()] if info else []
-        shown = info or defaults
-        return (info["model_id"] if info else bundled.DEFAULT_PIPELINE, pipeline_markdown(info),
-                *[shown[f"default_{k}"] for k in ("steps", "guidance_scale", "width", "height")],
-                gr.update(choices=names, value=names[0] if names else None), gr.update(choices=[""] + names, value=""))
 
-    settings = [prompt, negative, seed, steps, guidance, width, height]
-    lists = [resident, mix_rows, x_name, y_name]
-    load_pipeline_btn.click(ui_load_pipeline, [model_id, model_revision], [pipeline_md, *lists], **private)
-    load_adapter_btn.click(ui_load_adapter, [repo_id, weight_name, adapter_name, adapter_revision, mix_rows],
-                           [load_note, *lists], show_progress_on=load_note, **private)  # fmt: skip
-    export_btn.click(ui_export, [mix_rows], export_file, **private)
-    gallery.select(ui_preset, [mix_rows], [pipeline_md, model_id, prompt, *lists, steps, guidance, width, height],
-                   show_progress_on=pipeline_md, **private)  # fmt: skip
-    common = [mix_rows, disabled, triggers]
-    generate_btn.click(ui_generate, [*common, *settings], [image, sent], **private)
-    compare_btn.click(ui_compare, [*common, *settings], [base_image, adapted_image, sent], **private)
-    sweep_btn.click(ui_sweep, [*common, x_name, x_text, y_name, y_text, *settings], [grid, sent], **private)
-    gr.on([c.change for c in [*common, *settings]], ui_snippet, [*common, *settings], snippet, **private)
-    return ui_page_load, [model_id, pipeline_md, steps, guidance, width, height, x_name, y_name]
+def _lists(p: ImagesPage) -> list:
+    """What changes with the resident set: the cards, the mix and the sweep's adapter pickers."""
+    return [p.resident, p.mix_rows, p.x_name, p.y_name]
+
+
+def _settings_of(p: ImagesPage) -> list:
+    """The sliders that follow the loaded pipeline (ImageHandlers.settings)."""
+    return [p.steps, p.guidance, p.width, p.height]
+
+
+def _request_inputs(p: ImagesPage) -> set:
+    """Everything a request is made of (ImageHandlers.request reads them by component)."""
+    return {p.mix_rows, p.disabled, p.triggers, p.prompt, p.negative, p.seed, p.steps, p.guidance, p.width, p.height}
+
+
+def wire(p: ImagesPage, on: ImageHandlers) -> None:
+    """Every event of the tab, each input given by name."""
+    p.load_pipeline_btn.click(on.ui_load_pipeline, outputs=[p.pipeline_md, *_lists(p), *_settings_of(p)], **PRIVATE,
+                              inputs_kwargs={"model_id": p.model_id, "revision": p.model_revision})  # fmt: skip
+    p.load_adapter_btn.click(
+        on.ui_load_adapter, outputs=[p.load_note, *_lists(p)], show_progress_on=p.load_note, **PRIVATE,
+        inputs_kwargs={"repo_id": p.repo_id, "weight_name": p.weight_name, "adapter_name": p.adapter_name,
+                       "revision": p.adapter_revision, "rows": p.mix_rows},
+    )  # fmt: skip
+    p.export_btn.click(on.ui_export, inputs_kwargs={"rows": p.mix_rows}, outputs=p.export_file, **PRIVATE)
+    request = _request_inputs(p)
+    results = [p.image, p.slider, p.base_image, p.adapted_image, p.sent]
+    generate = {"fn": on.ui_generate, "inputs": request, "outputs": results, **PRIVATE}
+    gr.on([p.generate_btn.click, p.prompt.submit], **generate)
+    # A preset loads what it needs, then shows its image (scrolled to on a phone, where the result is above).
+    loaded = p.gallery.select(on.ui_preset, inputs_kwargs={"rows": p.mix_rows}, show_progress_on=p.pipeline_md,
+                              outputs=[p.pipeline_md, p.model_id, p.prompt, *_lists(p), p.steps, p.guidance, p.width,
+                                       p.height], **PRIVATE)  # fmt: skip
+    loaded.success(**generate)
+    loaded.success(None, js=SHOW_RESULT_JS, **PRIVATE)
+    p.compare_btn.click(on.ui_compare, request, results, **PRIVATE)
+    # A dropped PNG: its recipe restored on the page, then its image made again (the same, bit for bit).
+    restored = p.restore_png.upload(on.ui_restore, inputs_kwargs={"png": p.restore_png, "rows": p.mix_rows},
+                                    outputs=[p.pipeline_md, p.model_id, p.prompt, p.negative, p.seed, p.steps,
+                                             p.guidance, p.width, p.height, p.disabled, p.triggers, p.restore_note,
+                                             *_lists(p)], show_progress_on=p.restore_note, **PRIVATE)  # fmt: skip
+    restored.success(**generate)
+    restored.success(None, js=SHOW_RESULT_JS, **PRIVATE)
+    sweep = request | {p.x_name, p.x_text, p.y_name, p.y_text, p.sweep_others}
+    p.sweep_btn.click(on.ui_sweep, sweep, [p.grid, p.sent], **PRIVATE)
+    gr.on([c.change for c in request], on.ui_snippet, request, p.snippet, **PRIVATE)

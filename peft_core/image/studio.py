@@ -18,7 +18,7 @@ from pathlib import Path
 
 from peft_core import bundled, hub, limits, settings
 from peft_core.errors import HubError, InputError
-from peft_core.image import checks, families, pipeline
+from peft_core.image import checks, families, pipeline, recipe
 from peft_core.image.export import save_mix
 from peft_core.image.lora_files import AdapterInfo, read_lora_file, trigger_words
 from peft_core.image.slots import LoraSlots
@@ -253,15 +253,20 @@ class ImageStudio:
         with self._lock:
             # again: another request may have deleted one meanwhile
             self.pool.check_loaded(request.adapters)
-            return self._run(request, progress)
+            return self._stamped(self._run(request, progress), request)
 
     def compare(self, request: ImageRequest, progress=None):
         """(base image, adapted image) with the same seed and settings."""
         request = self.check_request(request)
         with self._lock:
             self.pool.check_loaded(request.adapters)
-            base = self._run(dataclasses.replace(request, use_adapters=False), progress)
-            return base, self._run(request, progress)
+            base = dataclasses.replace(request, use_adapters=False)
+            return self._stamped(self._run(base, progress), base), self._stamped(self._run(request, progress), request)
+
+    def _stamped(self, image, request: ImageRequest):
+        """`image` carrying its recipe (recipe.py); called with the lock held, so the facts are those that made it."""
+        records = {r.adapter_name: r for r in self.pool.records()}
+        return recipe.stamp(image, recipe.recipe(self.info, records, request))
 
     def _apply_mix(self, request: ImageRequest) -> None:
         mix = request.adapters if request.use_adapters else {}

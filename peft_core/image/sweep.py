@@ -1,7 +1,10 @@
 """Weight sweeps: a labelled grid of images over one adapter's weight, or two adapters against each other (X/Y),
-like the X/Y plot of A1111. Every cell is one ordinary request, so each cell equals what /generate gives for it."""
+like the X/Y plot of A1111. Every cell is one ordinary request, so each cell equals what /generate gives for it;
+`composite` lays the cells out as one image with the weights as column and row headers."""
 
 import dataclasses
+
+from PIL import Image, ImageDraw, ImageFont
 
 from peft_core import limits
 from peft_core.errors import InputError
@@ -12,7 +15,7 @@ MAX_VALUES = 12
 
 
 def parse_values(name: str, text: str) -> list[float]:
-    """"-1, 0, 0.5, 1.5" or "-1:1.5:6" (start:stop:count, evenly spaced) -> weights, each checked."""
+    """'-1, 0, 0.5, 1.5' or '-1:1.5:6' (start:stop:count, evenly spaced) -> weights, each checked."""
     text = (text or "").strip()
     if not text:
         raise InputError(f"{name} must list weights like '-1, 0, 0.5, 1' or a range like '-1:1.5:6'")
@@ -57,7 +60,55 @@ def sweep(studio: ImageStudio, request: ImageRequest, x_adapter: str, x_values: 
         studio.check_request(cell)
     images = []
     for i, (cell, label) in enumerate(cells):
+        if progress is not None:  # before each cell: "cell 3 of 9" is the one being made
+            progress(i, len(cells))
         images.append((studio.generate(cell), label))
-        if progress is not None:
-            progress(i + 1, len(cells))
+    if progress is not None:
+        progress(len(cells), len(cells))
     return images
+
+
+# A composite's cells are enlarged (by a whole factor, pixels kept crisp) to at least this size, so that a header
+# fits over each column even for the 32-px demo pipeline.
+CELL_MIN_PX = 128
+HEADER_PX = 14  # the headers' font size
+PAD = 6
+
+
+def composite(images: list, x_adapter: str, x_values: list[float], y_adapter: str = "",
+              y_values: list[float] | None = None) -> Image.Image:  # fmt: skip
+    """One image of the sweep: `images` (row by row, as `sweep` returns them, or bare images) under column
+    headers "x_adapter=x" and beside row headers "y_adapter=y" (none without a Y adapter)."""
+    cells = [c[0] if isinstance(c, tuple) else c for c in images]
+    rows = y_values if y_adapter and y_values else [None]
+    if len(cells) != len(x_values) * len(rows):
+        raise ValueError(f"{len(cells)} images for a {len(x_values)} × {len(rows)} sweep")
+    w, h = cells[0].size
+    scale = max(1, -(-CELL_MIN_PX // min(w, h)))
+    cw, ch = w * scale, h * scale
+    font = _font()
+    col_labels = [f"{x_adapter}={x:g}" for x in x_values]
+    row_labels = [f"{y_adapter}={y:g}" for y in rows] if rows[0] is not None else []
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widths = [measure.textlength(t, font=font) for t in col_labels + row_labels]
+    cw = max(cw, int(max(widths[: len(col_labels)])) + 2 * PAD)  # a column is at least as wide as its header
+    left = int(max(widths[len(col_labels) :], default=0)) + 2 * PAD if row_labels else 0
+    top = HEADER_PX + 2 * PAD
+    sheet = Image.new("RGB", (left + cw * len(x_values), top + ch * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, label in enumerate(col_labels):
+        draw.text((left + j * cw + cw / 2, top / 2), label, fill="black", font=font, anchor="mm")
+    for i, label in enumerate(row_labels):
+        draw.text((left / 2, top + i * ch + ch / 2), label, fill="black", font=font, anchor="mm")
+    for k, cell in enumerate(cells):
+        i, j = divmod(k, len(x_values))
+        big = cell.convert("RGB").resize((w * scale, h * scale), Image.NEAREST)
+        sheet.paste(big, (left + j * cw + (cw - big.width) // 2, top + i * ch + (ch - big.height) // 2))
+    return sheet
+
+
+def _font():
+    try:
+        return ImageFont.load_default(size=HEADER_PX)  # Pillow's own font: renders offline, no system font needed
+    except (TypeError, OSError):  # a Pillow without FreeType: its small bitmap font
+        return ImageFont.load_default()

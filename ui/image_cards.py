@@ -1,0 +1,72 @@
+"""The resident image adapters as cards: the page's editable view of the mix.
+
+The mix lives in the browser as {adapter_name: [active, weight]} in a hidden JSON component: each card's checkbox
+and slider write their own entry there at once (a JavaScript-only event, no round trip and no race between two
+quick moves), and generate, compare, sweep, the snippet and export read it. The server-side State only says
+which cards to draw, with the values to start them at.
+"""
+
+import itertools
+import json
+
+import gradio as gr
+
+from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
+
+WEIGHT_STEP = 0.05
+PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
+
+_versions = itertools.count(1)  # every new card set differs from the last, so the cards are always redrawn
+
+
+def card_rows(adapters: list[dict], previous: dict | None = None) -> dict[str, list]:
+    """{adapter_name: [active, weight]} for every resident adapter, keeping what the page showed for known names.
+    New ones start inactive at weight 1, but the first adapter of an empty page starts active so that the first
+    image already shows an effect."""
+    previous = previous or {}
+    return {a["adapter_name"]: list(previous.get(a["adapter_name"], [not previous and i == 0, 1.0]))
+            for i, a in enumerate(adapters)}  # fmt: skip
+
+
+def mix_of(rows: dict | None) -> dict[str, float]:
+    """The request's mix: every active adapter at its weight (the core checks names and values)."""
+    return {str(name): float(weight) for name, (active, weight) in (rows or {}).items() if active}
+
+
+def cards(adapters: list[dict], rows: dict) -> dict:
+    """What the cards' State holds: the adapters to draw and the values to start them at."""
+    return {"adapters": adapters, "rows": rows, "version": next(_versions)}
+
+
+def facts_markdown(a: dict) -> str:
+    """One line of an adapter's facts: where it came from, its rank, the parts it touches, size, trigger words."""
+    triggers = ", ".join(a["trigger_words"])
+    return (f"`{a['repo_id']}` @ `{a['revision']}` · `{a['weight_name']}` · rank {a['rank']} · "
+            f"{', '.join(a['components'])} · {a['size_mb']} MB" + (f" · trigger words: *{triggers}*" if triggers
+                                                                    else ""))  # fmt: skip
+
+
+def _set_row_js(name: str) -> str:
+    """The browser-side update of one card's entry in the mix, from its checkbox and slider."""
+    return f"(rows, active, weight) => ({{...(rows || {{}}), {json.dumps(name)}: [active, weight]}})"
+
+
+def draw_cards(shown: dict, mix_rows: gr.JSON, on_delete) -> None:
+    """The cards of `shown` (a `cards(...)` value), inside the caller's @gr.render. `on_delete(name)` wires one
+    card's Delete button."""
+    if not shown["adapters"]:
+        gr.Markdown("No adapter loaded yet: load one by Hub id above, or pick a preset.")
+    for a in shown["adapters"]:
+        name = a["adapter_name"]
+        active, weight = shown["rows"].get(name, [False, 1.0])
+        with gr.Group(elem_classes="adapter-card", elem_id=f"adapter-card-{name}"):
+            with gr.Row():
+                on = gr.Checkbox(value=active, label=name, interactive=True, scale=1, min_width=120,
+                                 elem_classes="active")  # fmt: skip
+                w = gr.Slider(WEIGHT_MIN, WEIGHT_MAX, value=weight, step=WEIGHT_STEP, label="weight",
+                              interactive=True, scale=3, min_width=180, elem_classes="weight")  # fmt: skip
+                delete = gr.Button("Delete", variant="stop", size="sm", scale=0, min_width=80)
+            gr.Markdown(facts_markdown(a), elem_classes="facts")
+        for control in (on, w):
+            control.change(None, [mix_rows, on, w], mix_rows, js=_set_row_js(name), **PRIVATE)
+        on_delete(name, delete)

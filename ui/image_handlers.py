@@ -1,0 +1,218 @@
+"""What the Images tab's events do: each handler a few lines into the image studio.
+
+Handlers receive their inputs by parameter name (gradio's `inputs_kwargs`) and answer with a dict keyed by the
+page's components, so neither side depends on the order of a list. `p` is the page (ui/images_tab.py, ImagesPage).
+"""
+
+import dataclasses
+import tempfile
+
+import gradio as gr
+
+from peft_core import bundled, limits, presets, turns
+from peft_core.image.prompts import with_trigger_words
+from peft_core.image.studio import ImageRequest, ImageStudio
+from peft_core.image.sweep import composite, parse_values, sweep
+from ui.common import gpu, hub_progress, page_url, still_wanted, user_errors
+from ui.image_cards import card_rows, cards, mix_of
+from ui.recipe import restore_png
+from ui.snippets import image_snippet
+
+# Used before a pipeline is loaded (the page is served while the default one loads).
+FALLBACK_DEFAULTS = {"default_steps": 20, "default_guidance_scale": 5.0, "default_width": 32, "default_height": 32}
+LOADING = "Loading the pipeline…"  # shown until the page's first load answers (the defaults may be loading)
+# The pipeline's defaults the page shows: {default's key: the page's component}.
+SETTINGS = {"steps": "steps", "guidance_scale": "guidance", "width": "width", "height": "height"}
+
+
+def pipeline_markdown(info: dict | None) -> str:
+    if not info:
+        return "No pipeline loaded."
+    return (
+        f"**{info['model_id']}** @ `{info['revision']}` — {info['pipeline_class']} on {info['device']} "
+        f"({info['dtype']}); defaults: {info['default_steps']} steps, guidance {info['default_guidance_scale']}, "
+        f"{info['default_width']}×{info['default_height']}"
+    )
+
+
+def size_range(info: dict, value: int) -> int:
+    """The width/height sliders' maximum for a pipeline: four times its default size (a 32-px model does not need
+    sliders to 1024), within the limits, and never below `value`."""
+    top = min(limits.SIZE_MAX, 4 * max(info["default_width"], info["default_height"]))
+    return max(top - top % limits.SIZE_MULTIPLE, int(value))
+
+
+def y_choices(names: list[str]) -> list:
+    """The Y adapter's choices: a named "none" first (a blank entry read as a glitch), then every adapter."""
+    return [("none (X only)", "")] + names
+
+
+def prompt_note(r: ImageRequest) -> str:
+    return f"Prompt sent: `{r.prompt}`"
+
+
+def request_label(r: ImageRequest) -> str:
+    """A short line naming the request an output came from: its mix (or "base"), seed, steps, size."""
+    mix = ", ".join(f"{k}={v:g}" for k, v in r.adapters.items()) if r.use_adapters and r.adapters else "base"
+    return f"{mix} · seed {r.seed} · {r.steps} steps · {r.width}×{r.height}"
+
+
+def denoising(progress):
+    return lambda step, total: progress((step, total), desc="denoising")
+
+
+class ImageHandlers:
+    """The Images tab's event handlers over one studio."""
+
+    def __init__(self, images: ImageStudio, page):
+        self.images, self.p = images, page
+        self.presets = [p for p in presets.presets("images") if p.thumbnail.exists()]
+
+    def refreshed(self, adapters, previous=None, rows=None) -> dict:
+        """The cards, the mix and the sweep's adapter pickers, after the resident set changed."""
+        p = self.p
+        rows = card_rows(adapters, previous) if rows is None else rows
+        names = [a["adapter_name"] for a in adapters]
+        return {p.resident: cards(adapters, rows), p.mix_rows: rows,
+                p.x_name: gr.update(choices=names, value=names[0] if names else None),
+                p.y_name: gr.update(choices=y_choices(names), value="")}  # fmt: skip
+
+    def settings(self, info: dict, values: dict | None = None) -> dict:
+        """The settings sliders for pipeline `info`: `values` ({"steps": ..., "width": ...}) or its defaults, the
+        size sliders' range fitted to it."""
+        values = {k: (values or {}).get(k, info[f"default_{k}"]) for k in SETTINGS}
+        shown = {getattr(self.p, c): values[k] for k, c in SETTINGS.items()}
+        for k in ("width", "height"):
+            shown[getattr(self.p, k)] = gr.update(value=values[k], maximum=size_range(info, values[k]))
+        return shown
+
+    def request(self, v: dict, use_adapters: bool | None = None) -> ImageRequest:
+        """The request the page's settings `v` ({component: value}) describe."""
+        p = self.p
+        mix = mix_of(v[p.mix_rows])
+        prompt = v[p.prompt]
+        if v[p.triggers]:  # also when disabled: the toggle then shows what the LoRA alone does to the same prompt
+            prompt = with_trigger_words(prompt, self.images.list_adapters(), mix)
+        use = not v[p.disabled] if use_adapters is None else use_adapters
+        return ImageRequest(prompt, mix, use, int(v[p.seed]), int(v[p.steps]), float(v[p.guidance]),
+                            int(v[p.width]), int(v[p.height]), v[p.negative])  # fmt: skip
+
+    @user_errors
+    def ui_load_pipeline(self, model_id, revision, progress=gr.Progress()):
+        with hub_progress(progress, f"loading {model_id}"):
+            info = self.images.load_pipeline(model_id, revision or "main")
+        return {self.p.pipeline_md: pipeline_markdown(info), **self.refreshed([]), **self.settings(info)}
+
+    @user_errors
+    def ui_load_adapter(self, repo_id, weight_name, adapter_name, revision, rows, progress=gr.Progress()):
+        with hub_progress(progress, f"loading {repo_id}"):
+            adapters = self.images.load_adapter(repo_id, weight_name, adapter_name, revision or "main")
+        new = adapters[-1]
+        note = f"Loaded **{new['adapter_name']}** from `{new['repo_id']}` ({new['size_mb']} MB)."
+        return {self.p.load_note: note, **self.refreshed(adapters, rows)}
+
+    def deleter(self, name):
+        @user_errors
+        def ui_delete_adapter(rows):
+            return self.refreshed(self.images.delete_adapter(name), rows)
+
+        return ui_delete_adapter
+
+    def shown(self, r: ImageRequest, image=None, compared=None) -> dict:
+        """The result outputs after one request: the image or the comparison, labelled with the request that made
+        it; the other cleared, so nothing on screen is left from an earlier request."""
+        p, label = self.p, request_label(r)
+        base, adapted = compared or (None, None)
+        return {p.image: gr.update(value=image, label=f"Image · {label}" if image else "Image"),
+                p.slider: gr.update(value=compared, visible=compared is not None,
+                                    label=f"Compare: base | adapted (drag) · {label}"),
+                p.base_image: gr.update(value=base, label=f"Base · {label}", visible=compared is not None),
+                p.adapted_image: gr.update(value=adapted, label=f"Adapted · {label}", visible=compared is not None),
+                p.sent: prompt_note(r)}  # fmt: skip
+
+    # The page's long events stop between steps once their tab is closed (ui/common.py, still_wanted).
+    @user_errors
+    @gpu
+    def ui_generate(self, values: dict, progress=gr.Progress(), http: gr.Request = None):
+        r = self.request(values)
+        with turns.watch(still_wanted(http, "ui_generate")):
+            return self.shown(r, image=self.images.generate(r, denoising(progress)))
+
+    @user_errors
+    @gpu
+    def ui_compare(self, values: dict, progress=gr.Progress(), http: gr.Request = None):
+        r = self.request(values, use_adapters=True)
+        with turns.watch(still_wanted(http, "ui_compare")):
+            return self.shown(r, compared=tuple(self.images.compare(r, denoising(progress))))
+
+    @user_errors
+    @gpu
+    def ui_sweep(self, values: dict, progress=gr.Progress(), http: gr.Request = None):
+        p = self.p
+        x_name, y_name = values[p.x_name], values[p.y_name]
+        if not x_name:
+            raise gr.Error("choose the adapter to sweep on X")
+        r = self.request(values, use_adapters=True)
+        if not values[p.sweep_others]:  # only the swept adapters
+            r = dataclasses.replace(r, adapters={})
+        x_values = parse_values("X", values[p.x_text])
+        y_values = parse_values("Y", values[p.y_text]) if y_name else None
+        with turns.watch(still_wanted(http, "ui_sweep")):
+            cells = sweep(self.images, r, x_name, x_values, y_name or "", y_values,
+                          progress=lambda i, n: progress((i, n), desc=f"cell {min(i + 1, n)} of {n}"))  # fmt: skip
+        others = ", ".join(f"{k}={v:g}" for k, v in r.adapters.items() if k not in (x_name, y_name)) or "none"
+        return {p.grid: composite(cells, x_name, x_values, y_name or "", y_values),
+                p.sent: f"{prompt_note(r)}; other adapters on: {others}"}  # fmt: skip
+
+    def ui_snippet(self, values: dict, http: gr.Request):
+        r = self.request(values)
+        return image_snippet(page_url(http), r.prompt, r.negative_prompt, r.adapters, r.use_adapters, r.seed,
+                             r.steps, r.guidance_scale, r.width, r.height)  # fmt: skip
+
+    @user_errors
+    def ui_export(self, rows):
+        return str(self.images.export_mix(mix_of(rows), tempfile.mkdtemp(prefix="adapter-studio-mix-")))
+
+    @user_errors
+    def ui_preset(self, rows, progress=gr.Progress(), evt: gr.SelectData = None):
+        p, preset = self.p, self.presets[evt.index]
+        with hub_progress(progress, f"loading {preset.name}"):
+            mix = presets.apply(preset, self.images)
+        info = self.images.info.to_dict()
+        adapters = self.images.list_adapters()
+        kept = card_rows(adapters, rows)
+        rows = {name: [name in mix, mix.get(name, weight)] for name, (_, weight) in kept.items()}
+        return {p.pipeline_md: pipeline_markdown(info), p.model_id: preset.base, p.prompt: preset.prompt,
+                **self.refreshed(adapters, rows=rows), **self.settings(info, preset.extra)}  # fmt: skip
+
+    @user_errors
+    def ui_restore(self, png, rows, progress=gr.Progress()):
+        """A PNG made here, dropped on the page: its recipe loaded (base, adapters) and set on the page."""
+        p = self.p
+        if png is None:
+            return {}
+        with hub_progress(progress, "restoring the recipe"):
+            restored = restore_png(self.images, png)
+        r, notes = restored["request"], restored["not_restored"]
+        info = self.images.info.to_dict()
+        adapters = self.images.list_adapters()
+        kept = card_rows(adapters, rows)
+        rows = {name: [name in r["adapters"], r["adapters"].get(name, w)] for name, (_, w) in kept.items()}
+        note = "Restored the recipe" + (": not restored: " + "; ".join(notes) if notes else ", all of it.")
+        return {p.pipeline_md: pipeline_markdown(info), p.model_id: info["model_id"], p.prompt: r["prompt"],
+                p.negative: r["negative_prompt"], p.seed: r["seed"], **self.settings(info, r),
+                p.disabled: not r["use_adapters"], p.triggers: False, p.restore_note: note,
+                **self.refreshed(adapters, rows=rows)}  # fmt: skip
+
+    @user_errors
+    def ui_page_load(self):
+        """What the page shows of the studio, read when the page loads: python app.py serves the page while the
+        default pipeline is still loading (peft_core/startup.py), and other users may have changed it since."""
+        p, images = self.p, self.images
+        images.startup.wait()
+        info = images.info.to_dict() if images.info else None
+        shown = info or FALLBACK_DEFAULTS
+        return {p.model_id: info["model_id"] if info else bundled.DEFAULT_PIPELINE,
+                p.pipeline_md: pipeline_markdown(info),
+                **self.settings(shown),
+                **self.refreshed(images.list_adapters() if info else [])}  # fmt: skip
