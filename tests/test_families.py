@@ -333,3 +333,26 @@ def test_fusion_budget_follows_the_gpu(monkeypatch):
     monkeypatch.setenv("STUDIO_DEVICE", "cpu")
     monkeypatch.delenv("STUDIO_FUSE_MAX_MB")
     assert settings.current().fuse_max_mb == 4096
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_pages_sliders_offer_exactly_the_familys_range(studios, family, monkeypatch):
+    """The Images tab's sliders take their ranges from /load_pipeline's answer: their ends are requests the studio
+    accepts, and one step past an end is refused (a slider never offers a refused value, nor hides a valid one)."""
+    from ui.image_handlers import ranges
+
+    monkeypatch.setenv("STUDIO_MAX_IMAGE_COST", "1000000")  # the ranges alone, not the admin's work budget
+    studio = studios(family)
+    info = studio.pipeline_info()
+    r = ranges(info, {"width": info["default_width"], "height": info["default_height"]})
+    assert r["width"]["step"] == info["size_multiple"] and r["width"]["minimum"] == info["size_min"]
+    for edge in ("minimum", "maximum"):
+        studio.check_request(request(steps=r["steps"][edge], guidance_scale=r["guidance_scale"][edge],
+                                     width=r["width"][edge], height=r["height"][edge]))  # fmt: skip
+    past = {"steps": 1, "guidance_scale": 0.5, "width": r["width"]["step"]}
+    for name, delta in past.items():
+        for edge, sign in (("minimum", -1), ("maximum", 1)):
+            if name in ("width", "height") and edge == "maximum" and r[name][edge] < info["size_max"]:
+                continue  # the size sliders stop at 4x the default, below the family's own maximum
+            with pytest.raises(InputError):
+                studio.check_request(request(**{name: r[name][edge] + sign * delta}))

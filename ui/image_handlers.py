@@ -37,9 +37,25 @@ def pipeline_markdown(info: dict | None) -> str:
 
 def size_range(info: dict, value: int) -> int:
     """The width/height sliders' maximum for a pipeline: four times its default size (a 32-px model does not need
-    sliders to 1024), within the limits, and never below `value`."""
-    top = min(limits.SIZE_MAX, 4 * max(info["default_width"], info["default_height"]))
-    return max(top - top % limits.SIZE_MULTIPLE, int(value))
+    sliders to 1024), within its family's range (image/families.py), and never below `value`."""
+    multiple, size_max = info.get("size_multiple", limits.SIZE_MULTIPLE), info.get("size_max", limits.SIZE_MAX)
+    top = min(size_max, 4 * max(info["default_width"], info["default_height"]))
+    return max(top - top % multiple, int(value))
+
+
+def ranges(info: dict, values: dict) -> dict:
+    """{setting: slider update} with the ranges a request may use on pipeline `info`'s family (the same ranges the
+    studio checks a request against, answered by /load_pipeline), so the sliders never offer a refused value."""
+    multiple = info.get("size_multiple", limits.SIZE_MULTIPLE)
+    size = {"minimum": info.get("size_min", limits.SIZE_MIN), "step": multiple}
+    return {
+        "steps": {"minimum": info.get("steps_min", limits.STEPS_MIN),
+                  "maximum": info.get("steps_max", limits.STEPS_MAX)},
+        "guidance_scale": {"minimum": info.get("guidance_min", limits.GUIDANCE_MIN),
+                           "maximum": info.get("guidance_max", limits.GUIDANCE_MAX)},
+        "width": {**size, "maximum": size_range(info, values["width"])},
+        "height": {**size, "maximum": size_range(info, values["height"])},
+    }  # fmt: skip
 
 
 def y_choices(names: list[str]) -> list:
@@ -78,13 +94,11 @@ class ImageHandlers:
                 p.y_name: gr.update(choices=y_choices(names), value="")}  # fmt: skip
 
     def settings(self, info: dict, values: dict | None = None) -> dict:
-        """The settings sliders for pipeline `info`: `values` ({"steps": ..., "width": ...}) or its defaults, the
-        size sliders' range fitted to it."""
+        """The settings sliders for pipeline `info`: `values` ({"steps": ..., "width": ...}) or its defaults, each
+        slider's range the family's."""
         values = {k: (values or {}).get(k, info[f"default_{k}"]) for k in SETTINGS}
-        shown = {getattr(self.p, c): values[k] for k, c in SETTINGS.items()}
-        for k in ("width", "height"):
-            shown[getattr(self.p, k)] = gr.update(value=values[k], maximum=size_range(info, values[k]))
-        return shown
+        fitted = ranges(info, values)
+        return {getattr(self.p, c): gr.update(value=values[k], **fitted[k]) for k, c in SETTINGS.items()}
 
     def request(self, v: dict, use_adapters: bool | None = None) -> ImageRequest:
         """The request the page's settings `v` ({component: value}) describe."""
