@@ -12,6 +12,13 @@
 | STUDIO_FUSE                  | 1       | 0: never merge the mix into the base weights (see slots.py)          |
 | STUDIO_FUSE_MAX_MB           | 4096    | fuse only while the adapted layers' base weights fit under this      |
 | STUDIO_MAX_IMAGE_COST        | 2 / 4   | one image's work at most, in the pipeline's default images (CPU / GPU) |
+| STUDIO_PUBLIC                | auto    | 1: visitors cannot replace the base (on by itself on a Space: SPACE_ID) |
+| STUDIO_BASES                 | empty   | comma-separated bases the admin may switch to in public mode; empty: any |
+| STUDIO_SESSION_MAX_ADAPTERS  | 8       | adapters one session may hold (loaded, added, merged)                |
+| STUDIO_SESSION_MAX_MB        | 1024    | megabytes of adapters one session may hold                           |
+| STUDIO_SESSION_DOWNLOADS_PER_MINUTE | 6 | adapter loads that may download, per session and minute           |
+| STUDIO_SESSION_TRAIN_STEPS   | 2000    | training steps one session may run in all                            |
+| STUDIO_SESSION_IDLE_S        | 3600    | a session unseen this long has its adapters released                 |
 """
 
 import os
@@ -36,6 +43,14 @@ class Settings:
     # One image's work at most, counted in the pipeline's default images (limits.image_cost): it bounds how long one
     # visitor's request can keep the others waiting. A GPU gets more: its default image takes seconds, not minutes.
     max_image_cost: float
+    # Public mode (docs/SESSIONS.md): visitors use the base the admin chose; locally anyone may replace it.
+    public: bool
+    bases: tuple[str, ...]  # the admin's allowed bases in public mode; empty: any
+    session_max_adapters: int
+    session_max_mb: float
+    session_downloads_per_minute: int
+    session_train_steps: int
+    session_idle_s: float
 
 
 def _number(name: str, default: str, cast, zero_ok=False):
@@ -63,5 +78,19 @@ def current() -> Settings:
         fuse=os.environ.get("STUDIO_FUSE", "1").strip().lower() not in ("0", "false", "no"),
         fuse_max_mb=_number("STUDIO_FUSE_MAX_MB", "4096", float, zero_ok=True),
         max_image_cost=_number("STUDIO_MAX_IMAGE_COST", "4" if runtime.default_device() != "cpu" else "2", float),
+        public=_public(),
+        bases=tuple(b.strip() for b in os.environ.get("STUDIO_BASES", "").split(",") if b.strip()),
+        session_max_adapters=_number("STUDIO_SESSION_MAX_ADAPTERS", "8", int),
+        session_max_mb=_number("STUDIO_SESSION_MAX_MB", "1024", float),
+        session_downloads_per_minute=_number("STUDIO_SESSION_DOWNLOADS_PER_MINUTE", "6", int),
+        session_train_steps=_number("STUDIO_SESSION_TRAIN_STEPS", "2000", int),
+        session_idle_s=_number("STUDIO_SESSION_IDLE_S", "3600", float),
     )
 
+
+def _public() -> bool:
+    """STUDIO_PUBLIC=1/0 when set; else on when running on a Hugging Face Space (which sets SPACE_ID)."""
+    value = os.environ.get("STUDIO_PUBLIC", "").strip().lower()
+    if value:
+        return value in ("1", "true", "yes")
+    return bool(os.environ.get("SPACE_ID"))
