@@ -164,6 +164,7 @@ class Tracker:
             return
         with self._lock:
             self._seen.pop(session, None)
+        quotas.forget(session)
         for studio in self.studios:
             studio.release_session(session)
 

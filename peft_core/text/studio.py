@@ -234,7 +234,7 @@ class TextStudio:
             result = lm.train(key, batch, steps, learning_rate, each_step)
             record.steps_trained += steps
             self.pool.touch([key])
-            return result.to_dict()
+            return {**result.to_dict(), "adapter_name": adapter_name}  # as this session calls it
 
     def merge_adapters(
         self, adapters: dict, new_adapter_name: str, combination_type: str = "linear", density: float | None = None
