@@ -31,6 +31,7 @@ class Entry:
     info: object  # the record listed to users (has to_dict()); its adapter_name is the first name it was given
     reloadable: bool  # can be loaded again from where it came from: only such an adapter is evicted silently
     source: tuple | None = None  # (repo_id, revision, file) it was read from; None: made here (never shared)
+    file_bytes: int | None = None  # the file's size as published: a load that shares it still meets the size cap
     last_used: int = 0  # the pool's request counter when it was last used
 
 
@@ -171,11 +172,12 @@ class AdapterPool:
 
     # --- changes ---------------------------------------------------------------------------------------------------
 
-    def add(self, adapter_name: str, info, reloadable: bool, key: str | None = None, source=None) -> None:
+    def add(self, adapter_name: str, info, reloadable: bool, key: str | None = None, source=None,
+            file_bytes: int | None = None) -> None:  # fmt: skip
         """Name `key` (default: `adapter_name`) `adapter_name` in this session; new weights need `info`."""
         key = adapter_name if key is None else key
         if key not in self.entries:
-            self.entries[key] = Entry(info, reloadable, source)
+            self.entries[key] = Entry(info, reloadable, source, file_bytes)
             for alias in _aliases(source):
                 self._sources[alias] = key
         self.spaces.setdefault(sessions.current(), {})[adapter_name] = key

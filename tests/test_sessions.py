@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from peft_core import sessions
-from peft_core.errors import InputError
+from peft_core.errors import HubError, InputError
 from tests.conftest import ALL, gen
 from tests.faultproxy import FaultProxy
 from tests.hubserver import running_hub, use_endpoint
@@ -330,3 +330,13 @@ def test_public_mode_at_the_core(studio, allow_assets, monkeypatch):
     studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="a")
     studio.load_pipeline(str(allow_assets["pipeline"]))  # the admin, the same base: nothing to do
     assert names(studio.list_adapters()) == ["a"]
+
+
+def test_a_shared_file_still_meets_the_size_cap(studio, allow_assets, monkeypatch):
+    """Sharing skips the download, not the admin's checks: a resident file over a lowered cap is refused too."""
+    studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="a")
+    monkeypatch.setenv("STUDIO_MAX_ADAPTER_MB", "0.001")
+    with sessions.bound("visitor"), pytest.raises(HubError, match=r"is [\d.]+ MB; this Space accepts at most 0.001"):
+        studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="mine")
+    with sessions.bound("visitor"):
+        assert names(studio.list_adapters()) == ["a"]

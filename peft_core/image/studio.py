@@ -134,16 +134,18 @@ class ImageStudio:
             adapter_name = limits.check_adapter_name(adapter_name)
             self.pool.check_free(adapter_name)
         session = sessions.current()
-        shared = self.pool.find((repo.repo_id, repo.revision, weight_name or ""))
+        entry = self.pool.entries.get(self.pool.find((repo.repo_id, repo.revision, weight_name or "")))
         picked = not weight_name
-        if shared is not None:
-            info = self.pool.entries[shared].info
+        if entry is not None:  # resident already: its facts, and no request to the Hub at all
+            info = entry.info
             lora, weight_name, words = None, info.weight_name, info.trigger_words
+            hub.check_file_size(repo, weight_name, entry.file_bytes, settings.current().max_adapter_mb)
             sessions.check_held(session, *self.pool.held(session), info.size_mb)
         else:
             sessions.quotas.check_download(session)
             sizes = repo.file_sizes()
             weight_name = hub.pick_weight_name(repo, weight_name or "", list(sizes))
+            file_bytes = sizes[weight_name]
             hub.check_file_size(repo, weight_name, sizes[weight_name], settings.current().max_adapter_mb)
             sessions.check_held(session, *self.pool.held(session), (sizes[weight_name] or 0) / 2**20)
             lora = hub.read_healing_cache(
@@ -185,7 +187,7 @@ class ImageStudio:
                 num_layers=lora.num_layers,
             )
             reloadable = bundled.bundled_path(repo.repo_id) is None
-            self.pool.add(adapter_name, info, reloadable, key=key, source=(*source, picked))
+            self.pool.add(adapter_name, info, reloadable, key, (*source, picked), file_bytes)
             return self.list_adapters()
 
     def list_adapters(self) -> list[dict]:

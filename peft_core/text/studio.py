@@ -23,7 +23,7 @@ from peft_core.errors import AdapterError, InputError
 from peft_core.pool import AdapterPool, check_base_change, check_base_lock, size_mb
 from peft_core.runtime import pick_device
 from peft_core.startup import Startup
-from peft_core.text.adapters import ADAPTER_CONFIG, TextAdapterInfo
+from peft_core.text.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, TextAdapterInfo
 from peft_core.text.merge import check_merge_request
 from peft_core.text.model import TextModel, TextModelInfo
 from peft_core.text.repos import check_model_files, fetch_adapter, open_base
@@ -87,6 +87,7 @@ class TextStudio:
         adapter_repo, adapter = None, None
         if ADAPTER_CONFIG in files:
             adapter_repo, adapter = repo, fetch_adapter(repo, files)
+            adapter_bytes = files.get(ADAPTER_WEIGHTS)
             repo = open_base(repo, adapter)
             files = repo.file_sizes()
         loaded = (self.info.model_id, self.info.revision) if self.info is not None else None
@@ -100,7 +101,7 @@ class TextStudio:
         if adapter is not None:
             record = lm.load_adapter_folder(pool.free_name(adapter_repo.repo_id), adapter, adapter_repo)
             source = (adapter_repo.repo_id, adapter_repo.revision, "")
-            pool.add(record.adapter_name, record, _reloadable(record), source=source)
+            pool.add(record.adapter_name, record, _reloadable(record), source=source, file_bytes=adapter_bytes)
         with self._lock:
             self.lm, self.pool = lm, pool
             return self.model_info()
@@ -130,10 +131,13 @@ class TextStudio:
             adapter_name = limits.check_adapter_name(adapter_name)
             self.pool.check_free(adapter_name)
         session, source = sessions.current(), (repo.repo_id, repo.revision, "")
-        adapter = None
-        if self.pool.find(source) is None:
+        adapter, entry = None, self.pool.entries.get(self.pool.find(source))
+        if entry is not None:  # held already: no request to the Hub; the size cap still holds
+            hub.check_file_size(repo, ADAPTER_WEIGHTS, entry.file_bytes, settings.current().max_adapter_mb)
+        else:
             sessions.quotas.check_download(session)
-            adapter = fetch_adapter(repo, repo.file_sizes())
+            sizes = repo.file_sizes()
+            adapter = fetch_adapter(repo, sizes)
             megabytes = sum(t.numel() * t.element_size() for t in adapter.state_dict.values()) / 2**20
             sessions.check_held(session, *self.pool.held(session), megabytes)
             sessions.quotas.count_download(session)
@@ -153,7 +157,7 @@ class TextStudio:
             evict = self.pool.eviction_candidate()
             key = self.pool.new_key(adapter_name)
             record = self.lm.load_adapter_folder(key, adapter, repo)
-            self._add(adapter_name, record, evict, key, source)
+            self._add(adapter_name, record, evict, key, source, sizes.get(ADAPTER_WEIGHTS))
             return self.list_adapters()
 
     def add_adapter(
@@ -310,13 +314,14 @@ class TextStudio:
                 "delete those first"
             )
 
-    def _add(self, adapter_name: str, record: TextAdapterInfo, evict: str | None, key: str, source=None) -> None:
+    def _add(self, adapter_name: str, record: TextAdapterInfo, evict: str | None, key: str, source=None,
+             file_bytes=None) -> None:  # fmt: skip
         """Register an adapter the model now holds as `key`, named `adapter_name` in this session, after dropping
         `evict` (see AdapterPool.eviction_candidate)."""
         if evict is not None:
             self._delete(evict)
         record.adapter_name = adapter_name
-        self.pool.add(adapter_name, record, _reloadable(record), key=key, source=source)
+        self.pool.add(adapter_name, record, _reloadable(record), key, source, file_bytes)
 
     def _delete(self, key: str) -> None:
         """Free one resident adapter, and every session's name for it (eviction)."""
