@@ -340,3 +340,35 @@ def test_a_shared_file_still_meets_the_size_cap(studio, allow_assets, monkeypatc
         studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="mine")
     with sessions.bound("visitor"):
         assert names(studio.list_adapters()) == ["a"]
+
+
+def test_the_pool_keeps_names_per_session_over_one_resident():
+    """The AdapterPool alone: names per session, one resident per source, freed when no name references it."""
+    from dataclasses import asdict, dataclass
+
+    from peft_core.pool import AdapterPool
+
+    @dataclass
+    class Info:
+        adapter_name: str
+
+        def to_dict(self):
+            return asdict(self)
+
+    pool, source = AdapterPool(), ("org/style", "main", "style.safetensors")
+    pool.add("demo", Info("demo"), reloadable=False)  # the admin's: shared
+    with sessions.bound("one"):
+        pool.add("style", Info("style"), True, key=pool.new_key("style"), source=source)
+    with sessions.bound("two"):
+        key = pool.find(source)
+        assert key == "style" and pool.find((*source[:2], "")) is None  # named, not picked: no "" alias
+        pool.check_free("style")  # one's name is free here
+        pool.add("style", None, False, key=key)
+        assert pool.list() == [{"adapter_name": "demo", "shared": True}, {"adapter_name": "style", "shared": False}]
+        with pytest.raises(InputError, match="'demo' is shared by this Space"):
+            pool.remove("demo")
+        assert pool.remove("style") is None  # one still holds it
+    assert len(pool) == 2 and pool.names() == ["demo"]  # the admin sees the shared ones only
+    assert pool.release("one") == ["style"] and pool.find(source) is None and len(pool) == 1
+    with sessions.bound("one"), pytest.raises(InputError, match=r"'style' not loaded in this session; loaded: demo"):
+        pool.check_loaded(["style"])
