@@ -15,7 +15,7 @@ import threading
 
 import gradio as gr
 
-from peft_core import StudioError, bundled
+from peft_core import StudioError, bundled, sessions
 from peft_core.image.studio import ImageStudio
 from peft_core.text.studio import TextStudio
 from ui.api import image_api, text_api
@@ -43,6 +43,14 @@ def build_demo(images: ImageStudio, text: TextStudio | None = None) -> gr.Blocks
         # The named API (ui/api.py): the contract documented in docs/API.md.
         for fn in image_api(images) + text_api(text):
             gr.api(fn, api_name=fn.__name__)
+        # Each visitor's adapters are released when their tab closes, or after STUDIO_SESSION_IDLE_S without a
+        # call (a gradio_client Client never says goodbye); the wrappers in ui/common.py find the tracker here.
+        demo.studio_sessions = sessions.Tracker([images, text])
+
+        def end_session(request: gr.Request):
+            demo.studio_sessions.end(request.session_hash)
+
+        demo.unload(end_session)
     return demo
 
 

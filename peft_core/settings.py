@@ -14,6 +14,13 @@
 | STUDIO_MAX_IMAGE_COST        | 2 / 4   | one image's work at most, in the pipeline's default images (CPU / GPU) |
 | STUDIO_DTYPE                 | auto    | float32, float16 or bfloat16 for every pipeline; auto: by family     |
 | STUDIO_OFFLOAD               | none    | on CUDA: model or group (diffusers' CPU offload), see image/families |
+| STUDIO_PUBLIC                | auto    | 1: visitors cannot replace the base (on by itself on a Space: SPACE_ID) |
+| STUDIO_BASES                 | empty   | comma-separated bases the admin may switch to in public mode; empty: any |
+| STUDIO_SESSION_MAX_ADAPTERS  | 8       | adapters one session may hold (loaded, added, merged)                |
+| STUDIO_SESSION_MAX_MB        | 1024    | megabytes of adapters one session may hold                           |
+| STUDIO_SESSION_DOWNLOADS_PER_MINUTE | 6 | adapter loads that may download, per session and minute           |
+| STUDIO_SESSION_TRAIN_STEPS   | 2000    | training steps one session may run in all                            |
+| STUDIO_SESSION_IDLE_S        | 3600    | a session unseen this long has its adapters released                 |
 """
 
 import os
@@ -40,6 +47,14 @@ class Settings:
     max_image_cost: float
     dtype: str  # "auto": float32 on a CPU, the family's dtype on CUDA (peft_core/image/families.py)
     offload: str  # what waits in CPU memory between uses on CUDA: "none", "model" (each part) or "group" (blocks)
+    # Public mode (docs/SESSIONS.md): visitors use the base the admin chose; locally anyone may replace it.
+    public: bool
+    bases: tuple[str, ...]  # the admin's allowed bases in public mode; empty: any
+    session_max_adapters: int
+    session_max_mb: float
+    session_downloads_per_minute: int
+    session_train_steps: int
+    session_idle_s: float
 
 
 def _number(name: str, default: str, cast, zero_ok=False):
@@ -95,5 +110,19 @@ def current() -> Settings:
         max_image_cost=_number("STUDIO_MAX_IMAGE_COST", "4" if runtime.default_device() != "cpu" else "2", float),
         dtype=_choice("STUDIO_DTYPE", "auto", DTYPES),
         offload=_choice("STUDIO_OFFLOAD", "none", OFFLOADS),
+        public=_public(),
+        bases=tuple(b.strip() for b in os.environ.get("STUDIO_BASES", "").split(",") if b.strip()),
+        session_max_adapters=_number("STUDIO_SESSION_MAX_ADAPTERS", "8", int),
+        session_max_mb=_number("STUDIO_SESSION_MAX_MB", "1024", float),
+        session_downloads_per_minute=_number("STUDIO_SESSION_DOWNLOADS_PER_MINUTE", "6", int),
+        session_train_steps=_number("STUDIO_SESSION_TRAIN_STEPS", "2000", int),
+        session_idle_s=_number("STUDIO_SESSION_IDLE_S", "3600", float),
     )
 
+
+def _public() -> bool:
+    """STUDIO_PUBLIC=1/0 when set; else on when running on a Hugging Face Space (which sets SPACE_ID)."""
+    value = os.environ.get("STUDIO_PUBLIC", "").strip().lower()
+    if value:
+        return value in ("1", "true", "yes")
+    return bool(os.environ.get("SPACE_ID"))

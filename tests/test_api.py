@@ -65,7 +65,9 @@ def test_use_via_api_snippet_runs_and_gives_the_same_image(server, client, capsy
     """The snippet the page offers (with its one TLS context) runs as shown and gets what the plain client gets."""
     from ui.snippets import image_snippet
 
-    code = image_snippet(server, "a red circle", "", {"a": 0.5, "b": 1.0}, True, 0, 4, 5.0, 32, 32)
+    # the snippet's Client is a session of its own: it loads the page session's adapters first (docs/SESSIONS.md)
+    loads = client.predict(api_name="/list_adapters")
+    code = image_snippet(server, "a red circle", "", {"a": 0.5, "b": 1.0}, True, 0, 4, 5.0, 32, 32, loads)
     exec(compile(code, "snippet", "exec"), {})
     path = capsys.readouterr().out.strip().splitlines()[-1]
     assert np.array_equal(image(path), generate(client, {"a": 0.5, "b": 1.0}))
@@ -93,7 +95,7 @@ def test_errors_reach_the_client_and_change_nothing(client):
     assert np.array_equal(generate(client, {"a": 1.0}), before[1])
 
 
-def test_parallel_clients_get_their_own_images(server, client):
+def test_parallel_clients_get_their_own_images(server, client, assets):
     from gradio_client import Client
 
     mixes = [({"a": 1.0}, 1), ({"b": 1.0}, 2), ({"a": 0.3, "b": 0.6}, 3), ({}, 4)]
@@ -103,6 +105,9 @@ def test_parallel_clients_get_their_own_images(server, client):
     def run(i):
         try:
             c = Client(server, verbose=False)
+            # a Client is a session of its own (docs/SESSIONS.md): it names its adapters; the weights are shared
+            c.predict(str(assets["lora_a"]), "", "a", "main", api_name="/load_adapter")
+            c.predict(repo_id=str(assets["lora_b"]), adapter_name="b", api_name="/load_adapter")
             results[i] = [generate(c, mixes[i][0], seed=mixes[i][1]) for _ in range(2)]
         except Exception as exc:  # surfaced below
             errors.append(exc)

@@ -209,7 +209,8 @@ def test_resident_cap_evicts_the_least_recently_used(studio, allow_assets, monke
     studio.load_adapter(str(allow_assets["lora_b"]), adapter_name="b")
     gen(studio, {"b": 1.0})
     gen(studio, {"a": 1.0})  # a is now the most recent, and the applied mix: b goes
-    names = [x["adapter_name"] for x in studio.load_adapter(str(allow_assets["lora_b"]), adapter_name="c")]
+    # another file: lora_b again would be one more name for b's weights, resident once (docs/SESSIONS.md)
+    names = [x["adapter_name"] for x in studio.load_adapter(str(allow_assets["unet_only_a"]), adapter_name="c")]
     assert names == ["a", "c"]
     assert np.array_equal(gen(studio, {"c": 1.0}), gen(studio, {"a": 0.0, "c": 1.0}))
 

@@ -1,9 +1,12 @@
-"""What the tabs share: turning the core's refusals into Gradio errors, PNG files for API clients, the CSS."""
+"""What the tabs share: the visitor's session bound around each call and the core's refusals turned into Gradio
+errors (user_errors, user_errors_gen, api_endpoint), PNG files for API clients, the CSS."""
 
 import contextlib
 import functools
 import inspect
+import logging
 import tempfile
+import threading
 import time
 import typing
 import uuid
@@ -12,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import FileData
 
-from peft_core import StudioError, hub, turns
+from peft_core import StudioError, hub, sessions, turns
 
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "adapter-studio"
 # Small demo images are shown enlarged with crisp pixels instead of a blur. The Images tab's first screen
@@ -46,16 +49,75 @@ def gpu(fn):
     return spaces.GPU(fn)
 
 
+log = logging.getLogger("adapter_studio")
+# The hidden parameter the wrappers add: gradio passes a gr.Request to a parameter annotated with it, and neither
+# the page's inputs nor API clients ever see it.
+_REQUEST = "_studio_request"
+
+
+def session_of(request: gr.Request | None) -> str | None:
+    """The visitor's session (gradio's session_hash: one per browser tab, one per gradio_client Client); None, the
+    admin, only for a direct call without gradio. A request without a hash is a visitor all the same."""
+    if request is None:
+        return sessions.ADMIN
+    return getattr(request, "session_hash", None) or "anonymous"
+
+
+def _with_request(fn):
+    """(fn's signature with the hidden request parameter added at the end, a function that splits the call's
+    arguments into (request, args, kwargs))."""
+    signature = inspect.signature(fn)
+    hidden = inspect.Parameter(_REQUEST, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                               annotation=gr.Request | None)  # fmt: skip
+    params = list(signature.parameters.values())
+    # After the last positional parameter: gradio inserts special arguments by position among those.
+    at = max((i + 1 for i, p in enumerate(params) if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)),
+             default=0)  # fmt: skip
+    with_request = signature.replace(parameters=[*params[:at], hidden, *params[at:]])
+
+    def split(args, kwargs):
+        if _REQUEST in kwargs:
+            kwargs = dict(kwargs)
+            return kwargs.pop(_REQUEST), args, kwargs
+        if len(args) > at:  # gradio passed it by position
+            return args[at], args[:at] + args[at + 1 :], kwargs
+        return None, args, kwargs
+
+    return with_request, split
+
+
+def _refused(endpoint: str, session, exc: StudioError):
+    """A user error: one log line (endpoint, session prefix, message), a Gradio error without a traceback."""
+    log.warning("/%s [%s] refused: %s", endpoint, sessions.prefix(session), exc)
+    return gr.Error(str(exc), print_exception=False)
+
+
+def _seen(request, session) -> None:
+    """Tell the app's session tracker (app.py) that `session` is here; it releases idle ones meanwhile."""
+    tracker = getattr(_blocks_of(request), "studio_sessions", None)
+    if tracker is not None:
+        tracker.seen(session)
+
+
 def user_errors(fn):
-    """Show the core's refusals as Gradio errors (a toast on the page, an AppError for API clients)."""
+    """Run a page handler as the visitor's session (peft_core/sessions.py) and show the core's refusals as Gradio
+    errors (a toast on the page, an AppError for API clients), logged in one line; a real fault keeps its
+    traceback."""
+    with_request, split = _with_request(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+        request, args, kwargs = split(args, kwargs)
+        session = session_of(request)
+        _seen(request, session)
+        with sessions.bound(session):
+            try:
+                return fn(*args, **kwargs)
+            except StudioError as exc:
+                raise _refused(fn.__name__, session, exc) from None
 
+    wrapper.__signature__ = with_request
+    wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), _REQUEST: gr.Request | None}
     return wrapper
 
 
@@ -78,15 +140,21 @@ def api_endpoint(fn):
     def wrapper(*args, **kwargs):
         arguments = with_request.bind(*args, **kwargs).arguments
         request = arguments.pop("request", None)
-        for name, value in arguments.items():
-            if name in hints:
-                _check_type(fn.__name__, name, value, hints[name])
-        with turns.watch(still_wanted(request, fn.__name__)):
-            return fn(**arguments)
+        session = session_of(request)
+        _seen(request, session)
+        with sessions.bound(session):  # the core reads whose names these are (peft_core/sessions.py)
+            try:
+                for name, value in arguments.items():
+                    if name in hints:
+                        _check_type(fn.__name__, name, value, hints[name])
+                with turns.watch(still_wanted(request, fn.__name__)):
+                    return fn(**arguments)
+            except StudioError as exc:
+                raise _refused(fn.__name__, session, exc) from None
 
     wrapper.__signature__ = with_request
     wrapper.__annotations__ = {**fn.__annotations__, "request": gr.Request | None}
-    return user_errors(gpu(wrapper))
+    return gpu(wrapper)
 
 
 def still_wanted(request: gr.Request | None, api_name: str):
@@ -181,20 +249,65 @@ def _check_type(endpoint: str, name: str, value, hint) -> None:
         return
     if not ok:
         shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-        raise gr.Error(f"{where} must be {want}, got {type(value).__name__} {shown}")
+        raise StudioError(f"{where} must be {want}, got {type(value).__name__} {shown}")
 
 
 def user_errors_gen(fn):
-    """user_errors for generator handlers (streamed progress)."""
+    """user_errors for generator handlers (streamed progress). The session is bound around each step, not once:
+    gradio may run the steps of one generator in different worker threads, and a context variable set in one
+    thread is not seen in the next."""
+    with_request, split = _with_request(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        request, args, kwargs = split(args, kwargs)
+        session = session_of(request)
+        _seen(request, session)
+        steps = fn(*args, **kwargs)
         try:
-            yield from fn(*args, **kwargs)
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            while True:
+                with sessions.bound(session):
+                    try:
+                        item = next(steps)
+                    except StopIteration:
+                        return
+                    except StudioError as exc:
+                        raise _refused(fn.__name__, session, exc) from None
+                yield item
+        finally:
+            with sessions.bound(session):
+                steps.close()  # the visitor left: the handler's own clean-up runs as them
 
+    wrapper.__signature__ = with_request
+    wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), _REQUEST: gr.Request | None}
     return wrapper
+
+
+def _inherit_session_in_threads() -> None:
+    """A thread started while a session is bound runs as that session too (a handler's worker thread, like the
+    text tab's training). Python threads start with an empty context (3.14 adds Thread(context=...)); without
+    this, the worker would call the core as the admin, with the admin's names."""
+    if getattr(threading.Thread.start, "_studio_sessions", False):
+        return
+    start = threading.Thread.start
+
+    def start_as_session(self):
+        session = sessions.current()
+        if session is not sessions.ADMIN:
+            run = self.run
+
+            def run_as_session():
+                with sessions.bound(session):
+                    run()
+
+            self.run = run_as_session
+        return start(self)
+
+    start_as_session._studio_sessions = True
+    threading.Thread.start = start_as_session
+
+
+_inherit_session_in_threads()
 
 
 @contextlib.contextmanager

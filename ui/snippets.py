@@ -12,10 +12,13 @@ client = Client({url!r}, ssl_verify=httpx.create_ssl_context())"""
 
 
 def image_snippet(url: str, prompt: str, negative: str, mix: dict, use_adapters: bool, seed: int, steps: int,
-                  guidance: float, width: int, height: int) -> str:  # fmt: skip
+                  guidance: float, width: int, height: int, loads=()) -> str:  # fmt: skip
+    """`loads`: the facts (as /list_adapters gives them) of the page session's own adapters in the mix. A Client
+    is a session of its own (docs/SESSIONS.md), so the snippet loads them under the same names first; shared
+    ones it sees already. Loading what is resident costs no download."""
     mix_text = "{" + ", ".join(f"{name!r}: {weight:g}" for name, weight in mix.items()) + "}"
     return f'''{CLIENT.format(url=url)}
-png = client.predict(
+{_image_loads(loads, mix)}png = client.predict(
     prompt={prompt!r},
     adapters={mix_text},
     use_adapters={use_adapters!r},
@@ -29,6 +32,16 @@ png = client.predict(
 )
 print(png)  # a PNG file path
 '''
+
+
+def _image_loads(loads, mix: dict) -> str:
+    lines = [
+        f"client.predict(repo_id={a['repo_id']!r}, weight_name={a.get('weight_name') or ''!r}, "
+        f"adapter_name={a['adapter_name']!r}, revision={a.get('revision') or 'main'!r}, api_name=\"/load_adapter\")\n"
+        for a in loads
+        if a.get("adapter_name") in mix and not a.get("shared", True) and a.get("repo_id")
+    ]
+    return "".join(lines)
 
 
 def text_snippet(url: str, prompt: str, active: list, use_adapters: bool, max_new_tokens: int, do_sample: bool,

@@ -2,7 +2,9 @@
 
 Data flows one way: request (prompt, mix, seed) -> validate -> the pool and the slots under the lock -> the
 pipeline -> image. The pipeline and the resident adapters are shared by every user, so they live here behind one
-lock; the mix (which adapters, at which weights, or none) belongs to each request. Each step has its file:
+lock; the mix (which adapters, at which weights, or none) belongs to each request. The names belong to each
+session (docs/SESSIONS.md): the pool maps a session's names to the resident weights, which the same (repo,
+revision, file) loaded by several sessions shares. Each step has its file:
 
 - the checks before anything is touched: checks.py (a pipeline repo's configs), lora_files.py (a LoRA file);
 - which adapters are resident and their facts, which one may leave, the base lock: the AdapterPool (pool.py);
@@ -16,13 +18,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peft_core import bundled, hub, limits, settings
+from peft_core import bundled, hub, limits, sessions, settings
 from peft_core.errors import HubError, InputError
 from peft_core.image import checks, families, pipeline, recipe
 from peft_core.image.export import save_mix
 from peft_core.image.lora_files import AdapterInfo, read_lora_file, trigger_words
 from peft_core.image.slots import LoraSlots
-from peft_core.pool import AdapterPool, check_base_lock
+from peft_core.pool import AdapterPool, check_base_change, check_base_lock
 from peft_core.runtime import pick_device
 from peft_core.startup import Startup
 from peft_core.turns import TurnLock, between_steps
@@ -94,7 +96,7 @@ class ImageStudio:
         self.startup.wait()  # else the defaults, still loading, would replace it
         repo = hub.open_repo(model_id, revision)
         loaded = (self.info.model_id, self.info.revision) if self.info is not None else None
-        if check_base_lock(loaded, repo):
+        if check_base_change(loaded, repo, "base pipeline") or check_base_lock(loaded, repo):
             return self.pipeline_info()  # already loaded: reloading would only drop every adapter
         sizes = repo.file_sizes()
         files = sorted(sizes)
@@ -138,32 +140,56 @@ class ImageStudio:
     # --- adapters ------------------------------------------------------------------------------------------------
 
     def load_adapter(self, repo_id: str, weight_name: str = "", adapter_name: str = "", revision: str = "main"):
-        """Load a LoRA by Hub id and keep it resident; returns every resident adapter.
+        """Load a LoRA by Hub id and keep it resident under a name of this session; returns what it sees.
 
         The file is resolved, downloaded and checked before the lock is taken, so a slow download does not hold
-        up generations, and a bad file leaves the pipeline untouched.
+        up generations, and a bad file leaves the pipeline untouched. Weights another session loaded from the same
+        (repo, revision, file) are shared: no download, no new memory.
         """
         self._require_pipe()
         repo = hub.open_repo(repo_id, revision)
         if adapter_name and adapter_name.strip():
             adapter_name = limits.check_adapter_name(adapter_name)
             self.pool.check_free(adapter_name)
-        sizes = repo.file_sizes()
-        weight_name = hub.pick_weight_name(repo, weight_name or "", list(sizes))
-        hub.check_file_size(repo, weight_name, sizes[weight_name], settings.current().max_adapter_mb)
-        lora = hub.read_healing_cache(
-            repo, [weight_name], lambda force: repo.file_path(weight_name, force), read_lora_file
-        )
-        words = trigger_words(repo.card_data()) if "README.md" in sizes else []
+        session = sessions.current()
+        entry = self.pool.entries.get(self.pool.find((repo.repo_id, repo.revision, weight_name or "")))
+        picked = not weight_name
+        if entry is not None:  # resident already: its facts, and no request to the Hub at all
+            info = entry.info
+            lora, weight_name, words = None, info.weight_name, info.trigger_words
+            hub.check_file_size(repo, weight_name, entry.file_bytes, settings.current().max_adapter_mb)
+            sessions.check_held(session, *self.pool.held(session), info.size_mb)
+        else:
+            sessions.quotas.check_download(session)
+            sizes = repo.file_sizes()
+            weight_name = hub.pick_weight_name(repo, weight_name or "", list(sizes))
+            file_bytes = sizes[weight_name]
+            hub.check_file_size(repo, weight_name, sizes[weight_name], settings.current().max_adapter_mb)
+            sessions.check_held(session, *self.pool.held(session), (sizes[weight_name] or 0) / 2**20)
+            lora = hub.read_healing_cache(
+                repo, [weight_name], lambda force: repo.file_path(weight_name, force), read_lora_file
+            )
+            words = trigger_words(repo.card_data()) if "README.md" in sizes else []
+            sessions.quotas.count_download(session)
+        source = (repo.repo_id, repo.revision, weight_name)
         with self._lock:
             if not adapter_name or not adapter_name.strip():
                 adapter_name = self.pool.free_name(repo.repo_id)
             self.pool.check_free(adapter_name)
+            key = self.pool.find(source)
+            if key is not None:  # resident already (loaded by another session, or meanwhile): one more name
+                sessions.check_held(session, *self.pool.held(session), self.pool.entries[key].info.size_mb)
+                self.pool.add(adapter_name, None, reloadable=False, key=key)
+                return self.list_adapters()
+            if lora is None:
+                raise InputError(f"{repo.repo_id!r} was unloaded while it was being added; load it again")
+            sessions.check_held(session, *self.pool.held(session), lora.size_mb)
             # The least recently used adapter outside the applied mix goes; bundled ones stay (every visitor's demo).
             evict = self.pool.eviction_candidate(in_use=self.slots.applied)
+            key = self.pool.new_key(adapter_name)
             slot_name = self.slots.slot_for_load()
             pipeline.load_lora(self.pipe, slot_name, lora, f"{repo.repo_id}/{weight_name}", self.info.model_id)
-            self.slots.add(adapter_name, slot_name)
+            self.slots.add(key, slot_name)
             if evict is not None:
                 self._delete(evict)
             info = AdapterInfo(
@@ -178,25 +204,38 @@ class ImageStudio:
                 layout=lora.layout,
                 num_layers=lora.num_layers,
             )
-            self.pool.add(adapter_name, info, reloadable=bundled.bundled_path(repo.repo_id) is None)
+            reloadable = bundled.bundled_path(repo.repo_id) is None
+            self.pool.add(adapter_name, info, reloadable, key, (*source, picked), file_bytes)
             return self.list_adapters()
 
     def list_adapters(self) -> list[dict]:
+        """The adapters this session may use: the shared ones, then its own."""
         self.startup.wait()
         with self._lock:
             return self.pool.list()
 
     def delete_adapter(self, adapter_name: str) -> list[dict]:
-        """Remove one adapter; the others stay loaded with their weights."""
+        """Remove this session's adapter; the others stay loaded with their weights, and so do its weights while
+        another session uses them."""
         self._require_pipe()
         with self._lock:
-            self.pool.get(adapter_name)  # refuses a name that is not loaded
-            self._delete(adapter_name)
+            key = self.pool.remove(adapter_name)  # refuses a name that is not this session's
+            if key is not None:
+                self.slots.remove(key)
             return self.list_adapters()
 
-    def _delete(self, adapter_name: str) -> None:
-        self.slots.remove(adapter_name)
-        self.pool.remove(adapter_name)
+    def release_session(self, session) -> None:
+        """A session ended: drop its names, and the weights nobody else uses (sessions.Tracker calls this)."""
+        if self.slots is None:
+            return
+        with self._lock:
+            for key in self.pool.release(session):
+                self.slots.remove(key)
+
+    def _delete(self, key: str) -> None:
+        """Free one resident's weights, and every session's name for it (eviction)."""
+        self.slots.remove(key)
+        self.pool.remove_key(key)
 
     def export_mix(self, adapters: dict, folder):
         """One LoRA safetensors file that equals this mix (see export.py); returns its path."""
@@ -204,8 +243,7 @@ class ImageStudio:
         name = "_".join(f"{n}-{w:g}" for n, w in request.adapters.items())[:100] or "mix"
         with self._lock:
             path = Path(folder) / f"mix_{name}.safetensors"
-            self.pool.check_loaded(request.adapters)
-            by_slot = self.slots.place(request.adapters)
+            by_slot = self.slots.place(self.pool.mix(request.adapters))
             return save_mix(self.pipe, by_slot, path, self.info.model_id, label=request.adapters)
 
     # --- generation ----------------------------------------------------------------------------------------------
@@ -269,9 +307,9 @@ class ImageStudio:
         return recipe.stamp(image, recipe.recipe(self.info, records, request))
 
     def _apply_mix(self, request: ImageRequest) -> None:
-        mix = request.adapters if request.use_adapters else {}
+        mix = self.pool.mix(request.adapters) if request.use_adapters else {}  # by resident key
         self.pool.touch(mix)
-        self.slots.activate(dict(mix))  # an empty mix is the base: same as the disable toggle
+        self.slots.activate(mix)  # an empty mix is the base: same as the disable toggle
 
     def _run(self, request: ImageRequest, progress):
         """The pipeline call for `request`, with its mix applied; called with the lock held.

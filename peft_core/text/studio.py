@@ -1,9 +1,11 @@
 """The text studio: one causal LM, its adapters, and generation with a per-request set of active adapters.
 
 Data flows one way: request -> validate -> the adapter pool under the lock -> the model (model.py) -> text. The
-model and its adapters are shared by every user, so they live here behind one lock; which adapters are active
-belongs to each request and is set again for every generation (`set_adapter` walks the modules once: cheap next to
-a forward pass, and never stale after a load, a merge or a training run changed the active set).
+model and its adapters are shared by every user, so they live here behind one lock (the names are each
+session's, and the same adapter repo loaded by several sessions is held once: pool.py, docs/SESSIONS.md); which
+adapters are active belongs to each request and is set again for every generation (`set_adapter` walks the
+modules once: cheap next to a forward pass, and never stale after a load, a merge or a training run changed the
+active set).
 
 Adapters come from the Hub (transformers' `load_adapter`), are added fresh (a LoraConfig), trained on pasted text
 (train.py) or merged from others (peft's `add_weighted_adapter`, merge.py). Every method validates all of its
@@ -15,13 +17,13 @@ This file imports no model library: everything that touches transformers, peft o
 from dataclasses import dataclass
 from pathlib import Path
 
-from peft_core import bundled, hub, limits
+from peft_core import bundled, hub, limits, sessions, settings
 from peft_core.config_checks import peft_type_name
 from peft_core.errors import AdapterError, InputError
-from peft_core.pool import AdapterPool, check_base_lock
+from peft_core.pool import AdapterPool, check_base_change, check_base_lock, size_mb
 from peft_core.runtime import pick_device
 from peft_core.startup import Startup
-from peft_core.text.adapters import ADAPTER_CONFIG, TextAdapterInfo
+from peft_core.text.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, TextAdapterInfo
 from peft_core.text.merge import check_merge_request
 from peft_core.text.model import TextModel, TextModelInfo
 from peft_core.text.repos import check_model_files, fetch_adapter, open_base
@@ -78,14 +80,18 @@ class TextStudio:
         """
         self.startup.wait()  # else the defaults, still loading, would replace it
         repo = hub.open_repo(model_id, revision)
+        if settings.current().public and not sessions.is_admin():  # refused before any Hub request
+            if check_base_change((self.info.model_id, self.info.revision) if self.info else None, repo, "text model"):
+                return self.model_info()
         files = repo.file_sizes()
         adapter_repo, adapter = None, None
         if ADAPTER_CONFIG in files:
             adapter_repo, adapter = repo, fetch_adapter(repo, files)
+            adapter_bytes = files.get(ADAPTER_WEIGHTS)
             repo = open_base(repo, adapter)
             files = repo.file_sizes()
         loaded = (self.info.model_id, self.info.revision) if self.info is not None else None
-        if check_base_lock(loaded, repo):  # locked, and this base is loaded: reloading would drop every adapter
+        if check_base_change(loaded, repo, "text model") or check_base_lock(loaded, repo):  # nothing to reload
             if adapter is not None:  # an adapter repo for it: add just the adapter, as load_adapter does
                 self.load_adapter(adapter_repo.repo_id, revision=adapter_repo.revision)
             return self.model_info()
@@ -94,7 +100,8 @@ class TextStudio:
         pool = AdapterPool()  # adapters belong to the base they were loaded into
         if adapter is not None:
             record = lm.load_adapter_folder(pool.free_name(adapter_repo.repo_id), adapter, adapter_repo)
-            pool.add(record.adapter_name, record, _reloadable(record))
+            source = (adapter_repo.repo_id, adapter_repo.revision, "")
+            pool.add(record.adapter_name, record, _reloadable(record), source=source, file_bytes=adapter_bytes)
         with self._lock:
             self.lm, self.pool = lm, pool
             return self.model_info()
@@ -112,7 +119,8 @@ class TextStudio:
     # --- adapters ------------------------------------------------------------------------------------------------
 
     def load_adapter(self, repo_id: str, adapter_name: str = "", revision: str = "main") -> list[dict]:
-        """Load a peft adapter repo (adapter_config.json + adapter_model.safetensors); returns every adapter.
+        """Load a peft adapter repo (adapter_config.json + adapter_model.safetensors); returns what this session
+        sees. One another session loaded already (same repo and revision) is shared: no download, no new memory.
 
         The files are downloaded and checked before the lock is taken, so a slow download does not hold up
         generations, and a bad file leaves the model untouched.
@@ -122,16 +130,34 @@ class TextStudio:
         if adapter_name and adapter_name.strip():
             adapter_name = limits.check_adapter_name(adapter_name)
             self.pool.check_free(adapter_name)
-        adapter = fetch_adapter(repo, repo.file_sizes())
+        session, source = sessions.current(), (repo.repo_id, repo.revision, "")
+        adapter, entry = None, self.pool.entries.get(self.pool.find(source))
+        if entry is not None:  # held already: no request to the Hub; the size cap still holds
+            hub.check_file_size(repo, ADAPTER_WEIGHTS, entry.file_bytes, settings.current().max_adapter_mb)
+        else:
+            sessions.quotas.check_download(session)
+            sizes = repo.file_sizes()
+            adapter = fetch_adapter(repo, sizes)
+            megabytes = sum(t.numel() * t.element_size() for t in adapter.state_dict.values()) / 2**20
+            sessions.check_held(session, *self.pool.held(session), megabytes)
+            sessions.quotas.count_download(session)
         with self._lock:
             self._require_model()
             if not adapter_name or not adapter_name.strip():
                 adapter_name = self.pool.free_name(repo.repo_id)
             self.pool.check_free(adapter_name)
+            key = self.pool.find(source)
+            if key is not None:  # held already (loaded by another session, or meanwhile): one more name
+                sessions.check_held(session, *self.pool.held(session), size_mb(self.pool.entries[key].info))
+                self.pool.add(adapter_name, None, reloadable=False, key=key)
+                return self.list_adapters()
+            if adapter is None:
+                raise InputError(f"{repo.repo_id!r} was unloaded while it was being added; load it again")
             self._check_same_type(adapter.peft_type, repr(repo.repo_id))
             evict = self.pool.eviction_candidate()
-            record = self.lm.load_adapter_folder(adapter_name, adapter, repo)
-            self._add(record, evict)
+            key = self.pool.new_key(adapter_name)
+            record = self.lm.load_adapter_folder(key, adapter, repo)
+            self._add(adapter_name, record, evict, key, source, sizes.get(ADAPTER_WEIGHTS))
             return self.list_adapters()
 
     def add_adapter(
@@ -151,13 +177,16 @@ class TextStudio:
         if lora_dropout >= 1:
             raise InputError(f"lora_dropout must be a number in [0, 1), got {lora_dropout!r}")
         targets = _split_names("target_modules", target_modules)
+        session = sessions.current()
         with self._lock:
             self._require_model()
             self.pool.check_free(adapter_name)
+            sessions.check_held(session, *self.pool.held(session), 0.0)
             self._check_same_type("LORA", f"the new adapter {adapter_name!r}")
             config = self.lm.lora_config(r, lora_alpha, lora_dropout, targets)
             evict = self.pool.eviction_candidate()
-            self._add(self.lm.add_lora(adapter_name, config), evict)
+            key = self.pool.new_key(adapter_name)
+            self._add(adapter_name, self.lm.add_lora(key, config), evict, key)
             return self.list_adapters()
 
     def train_adapter(self, adapter_name: str, text: str, steps: int, learning_rate: float, progress=None) -> dict:
@@ -175,9 +204,12 @@ class TextStudio:
             raise InputError(
                 f"text is {len(text):,} characters long; at most {limits.TRAIN_TEXT_MAX_CHARS:,} are allowed"
             )
+        session = sessions.current()
+        sessions.quotas.check_train_steps(session, steps)
         with self._lock:
             self._require_model()
             record = self.pool.get(adapter_name)
+            key = self.pool.check_own(adapter_name, "train")
             if not record.trainable:
                 raise InputError(
                     f"adapter {adapter_name!r} was loaded from {record.repo_id!r} and is kept as its author made it; "
@@ -193,19 +225,20 @@ class TextStudio:
                 )
 
             def resume():  # a generation in between set its own adapters and eval mode
-                if self.lm is not lm or adapter_name not in self.pool:
+                if self.lm is not lm or self.pool.own().get(adapter_name) != key:
                     raise InputError(f"training of {adapter_name!r} stopped: the adapter or its base was replaced")
-                lm.resume_training(adapter_name)
+                lm.resume_training(key)
 
             def each_step(step, total, loss):
                 if progress is not None:
                     progress(step, total, loss)
                 between_steps(self._lock, f"training of {adapter_name!r}", resume)
 
-            result = lm.train(adapter_name, batch, steps, learning_rate, each_step)
+            sessions.quotas.count_train_steps(session, steps)  # counted when it starts: a stopped run used them too
+            result = lm.train(key, batch, steps, learning_rate, each_step)
             record.steps_trained += steps
-            self.pool.touch([adapter_name])
-            return result.to_dict()
+            self.pool.touch([key])
+            return {**result.to_dict(), "adapter_name": adapter_name}  # as this session calls it
 
     def merge_adapters(
         self, adapters: dict, new_adapter_name: str, combination_type: str = "linear", density: float | None = None
@@ -222,13 +255,18 @@ class TextStudio:
         self._require_model()
         weights, kind, density = check_merge_request(adapters, combination_type, density)
         new_adapter_name = limits.check_adapter_name(new_adapter_name)
+        session = sessions.current()
         with self._lock:
             self._require_model()
-            self.pool.check_loaded(weights)
+            by_key = self.pool.mix(weights)  # the adapters this session may use, by the model's names
             self.pool.check_free(new_adapter_name)
-            self.lm.check_merge(weights, kind)
+            sessions.check_held(session, *self.pool.held(session), 0.0)
+            self.lm.check_merge(by_key, kind)
             evict = self.pool.eviction_candidate()
-            self._add(self.lm.merge(weights, new_adapter_name, kind, density), evict)
+            key = self.pool.new_key(new_adapter_name)
+            record = self.lm.merge(by_key, key, kind, density)
+            record.merged_from = dict(weights)  # as this session named them
+            self._add(new_adapter_name, record, evict, key)
             return self.list_adapters()
 
     def list_adapters(self) -> list[dict]:
@@ -237,43 +275,58 @@ class TextStudio:
             return self.pool.list()
 
     def delete_adapter(self, adapter_name: str) -> list[dict]:
-        """Remove one adapter; the others stay with their weights."""
+        """Remove this session's adapter; the others stay with their weights, and so do its own while another
+        session uses them."""
         self._require_model()
         with self._lock:
-            self.pool.get(adapter_name)
-            self._delete(adapter_name)
+            key = self.pool.remove(adapter_name)  # refuses a name that is not this session's
+            if key is not None:
+                self.lm.delete(key)
             return self.list_adapters()
+
+    def release_session(self, session) -> None:
+        """A session ended: drop its names, and the adapters nobody else uses (sessions.Tracker calls this)."""
+        with self._lock:
+            if self.lm is None:
+                return
+            for key in self.pool.release(session):
+                self.lm.delete(key)
 
     def export_adapter(self, adapter_name: str, folder) -> Path:
         """Write `folder/<adapter_name>/` (adapter_config.json + adapter_model.safetensors, as peft saves them)
         and `folder/<adapter_name>.zip` of it; returns the zip's path, for a download button."""
         with self._lock:
             self._require_model()
-            self.pool.get(adapter_name)
-            return self.lm.export(adapter_name, Path(folder))
+            key = self.pool.check_own(adapter_name, "export")
+            return self.lm.export(key, Path(folder))
 
     def _check_same_type(self, peft_type: str, what: str) -> None:
         """One peft method per model: a LoHa injected next to a LoRA wraps the LoRA layer inside its own."""
-        records = self.pool.records()
-        held = {info.peft_type for info in records}
+        held = {info.peft_type for info in self.pool.records()}  # every session's: one model holds them all
         if held and peft_type not in held:
             have = held.pop()
-            names = ", ".join(info.adapter_name for info in records if info.peft_type == have)
+            # The names this session sees only: another session's names are none of its business.
+            entries, visible = self.pool.entries, self.pool.visible().items()
+            names = ", ".join(n for n, k in visible if entries[k].info.peft_type == have) or "of other sessions"
             raise AdapterError(
                 f"cannot mix a {peft_type_name(have)} and a {peft_type_name(peft_type)} in one model: {what} is a "
                 f"{peft_type_name(peft_type)}, and the model holds {peft_type_name(have)} adapter(s) {names}; "
                 "delete those first"
             )
 
-    def _add(self, record: TextAdapterInfo, evict: str | None) -> None:
-        """Register an adapter the model now holds, after dropping `evict` (see AdapterPool.eviction_candidate)."""
+    def _add(self, adapter_name: str, record: TextAdapterInfo, evict: str | None, key: str, source=None,
+             file_bytes=None) -> None:  # fmt: skip
+        """Register an adapter the model now holds as `key`, named `adapter_name` in this session, after dropping
+        `evict` (see AdapterPool.eviction_candidate)."""
         if evict is not None:
             self._delete(evict)
-        self.pool.add(record.adapter_name, record, _reloadable(record))
+        record.adapter_name = adapter_name
+        self.pool.add(adapter_name, record, _reloadable(record), key, source, file_bytes)
 
-    def _delete(self, adapter_name: str) -> None:
-        self.lm.delete(adapter_name)
-        self.pool.remove(adapter_name)
+    def _delete(self, key: str) -> None:
+        """Free one resident adapter, and every session's name for it (eviction)."""
+        self.lm.delete(key)
+        self.pool.remove_key(key)
 
     # --- generation ----------------------------------------------------------------------------------------------
 
@@ -323,9 +376,10 @@ class TextStudio:
             return self._run(ids, request, ()), self._run(ids, request, request.adapters)
 
     def _apply_active(self, names) -> None:
-        """Make exactly `names` active (none: the disable toggle), and count them as used."""
-        self.pool.touch(names)
-        self.lm.set_active(names, any_loaded=len(self.pool) > 0)
+        """Make exactly `names` (this session's) active (none: the disable toggle), and count them as used."""
+        keys = self.pool.keys(names)
+        self.pool.touch(keys)
+        self.lm.set_active(keys, any_loaded=len(self.pool) > 0)
 
     def _run(self, ids, request: TextRequest, active) -> str:
         """Generate with exactly `active` adapters on; called with the lock held.
