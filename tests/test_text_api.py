@@ -73,3 +73,14 @@ def test_adapter_repo_brings_its_base(client, lm_assets):
     client.predict(str(lm_assets["lora_b"]), "lora_b", api_name="/load_text_adapter")
     client.predict(str(lm_assets["lm"]), api_name="/load_text_model")
     assert client.predict(api_name="/list_text_adapters") == []
+
+
+def test_the_text_snippet_says_which_adapters_a_client_cannot_see():
+    """A gradio_client Client is a session of its own: the page's snippet names the adapters the visitor made in
+    the page (which the Client cannot use) and how to bring them along, and says nothing of shared ones."""
+    from ui.snippets import text_snippet
+
+    code = text_snippet("http://x", "hi", ["mine", "demo"], True, 8, False, 0, 1.0, own=["mine"])
+    assert "# 'mine': made in your browser session" in code and "'demo':" not in code
+    compile(code, "snippet", "exec")  # still a runnable script
+    assert "browser session" not in text_snippet("http://x", "hi", ["demo"], True, 8, False, 0, 1.0, own=["mine"])

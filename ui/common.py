@@ -6,7 +6,6 @@ import functools
 import inspect
 import logging
 import tempfile
-import threading
 import time
 import typing
 import uuid
@@ -281,33 +280,6 @@ def user_errors_gen(fn):
     wrapper.__signature__ = with_request
     wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), _REQUEST: gr.Request | None}
     return wrapper
-
-
-def _inherit_session_in_threads() -> None:
-    """A thread started while a session is bound runs as that session too (a handler's worker thread, like the
-    text tab's training). Python threads start with an empty context (3.14 adds Thread(context=...)); without
-    this, the worker would call the core as the admin, with the admin's names."""
-    if getattr(threading.Thread.start, "_studio_sessions", False):
-        return
-    start = threading.Thread.start
-
-    def start_as_session(self):
-        session = sessions.current()
-        if session is not sessions.ADMIN:
-            run = self.run
-
-            def run_as_session():
-                with sessions.bound(session):
-                    run()
-
-            self.run = run_as_session
-        return start(self)
-
-    start_as_session._studio_sessions = True
-    threading.Thread.start = start_as_session
-
-
-_inherit_session_in_threads()
 
 
 @contextlib.contextmanager

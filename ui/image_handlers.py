@@ -178,10 +178,12 @@ class ImageHandlers:
         return {p.grid: composite(cells, x_name, x_values, y_name or "", y_values),
                 p.sent: f"{prompt_note(r)}; other adapters on: {others}"}  # fmt: skip
 
+    @user_errors  # binds the visitor's session: its own adapters' trigger words, and the loads its snippet needs
     def ui_snippet(self, values: dict, http: gr.Request):
         r = self.request(values)
         return image_snippet(page_url(http), r.prompt, r.negative_prompt, r.adapters, r.use_adapters, r.seed,
-                             r.steps, r.guidance_scale, r.width, r.height)  # fmt: skip
+                             r.steps, r.guidance_scale, r.width, r.height,
+                             loads=self.images.list_adapters())  # fmt: skip
 
     @user_errors
     def ui_export(self, rows):

@@ -45,9 +45,11 @@ def _image_loads(loads, mix: dict) -> str:
 
 
 def text_snippet(url: str, prompt: str, active: list, use_adapters: bool, max_new_tokens: int, do_sample: bool,
-                 seed: int, temperature: float) -> str:  # fmt: skip
+                 seed: int, temperature: float, own=()) -> str:  # fmt: skip
+    """`own`: the names in `active` that the page's session added, trained or merged. A Client is a session of its
+    own (docs/SESSIONS.md) and cannot see them, so the snippet says how to bring them along instead of failing."""
     return f'''{CLIENT.format(url=url)}
-text = client.predict(
+{_text_own(own, active)}text = client.predict(
     prompt={prompt!r},
     adapters={list(active)!r},
     use_adapters={use_adapters!r},
@@ -59,3 +61,12 @@ text = client.predict(
 )
 print(text)
 '''
+
+
+def _text_own(own, active: list) -> str:
+    names = [name for name in active if name in own]
+    if not names:
+        return ""
+    return (f"# {', '.join(map(repr, names))}: made in your browser session, which this Client (a session of\n"
+            "# its own) cannot see: add or train it here first (/add_text_adapter, /train_text_adapter), or\n"
+            "# export it, push it to a Hub repo and load it with /load_text_adapter\n")  # fmt: skip

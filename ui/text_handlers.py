@@ -4,6 +4,7 @@ Handlers receive their inputs by parameter name (gradio's `inputs_kwargs`) and a
 page's components where they set more than one. `p` is the page (ui/text_tab.py, TextPage).
 """
 
+import contextvars
 import queue
 import tempfile
 import threading
@@ -90,7 +91,6 @@ class TextHandlers:
             info = self.studio.load_model(model_id, revision or "main")
         return {self.p.model_md: model_markdown(info), **self.refreshed(self.studio.list_adapters())}
 
-    @user_errors
     # Adding, loading, merging or deleting an adapter keeps the page's ticks (`active`) as they were.
     @user_errors
     def ui_load_adapter(self, repo_id, adapter_name, revision, active, progress=gr.Progress()):
@@ -136,7 +136,9 @@ class TextHandlers:
                 outcome["error"] = exc
             losses.put(None)
 
-        threading.Thread(target=work, daemon=True).start()
+        # A new thread starts with an empty context: run the worker in a copy of this one, so that it calls the
+        # core as this visitor's session (sessions.bound, set by user_errors_gen), not as the admin.
+        threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True).start()
         points, shown = [], 0.0
         try:
             while (item := losses.get()) is not None:
@@ -186,9 +188,11 @@ class TextHandlers:
         return {p.model_md: model_markdown(self.studio.model_info()), p.model_id: preset.base,
                 p.prompt: preset.prompt, **shown}  # fmt: skip
 
+    @user_errors  # binds the visitor's session: which of the active adapters are its own
     def ui_snippet(self, prompt, active, disabled, max_new_tokens, do_sample, seed, temperature, http: gr.Request):
+        own = [a["adapter_name"] for a in self.studio.list_adapters() if not a.get("shared", True)]
         return text_snippet(page_url(http), prompt, active or [], not disabled, int(max_new_tokens), do_sample,
-                            int(seed), float(temperature))  # fmt: skip
+                            int(seed), float(temperature), own=own)  # fmt: skip
 
     @user_errors
     def ui_page_load(self):
