@@ -303,7 +303,8 @@ class ImageStudio:
 
     def _stamped(self, image, request: ImageRequest):
         """`image` carrying its recipe (recipe.py); called with the lock held, so the facts are those that made it."""
-        records = {r.adapter_name: r for r in self.pool.records()}
+        # by this session's names: two visitors may call different files by one name (docs/SESSIONS.md)
+        records = {name: self.pool.get(name) for name in request.adapters}
         return recipe.stamp(image, recipe.recipe(self.info, records, request))
 
     def _apply_mix(self, request: ImageRequest) -> None:
