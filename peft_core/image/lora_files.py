@@ -22,6 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from peft_core.errors import AdapterError
+from peft_core.image.lora_report import (
+    LoadReport,
+    alpha_convention,
+    cross_attention_width,
+    made_for,
+    read_metadata,
+)
 from peft_core.safetensors_file import check_finite, check_safetensors_header, read_tensors
 
 # Trigger words are listed with every adapter on every /list_adapters answer and added to prompts: a few short ones.
@@ -56,6 +63,9 @@ class LoraFile:
     components: list[str]  # pipeline parts it touches, e.g. ["unet", "text_encoder"]
     num_layers: int  # LoRA layers the file names; compared with what the pipeline registers
     size_mb: float
+    report: LoadReport  # per component: layers named, ranks; alpha convention, family; the load adds what landed
+    width: int | None = None  # the cross-attention width its keys take (lora_report.cross_attention_width)
+    modules: dict = field(default_factory=dict, repr=False)  # component -> {flat module name: a key naming it}
 
 
 @dataclass
@@ -72,6 +82,7 @@ class AdapterInfo:
     trigger_words: list[str]
     layout: str
     num_layers: int
+    report: dict = field(default_factory=dict)  # LoadReport.to_dict(): what the file named and what landed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,13 +173,32 @@ def _component(key: str) -> str:
     return key.split(".", 1)[0]
 
 
+def flat_module(key: str) -> str:
+    """The module a LoRA key names, with its component prefix cut and "." spelled "_" as kohya spells it:
+    `unet.a.b.attn1.processor.to_out_lora.down.weight` and `lora_unet_a_b_attn1_to_out_0.lora_down.weight` both
+    give `a_b_attn1_to_out_0`. Compared with the registered modules' names spelled the same way, it says which of
+    a file's layers landed nowhere (an SDXL file in sgm names, which diffusers renumbers, is not compared)."""
+    for prefix in _KOHYA_COMPONENTS:
+        if key.startswith(prefix):
+            return key[len(prefix) :].split(".", 1)[0]
+    module = key.split(".", 1)[1] if "." in key else key
+    for marker in _DOWN_MARKERS + _UP_MARKERS:
+        if marker in f".{module}":
+            module = f".{module}".split(marker, 1)[0].lstrip(".")
+            break
+    module, _, projection = module.partition(".processor.")
+    if projection:  # the attention processors' own spelling: to_out_lora is to_out.0
+        module = f"{module}.{_PROCESSOR_PROJECTIONS.get(projection + '_lora', projection)}"
+    return module.replace(".", "_")
+
+
 def read_lora_file(path: Path) -> LoraFile:
     """Load and check a LoRA safetensors file; never unpickles.
 
-    Every key, dtype and shape is checked on the header, before a tensor is read. The file's `__metadata__` is not
-    used: diffusers would read `lora_adapter_metadata` there as a LoraConfig (init_lora_weights, target_modules ...
-    from a stranger) when given the path, but it is given the tensors only, and builds its config from the key names
-    checked here (see pipeline.py).
+    Every key, dtype and shape is checked on the header, before a tensor is read. diffusers is given the tensors
+    only, never the path: given the path it would read `lora_adapter_metadata` in `__metadata__` as a LoraConfig
+    (init_lora_weights, target_modules ... from a stranger), and it builds its config from the key names checked
+    here instead (see pipeline.py). Of `__metadata__`, only a few allowlisted fields are read, for the report.
     """
     header = check_safetensors_header(path)
     if not header:
@@ -182,13 +212,35 @@ def read_lora_file(path: Path) -> LoraFile:
     downs = {k: v for k, v in state_dict.items() if any(m in k for m in _DOWN_MARKERS)}
     if not downs:
         raise AdapterError(f"{path.name!r} has LoRA keys but no down/A matrices; the file is incomplete")
+    named: dict[str, int] = {}
+    ranks: dict[str, list[int]] = {}
+    modules: dict[str, dict] = {}
+    for key, tensor in sorted(downs.items()):
+        component, rank = _component(key), int(tensor.shape[0])
+        named[component] = named.get(component, 0) + 1
+        low, high = ranks.get(component, [rank, rank])
+        ranks[component] = [min(low, rank), max(high, rank)]
+        modules.setdefault(component, {})[flat_module(key)] = key
+    alphas = {k: float(v.float().reshape(-1)[0]) for k, v in state_dict.items() if k.endswith(".alpha")}
+    width = cross_attention_width(header)
+    report = LoadReport(
+        layout=layout,
+        named=dict(sorted(named.items())),
+        ranks=dict(sorted(ranks.items())),
+        alpha=alpha_convention(header, len(downs), alphas),
+        made_for=made_for(list(header), width),
+        metadata=read_metadata(path),
+    )
     return LoraFile(
         state_dict=state_dict,
         layout=layout,
         rank=max(int(v.shape[0]) for v in downs.values()),
-        components=sorted({_component(k) for k in downs}),
+        components=sorted(named),
         num_layers=len(downs),
         size_mb=round(path.stat().st_size / 2**20, 3),
+        report=report,
+        width=width,
+        modules=modules,
     )
 
 

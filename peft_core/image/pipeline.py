@@ -78,13 +78,20 @@ def lora_components(pipe):
 # --- loading a LoRA into a slot --------------------------------------------------------------------------------------
 
 
-def load_lora(pipe, slot_name: str, lora, source: str, model_id: str) -> None:
+def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
     """Load `lora` (a lora_files.LoraFile) into the empty slot `slot_name` with `load_lora_weights`, then check that
-    every layer it names landed; on any failure, undo it and raise, leaving the pipeline as it was.
+    every layer it names landed, per component; on any failure, undo it and raise with the file's load report,
+    leaving the pipeline as it was. Returns the report (lora_report.LoadReport) with what landed filled in.
 
     Args:
         source: names the file in errors ("org/repo/file.safetensors"); model_id: the base, likewise.
     """
+    from peft_core.image.lora_report import base_family
+
+    report = lora.report
+    report.base, base_width = base_family(pipe)
+    if lora.width is not None and base_width is not None and lora.width != base_width:
+        raise AdapterError(f"{source} was made for {report.made_for}; the loaded base {model_id!r} is {report.base}")
     check_layer_count(lora, pipe, source, model_id)  # before peft matches its layers one by one
     try:
         with quiet_libraries():
@@ -93,22 +100,56 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str) -> None:
             # builds it from the key names and alphas read_lora_file checked (plain names, no regex).
             # A copy: diffusers converts the dict in place, and the caller may reuse it. low_cpu_mem_usage off:
             # for LoRA-sized tensors its meta-device path is slower here (bench/load.py: 1.25-1.35x).
-            pipe.load_lora_weights(dict(lora.state_dict), adapter_name=slot_name, low_cpu_mem_usage=False)
-        registered = count_lora_layers(pipe, slot_name)
+            pipe.load_lora_weights(
+                dict(lora.state_dict), adapter_name=slot_name, low_cpu_mem_usage=False, **_sgm_kwargs(pipe, lora)
+            )
+        registered = registered_modules(pipe, slot_name)
     except Exception as exc:
         undo_load(pipe, slot_name)
         if "not found in the base model" in str(exc):  # peft's words when no key matches a module at all
+            report.matched = {}
             raise AdapterError(
-                f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but none match "
-                f"{model_id!r}: it was probably made for another base model"
+                f"{source} names {lora.num_layers} LoRA layers but none match {model_id!r}: it was probably made "
+                f"for another base model ({report.line()})"
             ) from None
         raise AdapterError(f"{source} ({lora.layout} layout) does not fit {model_id!r}: {first_line(exc)}") from None
-    if registered < lora.num_layers:
+    report.matched = {component: len(registered.get(component, ())) for component in report.named}
+    report.unmatched = _unmatched(lora, registered)
+    if any(report.matched[c] < n for c, n in report.named.items()):
         undo_load(pipe, slot_name)
         raise AdapterError(
-            f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but only {registered} match "
-            f"{model_id!r}: it was probably made for another base model"
+            f"{source} names {lora.num_layers} LoRA layers but only {sum(report.matched.values())} match "
+            f"{model_id!r}: it was probably made for another base model ({report.line()})"
         )
+    return report
+
+
+def _sgm_kwargs(pipe, lora) -> dict:
+    """kohya's SDXL trainer names UNet blocks as Stability's sgm code does (`lora_unet_input_blocks_4_1_...`);
+    diffusers renumbers them from the UNet's config, which its SDXL loader passes itself and its SD 1.x/2.x loader
+    only when asked (the same sgm names appear in SD 1.x files converted from A1111 checkpoints)."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+
+    sgm = ("lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_")
+    if type(pipe).lora_state_dict is StableDiffusionLoraLoaderMixin.lora_state_dict and any(
+        k.startswith(sgm) for k in lora.state_dict
+    ):
+        return {"unet_config": pipe.unet.config}
+    return {}
+
+
+def _unmatched(lora, registered: dict) -> list[str]:
+    """Up to five of the file's layers that landed nowhere, where its names compare with the modules' (see
+    lora_files.flat_module); [] when every component has all its layers."""
+    from peft_core.image.lora_report import MAX_UNMATCHED_SHOWN
+
+    missing = []
+    for component, modules in lora.modules.items():
+        landed = {name.replace(".", "_") for name in registered.get(component, ())}
+        if len(landed) >= len(modules) or (landed and not landed & set(modules)):
+            continue  # all there, or spelled another way (sgm block numbers): the counts say it
+        missing += [key for flat, key in modules.items() if flat not in landed]
+    return missing[:MAX_UNMATCHED_SHOWN]
 
 
 def check_layer_count(lora, pipe, source: str, model_id: str) -> None:
@@ -135,15 +176,20 @@ def check_layer_count(lora, pipe, source: str, model_id: str) -> None:
         )
 
 
-def count_lora_layers(pipe, adapter_name: str) -> int:
-    """How many LoRA layers across the pipeline's parts carry `adapter_name`."""
-    count = 0
-    for _, model in lora_components(pipe):
-        for module in model.modules():
+def registered_modules(pipe, adapter_name: str) -> dict[str, list[str]]:
+    """Per pipeline part, the names of the modules that carry `adapter_name`, e.g. {"unet": ["mid_block..."]}."""
+    registered: dict[str, list[str]] = {}
+    for component, model in lora_components(pipe):
+        for name, module in model.named_modules():
             lora_a = getattr(module, "lora_A", None)
             if lora_a is not None and adapter_name in lora_a:
-                count += 1
-    return count
+                registered.setdefault(component, []).append(name)
+    return registered
+
+
+def count_lora_layers(pipe, adapter_name: str) -> int:
+    """How many LoRA layers across the pipeline's parts carry `adapter_name`."""
+    return sum(len(names) for names in registered_modules(pipe, adapter_name).values())
 
 
 def undo_load(pipe, adapter_name: str) -> None:

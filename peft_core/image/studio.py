@@ -144,7 +144,8 @@ class ImageStudio:
             # The least recently used adapter outside the applied mix goes; bundled ones stay (every visitor's demo).
             evict = self.pool.eviction_candidate(in_use=self.slots.applied)
             slot_name = self.slots.slot_for_load()
-            pipeline.load_lora(self.pipe, slot_name, lora, f"{repo.repo_id}/{weight_name}", self.info.model_id)
+            source = f"{repo.repo_id}/{weight_name}"
+            report = pipeline.load_lora(self.pipe, slot_name, lora, source, self.info.model_id)
             self.slots.add(adapter_name, slot_name)
             if evict is not None:
                 self._delete(evict)
@@ -159,6 +160,7 @@ class ImageStudio:
                 trigger_words=words,
                 layout=lora.layout,
                 num_layers=lora.num_layers,
+                report=report.to_dict(),
             )
             self.pool.add(adapter_name, info, reloadable=bundled.bundled_path(repo.repo_id) is None)
             return self.list_adapters()
