@@ -109,8 +109,8 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
         if "not found in the base model" in str(exc):  # peft's words when no key matches a module at all
             report.matched = {}
             raise AdapterError(
-                f"{source} names {lora.num_layers} LoRA layers but none match {model_id!r}: it was probably made "
-                f"for another base model ({report.line()})"
+                f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but none match {model_id!r}: it "
+                f"was probably made for another base model ({report.line()})"
             ) from None
         raise AdapterError(f"{source} ({lora.layout} layout) does not fit {model_id!r}: {first_line(exc)}") from None
     report.matched = {component: len(registered.get(component, ())) for component in report.named}
@@ -118,7 +118,8 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
     if any(report.matched[c] < n for c, n in report.named.items()):
         undo_load(pipe, slot_name)
         raise AdapterError(
-            f"{source} names {lora.num_layers} LoRA layers but only {sum(report.matched.values())} match "
+            f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but only "
+            f"{sum(report.matched.values())} match "
             f"{model_id!r}: it was probably made for another base model ({report.line()})"
         )
     return report
@@ -145,7 +146,9 @@ def _unmatched(lora, registered: dict) -> list[str]:
 
     missing = []
     for component, modules in lora.modules.items():
-        landed = {name.replace(".", "_") for name in registered.get(component, ())}
+        # transformers 5's CLIPTextModel has no `text_model.` level; the files trained before it name one
+        modules = {flat.removeprefix("text_model_"): key for flat, key in modules.items()}
+        landed = {name.replace(".", "_").removeprefix("text_model_") for name in registered.get(component, ())}
         if len(landed) >= len(modules) or (landed and not landed & set(modules)):
             continue  # all there, or spelled another way (sgm block numbers): the counts say it
         missing += [key for flat, key in modules.items() if flat not in landed]
