@@ -161,3 +161,56 @@ def scaled(layers: dict, factor: float) -> dict:
 
 def only(layers: dict, *components: str) -> dict:
     return {c: layers[c] for c in components}
+
+
+# --- LyCORIS -------------------------------------------------------------------------------------------------------
+
+
+def _sizes(module) -> tuple[int, int]:
+    if isinstance(module, torch.nn.Conv2d):
+        return module.out_channels, module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+    return module.out_features, module.in_features
+
+
+def loha(model, modules: list[str], seed: int, rank: int = 4, alpha: float | None = 2.0, prefix="lora_unet",
+         scale: float = 0.5) -> dict:  # fmt: skip
+    """A LoHa file as LyCORIS saves it (lycoris/modules/loha.py LohaModule, kohya names): per module
+    `hada_w1_a` (out, rank), `hada_w1_b` (rank, in), `hada_w2_a`, `hada_w2_b` and `alpha`; a convolution's `in` is
+    in_channels x kernel (no Tucker)."""
+    torch.manual_seed(seed)
+    named = dict(model.named_modules())
+    state = {}
+    for name in modules:
+        out, inn = _sizes(named[name])
+        key = f"{prefix}_{published(model, name).replace('.', '_')}"
+        for w in ("1", "2"):
+            state[f"{key}.hada_w{w}_a"] = torch.randn(out, rank) * scale
+            state[f"{key}.hada_w{w}_b"] = torch.randn(rank, inn) * scale
+        if alpha is not None:
+            state[f"{key}.alpha"] = torch.tensor(float(alpha))
+    return state
+
+
+def lokr(model, modules: list[str], seed: int, rank: int = 2, alpha: float = 1.0, prefix="lora_unet",
+         scale: float = 0.5) -> dict:  # fmt: skip
+    """A LoKr file as LyCORIS saves it (lycoris/modules/lokr.py LokrModule, factor -1, decompose_both off): out and
+    in split by its `factorization` (a <= b, the most square split), `lokr_w1` (a, c) full, and `lokr_w2` (b, d)
+    full when rank >= max(b, d) / 2, else `lokr_w2_a` (b, rank) and `lokr_w2_b` (rank, d); `alpha` (LyCORIS
+    ignores it when both factors are full)."""
+    from peft.tuners.lokr.layer import factorization  # LyCORIS' own function, as peft ships it
+
+    torch.manual_seed(seed)
+    named = dict(model.named_modules())
+    state = {}
+    for name in modules:
+        out, inn = _sizes(named[name])
+        (a, b), (c, d) = factorization(out, -1), factorization(inn, -1)
+        key = f"{prefix}_{published(model, name).replace('.', '_')}"
+        state[f"{key}.lokr_w1"] = torch.randn(a, c) * scale
+        if rank >= max(b, d) / 2:
+            state[f"{key}.lokr_w2"] = torch.randn(b, d) * scale
+        else:
+            state[f"{key}.lokr_w2_a"] = torch.randn(b, rank) * scale
+            state[f"{key}.lokr_w2_b"] = torch.randn(rank, d) * scale
+        state[f"{key}.alpha"] = torch.tensor(float(alpha))
+    return state

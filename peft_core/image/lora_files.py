@@ -29,6 +29,7 @@ from peft_core.image.lora_report import (
     made_for,
     read_metadata,
 )
+from peft_core.image.lycoris_files import ALGORITHMS, lycoris_algorithm, module_alpha, module_rank, read_modules
 from peft_core.safetensors_file import check_finite, check_safetensors_header, read_tensors
 
 # Trigger words are listed with every adapter on every /list_adapters answer and added to prompts: a few short ones.
@@ -66,6 +67,8 @@ class LoraFile:
     report: LoadReport  # per component: layers named, ranks; alpha convention, family; the load adds what landed
     width: int | None = None  # the cross-attention width its keys take (lora_report.cross_attention_width)
     modules: dict = field(default_factory=dict, repr=False)  # component -> {flat module name: a key naming it}
+    algorithm: str = "lora"  # or "loha" / "lokr": a LyCORIS file, loaded into peft's tuner of that name
+    lycoris: dict = field(default_factory=dict, repr=False)  # LyCORIS: {kohya module name: {suffix: tensor}}
 
 
 @dataclass
@@ -117,11 +120,12 @@ def _check_lora_shapes(name: str, header: dict[str, dict]) -> None:
 
 
 def detect_layout(keys: list[str]) -> str:
-    """Name the key layout of a LoRA state dict, or refuse one that is not a LoRA."""
+    """Name the key layout of a LoRA state dict, or refuse one that is not a LoRA (lycoris_files.py reads LoHa and
+    LoKr files before this is asked)."""
     if any(marker in k for k in keys for marker in _LYCORIS_MARKERS):
         raise AdapterError(
-            "this file is a LyCORIS adapter (LoHa / LoKr / OFT keys such as 'hada_w1_a'), not a LoRA; "
-            "only LoRA files can be loaded into the pipeline"
+            "this file mixes LyCORIS keys (LoHa / LoKr / OFT, such as 'hada_w1_a') with other adapter keys; a file "
+            "holds one LoRA, LoHa or LoKr"
         )
     lora_keys = [k for k in keys if "lora" in k]
     if not lora_keys:
@@ -203,6 +207,9 @@ def read_lora_file(path: Path) -> LoraFile:
     header = check_safetensors_header(path)
     if not header:
         raise AdapterError(f"{path.name!r} holds no tensors")
+    algorithm = lycoris_algorithm(list(header))
+    if algorithm is not None:
+        return _read_lycoris(path, header, algorithm)
     layout = detect_layout(list(header))
     _check_lora_shapes(path.name, header)
     state_dict = read_tensors(path, repr(path.name))
@@ -241,6 +248,47 @@ def read_lora_file(path: Path) -> LoraFile:
         report=report,
         width=width,
         modules=modules,
+    )
+
+
+def _read_lycoris(path: Path, header: dict, algorithm: str) -> LoraFile:
+    """A LoHa or LoKr file (lycoris_files.py), checked per module, with the facts and report a LoRA file has."""
+    state_dict = read_tensors(path, repr(path.name))
+    check_finite(state_dict, repr(path.name))
+    lycoris = read_modules(path.name, algorithm, state_dict)
+    named, ranks, modules, alphas = {}, {}, {}, {}
+    for module, tensors in sorted(lycoris.items()):
+        component, rank = _component(module), module_rank(tensors)
+        named[component] = named.get(component, 0) + 1
+        low, high = ranks.get(component, [rank, rank])
+        ranks[component] = [min(low, rank), max(high, rank)]
+        modules.setdefault(component, {})[flat_module(module)] = module
+        if "alpha" in tensors:
+            alphas[module] = module_alpha(tensors, rank)
+    # LoHa's hada_w1_b takes the layer's whole input; LoKr's factors each take part of it (no width read)
+    width = cross_attention_width({k: v for k, v in header.items() if k.endswith(".hada_w1_b")})
+    layout = f"lycoris-{algorithm}"
+    report = LoadReport(
+        layout=layout,
+        named=dict(sorted(named.items())),
+        ranks=dict(sorted(ranks.items())),
+        alpha=alpha_convention(header, len(lycoris), alphas),
+        made_for=made_for(list(header), width),
+        metadata=read_metadata(path),
+        algorithm=ALGORITHMS[algorithm][0],
+    )
+    return LoraFile(
+        state_dict=state_dict,
+        layout=layout,
+        rank=max(high for _, high in ranks.values()),
+        components=sorted(named),
+        num_layers=len(lycoris),
+        size_mb=round(path.stat().st_size / 2**20, 3),
+        report=report,
+        width=width,
+        modules=modules,
+        algorithm=algorithm,
+        lycoris=lycoris,
     )
 
 

@@ -36,6 +36,7 @@ class LoadReport:
     matched: dict = field(default_factory=dict)  # component -> layers registered (filled after the load)
     unmatched: list = field(default_factory=list)  # up to five of the file's layers that landed nowhere
     base: str = ""  # the loaded base's family, as the pipeline says it
+    algorithm: str = "LoRA"  # or LoHa / LoKr (a LyCORIS file, in peft's tuner of that name)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,7 +63,9 @@ def cross_attention_width(header: dict[str, dict]) -> int | None:
 
 
 def _is_down(key: str) -> bool:
-    return any(m in key for m in (".lora_A.", ".lora_down.", ".lora.down.", "_lora.down.", ".lora_linear_layer.down."))
+    """A LoRA down matrix, or LoHa's hada_w1_b (it takes the layer's whole input too)."""
+    down = (".lora_A.", ".lora_down.", ".lora.down.", "_lora.down.", ".lora_linear_layer.down.")
+    return any(m in key for m in down) or key.endswith(".hada_w1_b")
 
 
 def made_for(keys: list[str], width: int | None) -> str:

@@ -100,9 +100,12 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
             # builds it from the key names and alphas read_lora_file checked (plain names, no regex).
             # A copy: diffusers converts the dict in place, and the caller may reuse it. low_cpu_mem_usage off:
             # for LoRA-sized tensors its meta-device path is slower here (bench/load.py: 1.25-1.35x).
-            pipe.load_lora_weights(
-                dict(lora.state_dict), adapter_name=slot_name, low_cpu_mem_usage=False, **_sgm_kwargs(pipe, lora)
-            )
+            if lora.algorithm == "lora":
+                pipe.load_lora_weights(
+                    dict(lora.state_dict), adapter_name=slot_name, low_cpu_mem_usage=False, **_sgm_kwargs(pipe, lora)
+                )
+            else:
+                _load_lycoris(pipe, slot_name, lora)
         registered = registered_modules(pipe, slot_name)
     except Exception as exc:
         undo_load(pipe, slot_name)
@@ -123,6 +126,61 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
             f"{model_id!r}: it was probably made for another base model ({report.line()})"
         )
     return report
+
+
+# kohya's prefix for each pipeline part (sd-scripts networks/lora.py; lora_te1/lora_te2 for SDXL's two encoders)
+_KOHYA_PREFIXES = {
+    "unet": ("lora_unet_",),
+    "text_encoder": ("lora_te_", "lora_te1_"),
+    "text_encoder_2": ("lora_te2_",),
+}
+
+
+def kohya_module_names(pipe) -> dict[str, dict[str, str]]:
+    """{component: {kohya name: module name}} for every Linear and Conv2d of the pipeline's parts, spelled as kohya
+    and LyCORIS spell them (`lora_unet_down_blocks_1_attentions_0_proj_in`). transformers 5's CLIPTextModel has no
+    `text_model.` level, which files trained before it name: both spellings map to the module."""
+    import torch
+
+    names: dict[str, dict[str, str]] = {}
+    for component, model in lora_components(pipe):
+        prefixes = _KOHYA_PREFIXES.get(component, ())
+        old_clip = type(model).__name__.startswith("CLIPTextModel") and not hasattr(model, "text_model")
+        for name, module in model.named_modules():
+            base = module.get_base_layer() if hasattr(module, "get_base_layer") else module  # another slot's layer
+            if not isinstance(base, (torch.nn.Linear, torch.nn.Conv2d)) or ".base_layer" in name or ".lora_" in name:
+                continue
+            for spelled in (name, f"text_model.{name}") if old_clip else (name,):
+                for prefix in prefixes:
+                    names.setdefault(component, {})[prefix + spelled.replace(".", "_")] = name
+    return names
+
+
+def _load_lycoris(pipe, slot_name: str, lora) -> None:
+    """Load a LoHa / LoKr file (lycoris_files.py) into `slot_name` through peft: per pipeline part, `add_adapter`
+    with a config built from the file (rank, alpha, targets: the model's own module names), then
+    `set_peft_model_state_dict`. Modules the file names that the part lacks are left out: the count after says so."""
+    import warnings
+
+    from peft.utils import set_peft_model_state_dict
+
+    from peft_core.image.lycoris_files import peft_config
+
+    names = kohya_module_names(pipe)
+    parts: dict[str, dict] = {}
+    for kohya_name, tensors in lora.lycoris.items():
+        for component, spelled in names.items():
+            if kohya_name in spelled:
+                parts.setdefault(component, {})[spelled[kohya_name]] = tensors
+    for component, modules in parts.items():
+        model = getattr(pipe, component)
+        with warnings.catch_warnings():  # "Already found a peft_config": the other slots, as intended
+            warnings.simplefilter("ignore", UserWarning)
+            model.add_adapter(peft_config(lora.algorithm, modules), adapter_name=slot_name)
+        state = {f"{m}.{k}": t for m, tensors in modules.items() for k, t in tensors.items() if k != "alpha"}
+        result = set_peft_model_state_dict(model, state, adapter_name=slot_name)
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"keys peft did not place: {result.unexpected_keys[:3]}")
 
 
 def _sgm_kwargs(pipe, lora) -> dict:
@@ -184,8 +242,8 @@ def registered_modules(pipe, adapter_name: str) -> dict[str, list[str]]:
     registered: dict[str, list[str]] = {}
     for component, model in lora_components(pipe):
         for name, module in model.named_modules():
-            lora_a = getattr(module, "lora_A", None)
-            if lora_a is not None and adapter_name in lora_a:
+            # a LoRA layer holds it in lora_A, a LoHa / LoKr layer in its factors; every peft layer has r
+            if isinstance(getattr(module, "r", None), dict) and adapter_name in module.r:
                 registered.setdefault(component, []).append(name)
     return registered
 

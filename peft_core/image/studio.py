@@ -189,6 +189,13 @@ class ImageStudio:
         with self._lock:
             path = Path(folder) / f"mix_{name}.safetensors"
             self.pool.check_loaded(request.adapters)
+            for adapter_name in request.adapters:
+                algorithm = self.pool.get(adapter_name).report.get("algorithm", "LoRA")
+                if algorithm != "LoRA":  # peft has no conversion of a LoHa / LoKr to LoRA factors
+                    raise InputError(
+                        f"{adapter_name!r} is a {algorithm} adapter; a mix exports as one LoRA file (its parts "
+                        "concatenated), which a LoHa or LoKr is not. Export a mix of LoRAs only"
+                    )
             by_slot = self.slots.place(request.adapters)
             return save_mix(self.pipe, by_slot, path, self.info.model_id, label=request.adapters)
 
