@@ -173,16 +173,16 @@ def _sizes(module) -> tuple[int, int]:
 
 
 def loha(model, modules: list[str], seed: int, rank: int = 4, alpha: float | None = 2.0, prefix="lora_unet",
-         scale: float = 0.5) -> dict:  # fmt: skip
+         scale: float = 0.5, spell=None) -> dict:  # fmt: skip
     """A LoHa file as LyCORIS saves it (lycoris/modules/loha.py LohaModule, kohya names): per module
     `hada_w1_a` (out, rank), `hada_w1_b` (rank, in), `hada_w2_a`, `hada_w2_b` and `alpha`; a convolution's `in` is
-    in_channels x kernel (no Tucker)."""
+    in_channels x kernel (no Tucker). `spell`: a module name -> the name the trainer saw (sgm_name for SDXL)."""
     torch.manual_seed(seed)
     named = dict(model.named_modules())
     state = {}
     for name in modules:
         out, inn = _sizes(named[name])
-        key = f"{prefix}_{published(model, name).replace('.', '_')}"
+        key = f"{prefix}_{(spell or (lambda n: published(model, n)))(name).replace('.', '_')}"
         for w in ("1", "2"):
             state[f"{key}.hada_w{w}_a"] = torch.randn(out, rank) * scale
             state[f"{key}.hada_w{w}_b"] = torch.randn(rank, inn) * scale

@@ -131,3 +131,34 @@ def test_export_of_a_mix_with_a_lycoris_member_is_refused_with_the_reason(
     with pytest.raises(InputError, match=r"'k' is a LoKr adapter; a mix exports as one LoRA file"):
         studio.export_mix({"a": 1.0, "k": 0.5}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_loha_on_sdxl_in_kohya_sgm_names(tmp_path, monkeypatch):
+    """A LoHa trained with kohya's SDXL trainer (sgm block names, lora_te1_ / lora_te2_) on the tiny SDXL pipeline:
+    every layer registered, per component; it changes the image, mixes with a LoRA, and disables exactly."""
+    from peft_core.image import pipeline
+    from peft_core.image.studio import ImageStudio
+    from tests.layout_keys import CLIP_ATTENTION, KOHYA_UNET, sgm_name
+    from tiny_models.families import build_tiny_family, family_lora_state_dict
+
+    monkeypatch.setenv("STUDIO_LOCAL_DIRS", str(tmp_path))
+    pipe = build_tiny_family("sdxl", tmp_path / "sdxl")
+    unet_modules = target_modules(pipe.unet, KOHYA_UNET)
+    te = target_modules(pipe.text_encoder, CLIP_ATTENTION)
+    te2 = target_modules(pipe.text_encoder_2, CLIP_ATTENTION)
+    state = loha(pipe.unet, unet_modules, seed=1, spell=sgm_name(pipe.unet))
+    state |= loha(pipe.text_encoder, te, seed=2, prefix="lora_te1") | loha(pipe.text_encoder_2, te2, seed=3,
+                                                                            prefix="lora_te2")  # fmt: skip
+    studio = ImageStudio(device="cpu")
+    studio.load_pipeline(str(tmp_path / "sdxl"))
+    base = gen(studio)
+    info = studio.load_adapter(_write(tmp_path / "loha", state), adapter_name="h")[0]
+    named = {"text_encoder": len(te), "text_encoder_2": len(te2), "unet": len(unet_modules)}
+    assert info["report"]["named"] == info["report"]["matched"] == named
+    registered = pipeline.registered_modules(studio.pipe, studio.slots.slot_of("h"))
+    assert sorted(registered["unet"]) == sorted(unet_modules)
+    _write(tmp_path / "lora", family_lora_state_dict(pipe, "sdxl", seed=4))
+    studio.load_adapter(str(tmp_path / "lora"), adapter_name="a")
+    h, a, mix = gen(studio, {"h": 1.0}), gen(studio, {"a": 1.0}), gen(studio, {"h": 0.5, "a": 1.0})
+    assert not np.array_equal(h, base) and not np.array_equal(mix, a) and not np.array_equal(mix, h)
+    assert np.array_equal(gen(studio, {"h": 0.5, "a": 1.0}, use_adapters=False), base)

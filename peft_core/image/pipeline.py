@@ -150,10 +150,38 @@ def kohya_module_names(pipe) -> dict[str, dict[str, str]]:
             base = module.get_base_layer() if hasattr(module, "get_base_layer") else module  # another slot's layer
             if not isinstance(base, (torch.nn.Linear, torch.nn.Conv2d)) or ".base_layer" in name or ".lora_" in name:
                 continue
-            for spelled in (name, f"text_model.{name}") if old_clip else (name,):
+            spellings = (name, f"text_model.{name}") if old_clip else (name, _sgm_spelling(model, name))
+            for spelled in filter(None, spellings):
                 for prefix in prefixes:
                     names.setdefault(component, {})[prefix + spelled.replace(".", "_")] = name
     return names
+
+
+# A diffusers ResnetBlock2D's layers as Stability's sgm ResBlock names them.
+_SGM_RESNET = {"conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "conv2": "out_layers.3",
+               "conv_shortcut": "skip_connection"}  # fmt: skip
+
+
+def _sgm_spelling(unet, name: str) -> str | None:
+    """A UNet module's name in Stability's sgm/LDM UNet, which kohya's SDXL trainer (and so LyCORIS files trained
+    with it) name: `down_blocks.1.attentions.0.proj_in` -> `input_blocks.4.1.proj_in`, `mid_block.attentions.0`
+    -> `middle_block.1`, resnets' conv1 -> `in_layers.2`. The inverse of diffusers' _maybe_map_sgm_blocks_to_diffusers;
+    None for what has no such name here (convolutions around the blocks, samplers)."""
+    per_block = getattr(getattr(unet, "config", None), "layers_per_block", None)
+    parts = name.split(".")
+    if type(per_block) is not int or len(parts) < 4:  # noqa: E721 - bool is an int subclass
+        return None
+    if parts[0] == "mid_block" and parts[1] in ("resnets", "attentions"):
+        head, rest = ["middle_block", "1" if parts[1] == "attentions" else str(2 * int(parts[2]))], parts[3:]
+    elif parts[0] in ("down_blocks", "up_blocks") and parts[2] in ("resnets", "attentions") and len(parts) > 4:
+        n = int(parts[1]) * (per_block + 1) + int(parts[3]) + (parts[0] == "down_blocks")  # input_blocks.0: conv_in
+        side = "input_blocks" if parts[0] == "down_blocks" else "output_blocks"
+        head, rest = [side, str(n), "1" if parts[2] == "attentions" else "0"], parts[4:]
+    else:
+        return None
+    if "resnets" in parts[1:3] and len(rest) == 1 and rest[0] in _SGM_RESNET:
+        rest = [_SGM_RESNET[rest[0]]]
+    return ".".join(head + rest)
 
 
 def _load_lycoris(pipe, slot_name: str, lora) -> None:
