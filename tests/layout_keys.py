@@ -214,3 +214,65 @@ def lokr(model, modules: list[str], seed: int, rank: int = 2, alpha: float = 1.0
             state[f"{key}.lokr_w2_b"] = torch.randn(rank, d) * scale
         state[f"{key}.alpha"] = torch.tensor(float(alpha))
     return state
+
+
+# --- FLUX ----------------------------------------------------------------------------------------------------------
+
+# BFL's FLUX.1 layer names (kohya sd-scripts networks/lora_flux.py keys them lora_unet_<bfl name with _>) and the
+# diffusers modules each one is: diffusers' _convert_kohya_flux_lora_to_diffusers (_convert_sd_scripts_to_ai_toolkit)
+# and _convert_xlabs_flux_lora_to_diffusers. A qkv layer is three modules (its up matrix split by rows). Single
+# blocks' linear1 (q, k, v and the MLP in one) is left out: diffusers splits it at FLUX.1's real widths (3072,
+# 12288), which a tiny FLUX does not have.
+FLUX_DOUBLE = {
+    "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+    "img_attn_proj": ("attn.to_out.0",),
+    "img_mlp_0": ("ff.net.0.proj",),
+    "img_mlp_2": ("ff.net.2",),
+    "img_mod_lin": ("norm1.linear",),
+    "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+    "txt_attn_proj": ("attn.to_add_out",),
+    "txt_mlp_0": ("ff_context.net.0.proj",),
+    "txt_mlp_2": ("ff_context.net.2",),
+    "txt_mod_lin": ("norm1_context.linear",),
+}
+FLUX_SINGLE = {"linear2": ("proj_out",), "modulation_lin": ("norm.linear",)}
+# XLabs' processors (x-flux train_flux_lora_deepspeed.py: DoubleStreamBlockLoraProcessor): proj/qkv, 1 image, 2 text
+XLABS_DOUBLE = {"qkv_lora1": "img_attn_qkv", "proj_lora1": "img_attn_proj", "qkv_lora2": "txt_attn_qkv",
+                "proj_lora2": "txt_attn_proj"}  # fmt: skip
+
+
+def flux_bfl_layers(transformer, seed: int, rank: int = 4, scale: float = 0.5, double=FLUX_DOUBLE, single=FLUX_SINGLE):
+    """{(block kind, index, BFL layer name): (down, up, [diffusers modules])} for every block of `transformer`."""
+    torch.manual_seed(seed)
+    modules = dict(transformer.named_modules())
+    layers = {}
+    for kind, table, count in (("double", double, len(transformer.transformer_blocks)),
+                               ("single", single, len(transformer.single_transformer_blocks))):  # fmt: skip
+        block = "transformer_blocks" if kind == "double" else "single_transformer_blocks"
+        for i in range(count):
+            for bfl, targets in table.items():
+                names = [f"{block}.{i}.{t}" for t in targets]
+                out = sum(modules[n].out_features for n in names)
+                down = torch.randn(rank, modules[names[0]].in_features) * scale
+                layers[(kind, i, bfl)] = (down, torch.randn(out, rank) * scale, names)
+    return layers
+
+
+def flux_kohya(layers: dict, alpha: float | None = None) -> dict:
+    """kohya sd-scripts' FLUX LoRA (networks/lora_flux.py): `lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`
+    and, unless `alpha` is None, `.alpha`."""
+    state = {}
+    for (kind, i, bfl), (down, up, _) in layers.items():
+        key = f"lora_unet_{kind}_blocks_{i}_{bfl}"
+        state[f"{key}.lora_down.weight"], state[f"{key}.lora_up.weight"] = down, up
+        if alpha is not None:
+            state[f"{key}.alpha"] = torch.tensor(float(alpha))
+    return state
+
+
+def flux_xlabs(layers: dict) -> dict:
+    """XLabs' FLUX LoRA: `double_blocks.0.processor.qkv_lora1.down.weight` (double blocks' attention only)."""
+    bfl_to_xlabs = {v: k for k, v in XLABS_DOUBLE.items()}
+    return {f"double_blocks.{i}.processor.{bfl_to_xlabs[bfl]}.{h}.weight": t
+            for (kind, i, bfl), pair in layers.items() if kind == "double" and bfl in bfl_to_xlabs
+            for h, t in zip(("down", "up"), pair[:2], strict=True)}  # fmt: skip

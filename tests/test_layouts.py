@@ -19,8 +19,12 @@ from tests.layout_keys import (
     KOHYA_TE,
     KOHYA_UNET,
     PROJECTIONS,
+    XLABS_DOUBLE,
     attn_procs,
     flat,
+    flux_bfl_layers,
+    flux_kohya,
+    flux_xlabs,
     kohya,
     lora_layers,
     old_diffusers,
@@ -232,3 +236,68 @@ def test_sdxl_file_on_sd_base_and_back_are_refused_naming_both(studio, sdxl_stud
     with pytest.raises(AdapterError, match=r"made for a UNet \(cross-attention 32\); .* is StableDiffusionXLPipeline"):
         sdxl_studio.load_adapter(sd, adapter_name="sd")
     assert studio.list_adapters() == [] and sdxl_studio.list_adapters() == []
+
+
+# --- FLUX ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    from tiny_models.families import build_tiny_family
+
+    root = tmp_path_factory.mktemp("flux")
+    return root, build_tiny_family("flux", root / "tiny-flux")
+
+
+@pytest.fixture
+def flux_studio(flux, monkeypatch, tmp_path):
+    from peft_core.image.studio import ImageStudio
+
+    monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{flux[0]}:{tmp_path}")
+    studio = ImageStudio(device="cpu")
+    studio.load_pipeline(str(flux[0] / "tiny-flux"))
+    return studio
+
+
+FLUX_ROWS = {
+    "peft / diffusers / ai-toolkit (transformer.)": ("peft", None),
+    "kohya / BFL names (lora_unet_double_blocks_...), alpha": ("kohya", lambda L: flux_kohya(L, alpha=RANK)),
+    "kohya / BFL names, no alpha keys": ("kohya", flux_kohya),
+    "XLabs (double_blocks.0.processor.qkv_lora1)": ("xlabs", flux_xlabs),
+}
+
+
+@pytest.mark.parametrize("row", list(FLUX_ROWS))
+def test_flux_layout_registers_the_modules_it_names(flux_studio, flux, tmp_path, row):
+    """Each FLUX layout: the registered modules are exactly those the file's layers are (a qkv layer is three), all
+    in the transformer; the output changes; disabled is the base."""
+    from tiny_models.families import family_lora_state_dict
+
+    layout, write = FLUX_ROWS[row]
+    transformer = flux[1].transformer
+    if layout == "peft":
+        state = family_lora_state_dict(flux[1], "flux", seed=2)
+        expected = sorted({k.removeprefix("transformer.").rpartition(".lora_")[0] for k in state})
+    else:
+        layers = flux_bfl_layers(transformer, seed=2)
+        state = write(layers)
+        kept = [k for k in layers if layout != "xlabs" or (k[0] == "double" and k[2] in XLABS_DOUBLE.values())]
+        expected = sorted(m for key in kept for m in layers[key][2])
+    base = gen(flux_studio)
+    info = flux_studio.load_adapter(_write(tmp_path / "row", state), adapter_name="row")[0]
+    assert info["layout"] == layout and info["components"] in (["transformer"], ["unet"])
+    assert info["report"]["made_for"].startswith("FLUX")
+    registered = pipeline.registered_modules(flux_studio.pipe, flux_studio.slots.slot_of("row"))
+    assert list(registered) == ["transformer"] and sorted(registered["transformer"]) == expected
+    image = gen(flux_studio, {"row": 1.0})
+    assert not np.array_equal(image, base)
+    assert np.array_equal(gen(flux_studio, {"row": 1.0}, use_adapters=False), base)
+
+
+def test_flux_file_on_sd_base_is_refused_naming_both(studio, flux, tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{studio.info.model_id}:{tmp_path}")
+    state = flux_kohya(flux_bfl_layers(flux[1].transformer, seed=2), alpha=RANK)
+    with pytest.raises(AdapterError, match=r"but none match .*made for FLUX \(double/single blocks\); the loaded base "
+                       r"is StableDiffusionPipeline"):  # fmt: skip
+        studio.load_adapter(_write(tmp_path / "flux", state), adapter_name="flux")
+    assert studio.list_adapters() == []

@@ -12,6 +12,10 @@ finite, and the key layout is recognised:
 - attn processors:  `unet.<...>.processor.to_k_lora.down.weight`        (diffusers' training scripts up to ~0.20)
                     and the same without `unet.`, as those scripts saved it in 2023: mapped here to peft keys
 - old text encoder: `text_encoder.<module>.lora_linear_layer.down.weight`
+- XLabs (FLUX):     `double_blocks.0.processor.qkv_lora1.down.weight`
+- LyCORIS LoHa / LoKr (`lora_unet_<module>.hada_w1_a`, `.lokr_w1`): lycoris_files.py, loaded through peft
+
+docs/LAYOUTS.md has the table per family, each row a test (tests/test_layouts.py, tests/test_lycoris.py).
 
 diffusers 0.42 converts the others itself; what it does not do is fail loudly when keys match nothing or only
 part of the model: the call returns and the output does not change. So the file's own count of LoRA layers is
@@ -42,6 +46,8 @@ _DOWN_UP = {
     ".lora.down.": ".lora.up.",
     "_lora.down.": "_lora.up.",
     ".lora_linear_layer.down.": ".lora_linear_layer.up.",
+    "_lora1.down.": "_lora1.up.",  # XLabs' FLUX processors: proj_lora1 / qkv_lora1 (image), ..._lora2 (text)
+    "_lora2.down.": "_lora2.up.",
 }
 _DOWN_MARKERS = tuple(_DOWN_UP)
 _UP_MARKERS = tuple(_DOWN_UP.values())
@@ -136,6 +142,8 @@ def detect_layout(keys: list[str]) -> str:
         )
     if any(k.startswith(tuple(_KOHYA_COMPONENTS)) for k in lora_keys):
         return "kohya"
+    if any(k.startswith(_XLABS_BLOCKS) and ".processor." in k for k in lora_keys):
+        return "xlabs"
     if any(".processor." in k and "_lora." in k for k in lora_keys):
         return "attn-procs"
     if any(".lora_linear_layer." in k for k in lora_keys):
@@ -147,6 +155,8 @@ def detect_layout(keys: list[str]) -> str:
     raise AdapterError(f"unrecognised LoRA key layout (for example {lora_keys[0]!r})")
 
 
+# XLabs' FLUX LoRAs name BFL's blocks, with or without the `diffusion_model.` of BFL's checkpoints.
+_XLABS_BLOCKS = tuple(f"{p}{b}_blocks." for p in ("", "diffusion_model.") for b in ("double", "single"))
 # The UNet's own top-level blocks: keys that start with one name a UNet module without saying which component.
 _UNET_BLOCKS = ("down_blocks.", "mid_block.", "up_blocks.")
 # The attention processors' LoRA projections and the module each wraps.
@@ -174,6 +184,8 @@ def _component(key: str) -> str:
     for prefix, component in _KOHYA_COMPONENTS.items():
         if key.startswith(prefix):
             return component
+    if key.startswith(_XLABS_BLOCKS):
+        return "transformer"
     return key.split(".", 1)[0]
 
 

@@ -116,6 +116,10 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
                 f"was probably made for another base model ({report.line()})"
             ) from None
         raise AdapterError(f"{source} ({lora.layout} layout) does not fit {model_id!r}: {first_line(exc)}") from None
+    if "unet" in report.named and getattr(pipe, "unet", None) is None and "transformer" in registered:
+        # kohya calls every denoiser "unet" (lora_unet_double_blocks_... for FLUX): it is the transformer here
+        report.named["transformer"] = report.named.pop("unet")
+        lora.modules["transformer"] = lora.modules.pop("unet", {})
     report.matched = {component: len(registered.get(component, ())) for component in report.named}
     report.unmatched = _unmatched(lora, registered)
     if any(report.matched[c] < n for c, n in report.named.items()):
