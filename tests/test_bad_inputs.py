@@ -116,8 +116,8 @@ IMAGES = [
       rf"'{LORA}' has NaN or infinite values in 'unet\..*lora_B.weight'; the file is broken"),
     E("File", "inf inside", lambda s, w: s.load_adapter(w["inf"]), AdapterError,
       rf"'{LORA}' has NaN or infinite values in"),
-    E("File", "LyCORIS (LoHa) file", lambda s, w: s.load_adapter(w["lycoris"]), AdapterError,
-      r"is a LyCORIS adapter \(LoHa / LoKr / OFT keys such as 'hada_w1_a'\), not a LoRA"),
+    E("File", "LyCORIS (LoHa) file missing factors", lambda s, w: s.load_adapter(w["lycoris"]), AdapterError,
+      r"'lora_unet_x' has no hada_w2_a; this LyCORIS LoHa layer is incomplete"),
     E("File", "pipeline with truncated weights", lambda s, w: s.load_pipeline(w["pipeline-truncated"]), HubError,
       r"could not be loaded as a diffusers pipeline: .*diffusion_pytorch_model.safetensors"),
     # --- Adapter names ---------------------------------------------------------------------------------------------

@@ -12,6 +12,10 @@ finite, and the key layout is recognised:
 - attn processors:  `unet.<...>.processor.to_k_lora.down.weight`        (diffusers' training scripts up to ~0.20)
                     and the same without `unet.`, as those scripts saved it in 2023: mapped here to peft keys
 - old text encoder: `text_encoder.<module>.lora_linear_layer.down.weight`
+- XLabs (FLUX):     `double_blocks.0.processor.qkv_lora1.down.weight`
+- LyCORIS LoHa / LoKr (`lora_unet_<module>.hada_w1_a`, `.lokr_w1`): lycoris_files.py, loaded through peft
+
+docs/LAYOUTS.md has the table per family, each row a test (tests/test_layouts.py, tests/test_lycoris.py).
 
 diffusers 0.42 converts the others itself; what it does not do is fail loudly when keys match nothing or only
 part of the model: the call returns and the output does not change. So the file's own count of LoRA layers is
@@ -22,6 +26,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from peft_core.errors import AdapterError
+from peft_core.image.lora_report import (
+    LoadReport,
+    alpha_convention,
+    cross_attention_width,
+    made_for,
+    read_metadata,
+)
+from peft_core.image.lycoris_files import ALGORITHMS, lycoris_algorithm, module_alpha, module_rank, read_modules
 from peft_core.safetensors_file import check_finite, check_safetensors_header, read_tensors
 
 # Trigger words are listed with every adapter on every /list_adapters answer and added to prompts: a few short ones.
@@ -34,6 +46,8 @@ _DOWN_UP = {
     ".lora.down.": ".lora.up.",
     "_lora.down.": "_lora.up.",
     ".lora_linear_layer.down.": ".lora_linear_layer.up.",
+    "_lora1.down.": "_lora1.up.",  # XLabs' FLUX processors: proj_lora1 / qkv_lora1 (image), ..._lora2 (text)
+    "_lora2.down.": "_lora2.up.",
 }
 _DOWN_MARKERS = tuple(_DOWN_UP)
 _UP_MARKERS = tuple(_DOWN_UP.values())
@@ -56,6 +70,11 @@ class LoraFile:
     components: list[str]  # pipeline parts it touches, e.g. ["unet", "text_encoder"]
     num_layers: int  # LoRA layers the file names; compared with what the pipeline registers
     size_mb: float
+    report: LoadReport  # per component: layers named, ranks; alpha convention, family; the load adds what landed
+    width: int | None = None  # the cross-attention width its keys take (lora_report.cross_attention_width)
+    modules: dict = field(default_factory=dict, repr=False)  # component -> {flat module name: a key naming it}
+    algorithm: str = "lora"  # or "loha" / "lokr": a LyCORIS file, loaded into peft's tuner of that name
+    lycoris: dict = field(default_factory=dict, repr=False)  # LyCORIS: {kohya module name: {suffix: tensor}}
 
 
 @dataclass
@@ -72,6 +91,7 @@ class AdapterInfo:
     trigger_words: list[str]
     layout: str
     num_layers: int
+    report: dict = field(default_factory=dict)  # LoadReport.to_dict(): what the file named and what landed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,11 +126,12 @@ def _check_lora_shapes(name: str, header: dict[str, dict]) -> None:
 
 
 def detect_layout(keys: list[str]) -> str:
-    """Name the key layout of a LoRA state dict, or refuse one that is not a LoRA."""
+    """Name the key layout of a LoRA state dict, or refuse one that is not a LoRA (lycoris_files.py reads LoHa and
+    LoKr files before this is asked)."""
     if any(marker in k for k in keys for marker in _LYCORIS_MARKERS):
         raise AdapterError(
-            "this file is a LyCORIS adapter (LoHa / LoKr / OFT keys such as 'hada_w1_a'), not a LoRA; "
-            "only LoRA files can be loaded into the pipeline"
+            "this file mixes LyCORIS keys (LoHa / LoKr / OFT, such as 'hada_w1_a') with other adapter keys; a file "
+            "holds one LoRA, LoHa or LoKr"
         )
     lora_keys = [k for k in keys if "lora" in k]
     if not lora_keys:
@@ -121,6 +142,8 @@ def detect_layout(keys: list[str]) -> str:
         )
     if any(k.startswith(tuple(_KOHYA_COMPONENTS)) for k in lora_keys):
         return "kohya"
+    if any(k.startswith(_XLABS_BLOCKS) and ".processor." in k for k in lora_keys):
+        return "xlabs"
     if any(".processor." in k and "_lora." in k for k in lora_keys):
         return "attn-procs"
     if any(".lora_linear_layer." in k for k in lora_keys):
@@ -132,6 +155,8 @@ def detect_layout(keys: list[str]) -> str:
     raise AdapterError(f"unrecognised LoRA key layout (for example {lora_keys[0]!r})")
 
 
+# XLabs' FLUX LoRAs name BFL's blocks, with or without the `diffusion_model.` of BFL's checkpoints.
+_XLABS_BLOCKS = tuple(f"{p}{b}_blocks." for p in ("", "diffusion_model.") for b in ("double", "single"))
 # The UNet's own top-level blocks: keys that start with one name a UNet module without saying which component.
 _UNET_BLOCKS = ("down_blocks.", "mid_block.", "up_blocks.")
 # The attention processors' LoRA projections and the module each wraps.
@@ -159,20 +184,44 @@ def _component(key: str) -> str:
     for prefix, component in _KOHYA_COMPONENTS.items():
         if key.startswith(prefix):
             return component
+    if key.startswith(_XLABS_BLOCKS):
+        return "transformer"
     return key.split(".", 1)[0]
+
+
+def flat_module(key: str) -> str:
+    """The module a LoRA key names, with its component prefix cut and "." spelled "_" as kohya spells it:
+    `unet.a.b.attn1.processor.to_out_lora.down.weight` and `lora_unet_a_b_attn1_to_out_0.lora_down.weight` both
+    give `a_b_attn1_to_out_0`. Compared with the registered modules' names spelled the same way, it says which of
+    a file's layers landed nowhere (an SDXL file in sgm names, which diffusers renumbers, is not compared)."""
+    for prefix in _KOHYA_COMPONENTS:
+        if key.startswith(prefix):
+            return key[len(prefix) :].split(".", 1)[0]
+    module = key.split(".", 1)[1] if "." in key else key
+    for marker in _DOWN_MARKERS + _UP_MARKERS:
+        if marker in f".{module}":
+            module = f".{module}".split(marker, 1)[0].lstrip(".")
+            break
+    module, _, projection = module.partition(".processor.")
+    if projection:  # the attention processors' own spelling: to_out_lora is to_out.0
+        module = f"{module}.{_PROCESSOR_PROJECTIONS.get(projection + '_lora', projection)}"
+    return module.replace(".", "_")
 
 
 def read_lora_file(path: Path) -> LoraFile:
     """Load and check a LoRA safetensors file; never unpickles.
 
-    Every key, dtype and shape is checked on the header, before a tensor is read. The file's `__metadata__` is not
-    used: diffusers would read `lora_adapter_metadata` there as a LoraConfig (init_lora_weights, target_modules ...
-    from a stranger) when given the path, but it is given the tensors only, and builds its config from the key names
-    checked here (see pipeline.py).
+    Every key, dtype and shape is checked on the header, before a tensor is read. diffusers is given the tensors
+    only, never the path: given the path it would read `lora_adapter_metadata` in `__metadata__` as a LoraConfig
+    (init_lora_weights, target_modules ... from a stranger), and it builds its config from the key names checked
+    here instead (see pipeline.py). Of `__metadata__`, only a few allowlisted fields are read, for the report.
     """
     header = check_safetensors_header(path)
     if not header:
         raise AdapterError(f"{path.name!r} holds no tensors")
+    algorithm = lycoris_algorithm(list(header))
+    if algorithm is not None:
+        return _read_lycoris(path, header, algorithm)
     layout = detect_layout(list(header))
     _check_lora_shapes(path.name, header)
     state_dict = read_tensors(path, repr(path.name))
@@ -182,13 +231,76 @@ def read_lora_file(path: Path) -> LoraFile:
     downs = {k: v for k, v in state_dict.items() if any(m in k for m in _DOWN_MARKERS)}
     if not downs:
         raise AdapterError(f"{path.name!r} has LoRA keys but no down/A matrices; the file is incomplete")
+    named: dict[str, int] = {}
+    ranks: dict[str, list[int]] = {}
+    modules: dict[str, dict] = {}
+    for key, tensor in sorted(downs.items()):
+        component, rank = _component(key), int(tensor.shape[0])
+        named[component] = named.get(component, 0) + 1
+        low, high = ranks.get(component, [rank, rank])
+        ranks[component] = [min(low, rank), max(high, rank)]
+        modules.setdefault(component, {})[flat_module(key)] = key
+    alphas = {k: float(v.float().reshape(-1)[0]) for k, v in state_dict.items() if k.endswith(".alpha")}
+    width = cross_attention_width(header)
+    report = LoadReport(
+        layout=layout,
+        named=dict(sorted(named.items())),
+        ranks=dict(sorted(ranks.items())),
+        alpha=alpha_convention(header, len(downs), alphas),
+        made_for=made_for(list(header), width),
+        metadata=read_metadata(path),
+    )
     return LoraFile(
         state_dict=state_dict,
         layout=layout,
         rank=max(int(v.shape[0]) for v in downs.values()),
-        components=sorted({_component(k) for k in downs}),
+        components=sorted(named),
         num_layers=len(downs),
         size_mb=round(path.stat().st_size / 2**20, 3),
+        report=report,
+        width=width,
+        modules=modules,
+    )
+
+
+def _read_lycoris(path: Path, header: dict, algorithm: str) -> LoraFile:
+    """A LoHa or LoKr file (lycoris_files.py), checked per module, with the facts and report a LoRA file has."""
+    state_dict = read_tensors(path, repr(path.name))
+    check_finite(state_dict, repr(path.name))
+    lycoris = read_modules(path.name, algorithm, state_dict)
+    named, ranks, modules, alphas = {}, {}, {}, {}
+    for module, tensors in sorted(lycoris.items()):
+        component, rank = _component(module), module_rank(tensors)
+        named[component] = named.get(component, 0) + 1
+        low, high = ranks.get(component, [rank, rank])
+        ranks[component] = [min(low, rank), max(high, rank)]
+        modules.setdefault(component, {})[flat_module(module)] = module
+        if "alpha" in tensors:
+            alphas[module] = module_alpha(tensors, rank)
+    # LoHa's hada_w1_b takes the layer's whole input; LoKr's factors each take part of it (no width read)
+    width = cross_attention_width({k: v for k, v in header.items() if k.endswith(".hada_w1_b")})
+    layout = f"lycoris-{algorithm}"
+    report = LoadReport(
+        layout=layout,
+        named=dict(sorted(named.items())),
+        ranks=dict(sorted(ranks.items())),
+        alpha=alpha_convention(header, len(lycoris), alphas),
+        made_for=made_for(list(header), width),
+        metadata=read_metadata(path),
+        algorithm=ALGORITHMS[algorithm][0],
+    )
+    return LoraFile(
+        state_dict=state_dict,
+        layout=layout,
+        rank=max(high for _, high in ranks.values()),
+        components=sorted(named),
+        num_layers=len(lycoris),
+        size_mb=round(path.stat().st_size / 2**20, 3),
+        report=report,
+        width=width,
+        modules=modules,
+        algorithm=algorithm,
+        lycoris=lycoris,
     )
 
 

@@ -83,13 +83,20 @@ def lora_components(pipe):
 # --- loading a LoRA into a slot --------------------------------------------------------------------------------------
 
 
-def load_lora(pipe, slot_name: str, lora, source: str, model_id: str) -> None:
+def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
     """Load `lora` (a lora_files.LoraFile) into the empty slot `slot_name` with `load_lora_weights`, then check that
-    every layer it names landed; on any failure, undo it and raise, leaving the pipeline as it was.
+    every layer it names landed, per component; on any failure, undo it and raise with the file's load report,
+    leaving the pipeline as it was. Returns the report (lora_report.LoadReport) with what landed filled in.
 
     Args:
         source: names the file in errors ("org/repo/file.safetensors"); model_id: the base, likewise.
     """
+    from peft_core.image.lora_report import base_family
+
+    report = lora.report
+    report.base, base_width = base_family(pipe)
+    if lora.width is not None and base_width is not None and lora.width != base_width:
+        raise AdapterError(f"{source} was made for {report.made_for}; the loaded base {model_id!r} is {report.base}")
     check_layer_count(lora, pipe, source, model_id)  # before peft matches its layers one by one
     try:
         with quiet_libraries():
@@ -98,22 +105,149 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str) -> None:
             # builds it from the key names and alphas read_lora_file checked (plain names, no regex).
             # A copy: diffusers converts the dict in place, and the caller may reuse it. low_cpu_mem_usage off:
             # for LoRA-sized tensors its meta-device path is slower here (bench/load.py: 1.25-1.35x).
-            pipe.load_lora_weights(dict(lora.state_dict), adapter_name=slot_name, low_cpu_mem_usage=False)
-        registered = count_lora_layers(pipe, slot_name)
+            if lora.algorithm == "lora":
+                pipe.load_lora_weights(
+                    dict(lora.state_dict), adapter_name=slot_name, low_cpu_mem_usage=False, **_sgm_kwargs(pipe, lora)
+                )
+            else:
+                _load_lycoris(pipe, slot_name, lora)
+        registered = registered_modules(pipe, slot_name)
     except Exception as exc:
         undo_load(pipe, slot_name)
         if "not found in the base model" in str(exc):  # peft's words when no key matches a module at all
+            report.matched = {}
             raise AdapterError(
-                f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but none match "
-                f"{model_id!r}: it was probably made for another base model"
+                f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but none match {model_id!r}: it "
+                f"was probably made for another base model ({report.line()})"
             ) from None
         raise AdapterError(f"{source} ({lora.layout} layout) does not fit {model_id!r}: {first_line(exc)}") from None
-    if registered < lora.num_layers:
+    if "unet" in report.named and getattr(pipe, "unet", None) is None and "transformer" in registered:
+        # kohya calls every denoiser "unet" (lora_unet_double_blocks_... for FLUX): it is the transformer here
+        report.named["transformer"] = report.named.pop("unet")
+        lora.modules["transformer"] = lora.modules.pop("unet", {})
+    report.matched = {component: len(registered.get(component, ())) for component in report.named}
+    report.unmatched = _unmatched(lora, registered)
+    if any(report.matched[c] < n for c, n in report.named.items()):
         undo_load(pipe, slot_name)
         raise AdapterError(
-            f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but only {registered} match "
-            f"{model_id!r}: it was probably made for another base model"
+            f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but only "
+            f"{sum(report.matched.values())} match "
+            f"{model_id!r}: it was probably made for another base model ({report.line()})"
         )
+    return report
+
+
+# kohya's prefix for each pipeline part (sd-scripts networks/lora.py; lora_te1/lora_te2 for SDXL's two encoders)
+_KOHYA_PREFIXES = {
+    "unet": ("lora_unet_",),
+    "text_encoder": ("lora_te_", "lora_te1_"),
+    "text_encoder_2": ("lora_te2_",),
+}
+
+
+def kohya_module_names(pipe) -> dict[str, dict[str, str]]:
+    """{component: {kohya name: module name}} for every Linear and Conv2d of the pipeline's parts, spelled as kohya
+    and LyCORIS spell them (`lora_unet_down_blocks_1_attentions_0_proj_in`). transformers 5's CLIPTextModel has no
+    `text_model.` level, which files trained before it name: both spellings map to the module."""
+    import torch
+
+    names: dict[str, dict[str, str]] = {}
+    for component, model in lora_components(pipe):
+        prefixes = _KOHYA_PREFIXES.get(component, ())
+        old_clip = type(model).__name__.startswith("CLIPTextModel") and not hasattr(model, "text_model")
+        for name, module in model.named_modules():
+            base = module.get_base_layer() if hasattr(module, "get_base_layer") else module  # another slot's layer
+            if not isinstance(base, (torch.nn.Linear, torch.nn.Conv2d)) or ".base_layer" in name or ".lora_" in name:
+                continue
+            spellings = (name, f"text_model.{name}") if old_clip else (name, _sgm_spelling(model, name))
+            for spelled in filter(None, spellings):
+                for prefix in prefixes:
+                    names.setdefault(component, {})[prefix + spelled.replace(".", "_")] = name
+    return names
+
+
+# A diffusers ResnetBlock2D's layers as Stability's sgm ResBlock names them.
+_SGM_RESNET = {"conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "conv2": "out_layers.3",
+               "conv_shortcut": "skip_connection"}  # fmt: skip
+
+
+def _sgm_spelling(unet, name: str) -> str | None:
+    """A UNet module's name in Stability's sgm/LDM UNet, which kohya's SDXL trainer (and so LyCORIS files trained
+    with it) name: `down_blocks.1.attentions.0.proj_in` -> `input_blocks.4.1.proj_in`, `mid_block.attentions.0`
+    -> `middle_block.1`, resnets' conv1 -> `in_layers.2`. The inverse of diffusers' _maybe_map_sgm_blocks_to_diffusers;
+    None for what has no such name here (convolutions around the blocks, samplers)."""
+    per_block = getattr(getattr(unet, "config", None), "layers_per_block", None)
+    parts = name.split(".")
+    if type(per_block) is not int or len(parts) < 4:  # noqa: E721 - bool is an int subclass
+        return None
+    if parts[0] == "mid_block" and parts[1] in ("resnets", "attentions"):
+        head, rest = ["middle_block", "1" if parts[1] == "attentions" else str(2 * int(parts[2]))], parts[3:]
+    elif parts[0] in ("down_blocks", "up_blocks") and parts[2] in ("resnets", "attentions") and len(parts) > 4:
+        n = int(parts[1]) * (per_block + 1) + int(parts[3]) + (parts[0] == "down_blocks")  # input_blocks.0: conv_in
+        side = "input_blocks" if parts[0] == "down_blocks" else "output_blocks"
+        head, rest = [side, str(n), "1" if parts[2] == "attentions" else "0"], parts[4:]
+    else:
+        return None
+    if "resnets" in parts[1:3] and len(rest) == 1 and rest[0] in _SGM_RESNET:
+        rest = [_SGM_RESNET[rest[0]]]
+    return ".".join(head + rest)
+
+
+def _load_lycoris(pipe, slot_name: str, lora) -> None:
+    """Load a LoHa / LoKr file (lycoris_files.py) into `slot_name` through peft: per pipeline part, `add_adapter`
+    with a config built from the file (rank, alpha, targets: the model's own module names), then
+    `set_peft_model_state_dict`. Modules the file names that the part lacks are left out: the count after says so."""
+    import warnings
+
+    from peft.utils import set_peft_model_state_dict
+
+    from peft_core.image.lycoris_files import peft_config
+
+    names = kohya_module_names(pipe)
+    parts: dict[str, dict] = {}
+    for kohya_name, tensors in lora.lycoris.items():
+        for component, spelled in names.items():
+            if kohya_name in spelled:
+                parts.setdefault(component, {})[spelled[kohya_name]] = tensors
+    for component, modules in parts.items():
+        model = getattr(pipe, component)
+        with warnings.catch_warnings():  # "Already found a peft_config": the other slots, as intended
+            warnings.simplefilter("ignore", UserWarning)
+            model.add_adapter(peft_config(lora.algorithm, modules), adapter_name=slot_name)
+        state = {f"{m}.{k}": t for m, tensors in modules.items() for k, t in tensors.items() if k != "alpha"}
+        result = set_peft_model_state_dict(model, state, adapter_name=slot_name)
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"keys peft did not place: {result.unexpected_keys[:3]}")
+
+
+def _sgm_kwargs(pipe, lora) -> dict:
+    """kohya's SDXL trainer names UNet blocks as Stability's sgm code does (`lora_unet_input_blocks_4_1_...`);
+    diffusers renumbers them from the UNet's config, which its SDXL loader passes itself and its SD 1.x/2.x loader
+    only when asked (the same sgm names appear in SD 1.x files converted from A1111 checkpoints)."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+
+    sgm = ("lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_")
+    if type(pipe).lora_state_dict is StableDiffusionLoraLoaderMixin.lora_state_dict and any(
+        k.startswith(sgm) for k in lora.state_dict
+    ):
+        return {"unet_config": pipe.unet.config}
+    return {}
+
+
+def _unmatched(lora, registered: dict) -> list[str]:
+    """Up to five of the file's layers that landed nowhere, where its names compare with the modules' (see
+    lora_files.flat_module); [] when every component has all its layers."""
+    from peft_core.image.lora_report import MAX_UNMATCHED_SHOWN
+
+    missing = []
+    for component, modules in lora.modules.items():
+        # transformers 5's CLIPTextModel has no `text_model.` level; the files trained before it name one
+        modules = {flat.removeprefix("text_model_"): key for flat, key in modules.items()}
+        landed = {name.replace(".", "_").removeprefix("text_model_") for name in registered.get(component, ())}
+        if len(landed) >= len(modules) or (landed and not landed & set(modules)):
+            continue  # all there, or spelled another way (sgm block numbers): the counts say it
+        missing += [key for flat, key in modules.items() if flat not in landed]
+    return missing[:MAX_UNMATCHED_SHOWN]
 
 
 def check_layer_count(lora, pipe, source: str, model_id: str) -> None:
@@ -140,15 +274,20 @@ def check_layer_count(lora, pipe, source: str, model_id: str) -> None:
         )
 
 
+def registered_modules(pipe, adapter_name: str) -> dict[str, list[str]]:
+    """Per pipeline part, the names of the modules that carry `adapter_name`, e.g. {"unet": ["mid_block..."]}."""
+    registered: dict[str, list[str]] = {}
+    for component, model in lora_components(pipe):
+        for name, module in model.named_modules():
+            # a LoRA layer holds it in lora_A, a LoHa / LoKr layer in its factors; every peft layer has r
+            if isinstance(getattr(module, "r", None), dict) and adapter_name in module.r:
+                registered.setdefault(component, []).append(name)
+    return registered
+
+
 def count_lora_layers(pipe, adapter_name: str) -> int:
     """How many LoRA layers across the pipeline's parts carry `adapter_name`."""
-    count = 0
-    for _, model in lora_components(pipe):
-        for module in model.modules():
-            lora_a = getattr(module, "lora_A", None)
-            if lora_a is not None and adapter_name in lora_a:
-                count += 1
-    return count
+    return sum(len(names) for names in registered_modules(pipe, adapter_name).values())
 
 
 def undo_load(pipe, adapter_name: str) -> None:

@@ -53,8 +53,10 @@ from peft_core.runtime import quiet_libraries
 FUSED_MIXES = 4
 # LoraConfig fields that decide what a slot's layers compute from its tensors (with the tensors' names and
 # shapes): two adapters that agree on these can take each other's slot by copying tensors alone.
-_SCALING_FIELDS = ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora", "use_dora", "lora_bias",
-                   "fan_in_fan_out")  # fmt: skip
+# (LoHa / LoKr configs: peft_type tells them apart, and their own alpha and factor fields count too.)
+_SCALING_FIELDS = ("peft_type", "r", "lora_alpha", "alpha", "rank_pattern", "alpha_pattern", "use_rslora", "use_dora",
+                   "lora_bias", "fan_in_fan_out", "use_effective_conv2d", "decompose_both",
+                   "decompose_factor")  # fmt: skip
 
 
 class Packed:
@@ -250,6 +252,8 @@ class LoraSlots:
 
     def _fuse(self, names: list[str], key: tuple) -> bool:
         """Merge `names` (scales already set) into the base weights; False when the copy would pass the cap."""
+        import warnings
+
         import torch
 
         layers = self._lora_layers()
@@ -280,8 +284,14 @@ class LoraSlots:
                     layer.merged_adapters.extend(present)  # the record peft's merge keeps
                 self.stats["cached_fuses"] += 1
             else:
-                for layer, present in todo:
-                    layer.merge(adapter_names=present)
+                # Slot by slot, each into every layer holding it: a weight gets the same sums in the same order
+                # whichever peft layer wraps which (a LoHa slot's layer wraps a LoRA slot's where both adapt it).
+                with warnings.catch_warnings():  # "Already ... merged slot0. You are now additionally merging"
+                    warnings.simplefilter("ignore", UserWarning)
+                    for name in names:
+                        for layer, present in todo:
+                            if name in present:
+                                layer.merge(adapter_names=[name])
                 cached = {p: p.detach().clone() for p in params} if self._cache_room(size) else None
             if cached is not None:
                 self._fused_cache[key] = cached  # most recently used last
@@ -478,7 +488,8 @@ class LoraSlots:
 
 
 def _holds(layer, name: str) -> bool:
-    return name in getattr(layer, "lora_A", ()) or name in getattr(layer, "lora_embedding_A", ())
+    """Whether peft `layer` (LoRA, LoHa or LoKr: each keeps a rank per adapter it holds) holds adapter `name`."""
+    return name in getattr(layer, "r", ())
 
 
 def _base_params(layer) -> list:

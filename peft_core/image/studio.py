@@ -188,7 +188,8 @@ class ImageStudio:
             evict = self.pool.eviction_candidate(in_use=self.slots.applied)
             key = self.pool.new_key(adapter_name)
             slot_name = self.slots.slot_for_load()
-            pipeline.load_lora(self.pipe, slot_name, lora, f"{repo.repo_id}/{weight_name}", self.info.model_id)
+            report = pipeline.load_lora(self.pipe, slot_name, lora, f"{repo.repo_id}/{weight_name}",
+                                        self.info.model_id)  # fmt: skip
             self.slots.add(key, slot_name)
             if evict is not None:
                 self._delete(evict)
@@ -203,6 +204,7 @@ class ImageStudio:
                 trigger_words=words,
                 layout=lora.layout,
                 num_layers=lora.num_layers,
+                report=report.to_dict(),
             )
             reloadable = bundled.bundled_path(repo.repo_id) is None
             self.pool.add(adapter_name, info, reloadable, key, (*source, picked), file_bytes)
@@ -243,6 +245,14 @@ class ImageStudio:
         name = "_".join(f"{n}-{w:g}" for n, w in request.adapters.items())[:100] or "mix"
         with self._lock:
             path = Path(folder) / f"mix_{name}.safetensors"
+            self.pool.check_loaded(request.adapters)
+            for adapter_name in request.adapters:
+                algorithm = self.pool.get(adapter_name).report.get("algorithm", "LoRA")
+                if algorithm != "LoRA":  # peft has no conversion of a LoHa / LoKr to LoRA factors
+                    raise InputError(
+                        f"{adapter_name!r} is a {algorithm} adapter; a mix exports as one LoRA file (its parts "
+                        "concatenated), which a LoHa or LoKr is not. Export a mix of LoRAs only"
+                    )
             by_slot = self.slots.place(self.pool.mix(request.adapters))
             return save_mix(self.pipe, by_slot, path, self.info.model_id, label=request.adapters)
 

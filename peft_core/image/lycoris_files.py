@@ -1,0 +1,159 @@
+"""LyCORIS files (LoHa, LoKr) for the image pipeline: which algorithm, checked per module, and the peft config.
+
+LyCORIS (github.com/KohakuBlueleaf/LyCORIS, lycoris/modules/loha.py and lokr.py) saves one group of tensors per
+module under kohya's names (`lora_unet_<module with _>.hada_w1_a`, `lora_te_...`, `.alpha`). peft ships tuners for
+two of its algorithms, with the same tensors and the same scaling (alpha / rank): LoHa (`hada_w1_a`, `hada_w1_b`,
+`hada_w2_a`, `hada_w2_b`, and `hada_t1`/`hada_t2` for Tucker-decomposed convolutions) and LoKr (`lokr_w1` or
+`lokr_w1_a`/`lokr_w1_b`, `lokr_w2` or `lokr_w2_a`/`lokr_w2_b`, `lokr_t2`). Those load through peft's public API
+(pipeline.py: `add_adapter` with a LoHaConfig / LoKrConfig built here, then `set_peft_model_state_dict`); the
+others, which peft has no tuner for, are refused naming the algorithm.
+
+Every key is checked here against the suffixes of its algorithm; module names are never handed to a library as
+they are: pipeline.py maps each to one of the model's own modules (kohya's naming of the model's modules) and
+builds the config from those.
+"""
+
+from peft_core.errors import AdapterError
+
+LOHA = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
+LOKR = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
+# Algorithms LyCORIS and kohya save that peft has no tuner for (or none reading this format), by a key suffix each
+# saves: refused naming them.
+UNSUPPORTED = {
+    "a1.weight": "GLoRA",
+    "b1.weight": "GLoRA",
+    "oft_blocks": "LyCORIS OFT (its block layout is not peft's OFT)",
+    "oft_diag": "LyCORIS OFT (its block layout is not peft's OFT)",
+    "lora_mid.weight": "LoCon with Tucker decomposition (lora_mid)",
+    "w_norm": "LyCORIS norm",
+    "diff": "LyCORIS full (diff) fine-tuning",
+    "on_input": "(IA)3",
+    "dora_scale": "DoRA",
+}
+ALGORITHMS = {"loha": ("LoHa", LOHA), "lokr": ("LoKr", LOKR)}
+COMPONENT_PREFIXES = {"lora_unet_": "unet", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2",
+                      "lora_te_": "text_encoder"}  # fmt: skip
+
+
+def lycoris_algorithm(keys: list[str]) -> str | None:
+    """ "loha" or "lokr" for a LyCORIS file peft can load, None for a file that is no LyCORIS file; refuses an
+    algorithm peft lacks, naming it, and a file mixing algorithms."""
+    for key in keys:
+        suffix = key.split(".", 1)[1] if "." in key else ""
+        if suffix in UNSUPPORTED:
+            raise AdapterError(
+                f"this file is a {UNSUPPORTED[suffix]} adapter (keys such as {key[:120]!r}); peft has no tuner for "
+                "it, so it cannot be loaded here. LoRA, LoCon, LoHa and LoKr files can"
+            )
+    found = {name for name, (_, suffixes) in ALGORITHMS.items() for k in keys if k.rpartition(".")[2] in suffixes}
+    if len(found) > 1:
+        raise AdapterError("this file mixes LoHa and LoKr layers; peft loads one algorithm per adapter")
+    return found.pop() if found else None
+
+
+def read_modules(name: str, algorithm: str, state_dict: dict) -> dict[str, dict]:
+    """{kohya module name: {suffix: tensor}} of a LyCORIS file, every key checked: a kohya component prefix, a
+    suffix of `algorithm` or `alpha`, the factors every module needs, and ranks that agree."""
+    label, suffixes = ALGORITHMS[algorithm]
+    modules: dict[str, dict] = {}
+    for key, tensor in state_dict.items():
+        module, _, suffix = key.partition(".")
+        if not module.startswith(tuple(COMPONENT_PREFIXES)) or suffix not in (*suffixes, "alpha"):
+            raise AdapterError(
+                f"{name!r}: {key[:120]!r} is not a {label} key as LyCORIS saves them (lora_unet_<module>, "
+                f"lora_te_<module> ... with {', '.join(suffixes)} or alpha)"
+            )
+        modules.setdefault(module, {})[suffix] = tensor
+    for module, tensors in modules.items():
+        _check_module(name, label, module, tensors)
+    return modules
+
+
+def _check_module(name: str, label: str, module: str, t: dict) -> None:
+    needed = (
+        [("hada_w1_a",), ("hada_w1_b",), ("hada_w2_a",), ("hada_w2_b",)]
+        if label == "LoHa"
+        else [("lokr_w1", "lokr_w1_a"), ("lokr_w2", "lokr_w2_a")]
+    )
+    for options in needed:
+        if not any(o in t for o in options):
+            raise AdapterError(
+                f"{name!r}: {module!r} has no {' or '.join(options)}; this LyCORIS {label} layer is incomplete"
+            )
+    for a, b in (("hada_w1_a", "hada_w1_b"), ("hada_w2_a", "hada_w2_b"), ("lokr_w1_a", "lokr_w1_b"),
+                 ("lokr_w2_a", "lokr_w2_b")):  # fmt: skip
+        if (a in t) != (b in t) or (a in t and (t[a].dim() != 2 or t[b].dim() not in (2, 4) or
+                                                t[a].shape[1] != t[b].shape[0])):  # fmt: skip
+            raise AdapterError(
+                f"{name!r}: {module!r} has {a} and {b} that do not make a rank-r pair (shapes "
+                f"{list(getattr(t.get(a), 'shape', []))} and {list(getattr(t.get(b), 'shape', []))})"
+            )
+    if "alpha" in t and t["alpha"].numel() != 1:
+        raise AdapterError(f"{name!r}: {module}.alpha has shape {list(t['alpha'].shape)}; an alpha is one number")
+
+
+def module_rank(tensors: dict) -> int:
+    """The rank LyCORIS trained a module with (its `lora_dim`)."""
+    for key in ("hada_w1_b", "lokr_w2_b", "lokr_w1_b"):
+        if key in tensors:
+            return int(tensors[key].shape[0])
+    return max(int(s) for s in tensors["lokr_w2"].shape[:2])  # full factors: peft's rank that keeps them full
+
+
+def module_alpha(tensors: dict, rank: int) -> float:
+    """LyCORIS' alpha: the file's, else the rank (scaling 1); for LoKr with both factors full LyCORIS ignores it
+    (lokr.py: `if use_w1 and use_w2: alpha = lora_dim`)."""
+    if "lokr_w1" in tensors and "lokr_w2" in tensors:
+        return float(rank)
+    return float(tensors["alpha"].float().reshape(-1)[0]) if "alpha" in tensors else float(rank)
+
+
+def peft_config(algorithm: str, modules: dict):
+    """The LoHaConfig / LoKrConfig of a file's modules in one pipeline part ({module name: {suffix: tensor}}, the
+    names the model's own): targets those modules exactly, with each one's rank and alpha (the most common as the
+    default, the others in rank_pattern / alpha_pattern, escaped: peft reads those keys as regular expressions)."""
+    import re
+    from collections import Counter
+
+    from peft import LoHaConfig, LoKrConfig
+
+    ranks = {m: module_rank(t) for m, t in modules.items()}
+    alphas = {m: module_alpha(t, ranks[m]) for m, t in modules.items()}
+    r = Counter(ranks.values()).most_common(1)[0][0]
+    alpha = Counter(alphas.values()).most_common(1)[0][0]
+    common = {
+        "r": r,
+        "alpha": alpha,
+        "target_modules": sorted(modules),
+        "rank_pattern": {re.escape(m): v for m, v in ranks.items() if v != r},
+        "alpha_pattern": {re.escape(m): v for m, v in alphas.items() if v != alpha},
+        "init_weights": False,  # the file's tensors replace them
+    }
+    if algorithm == "loha":
+        return LoHaConfig(use_effective_conv2d=any("hada_t1" in t for t in modules.values()), **common)
+    return LoKrConfig(
+        use_effective_conv2d=any("lokr_t2" in t for t in modules.values()),
+        decompose_both=any("lokr_w1_a" in t for t in modules.values()),
+        decompose_factor=_decompose_factor(modules),
+        **common,
+    )
+
+
+def _decompose_factor(modules: dict) -> int:
+    """The Kronecker factor under which peft splits every module's sizes as the file's factors do (LyCORIS' `factor`
+    argument; -1 is its default, the most square split), or a refusal."""
+    from peft.tuners.lokr.layer import factorization
+
+    shapes = {}
+    for module, t in modules.items():
+        out_l, in_m = t["lokr_w1"].shape[:2] if "lokr_w1" in t else (t["lokr_w1_a"].shape[0], t["lokr_w1_b"].shape[1])
+        out_k, in_n = t["lokr_w2"].shape[:2] if "lokr_w2" in t else (t["lokr_w2_a"].shape[0], t["lokr_w2_b"].shape[1])
+        shapes[module] = ((int(out_l), int(out_k)), (int(in_m), int(in_n)))
+    for factor in [-1, *sorted({s[0][0] for s in shapes.values()})]:
+        if all(factorization(a * b, factor) == (a, b) and factorization(c * d, factor) == (c, d)
+               for (a, b), (c, d) in shapes.values()):  # fmt: skip
+            return factor
+    raise AdapterError(
+        "this LoKr file splits its layers' sizes in a way peft's LoKr cannot reproduce (no single decompose_factor "
+        "fits every layer)"
+    )

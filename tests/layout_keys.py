@@ -1,0 +1,278 @@
+"""LoRA files keyed as each published layout keys them, generated for a tiny pipeline by that layout's own naming rule.
+
+A tiny pipeline has fewer blocks than a real one, so the keys cannot be copied from real files; they are generated
+from the tiny pipeline's real module names, converted by the rule each trainer applies, and checked against key
+lists of real files (the sources are named at each rule). Every layout here gets the same weights, per layer, from
+`lora_layers`, so a file in any layout must give the image of the same layers in peft layout.
+
+    layers = lora_layers(pipe, {"unet": KOHYA_UNET, "text_encoder": KOHYA_TE}, seed=1)
+    save_file(kohya(layers, alpha=4.0), path)   # lora_unet_down_blocks_1_attentions_0_..._attn1_to_q.lora_down.weight
+"""
+
+import torch
+
+# kohya sd-scripts, networks/lora.py: the module classes whose children get a LoRA (UNET_TARGET_REPLACE_MODULE,
+# UNET_TARGET_REPLACE_MODULE_CONV2D_3X3 for LoCon / conv_dim, TEXT_ENCODER_TARGET_REPLACE_MODULE), the children
+# being every nn.Linear and 1x1 nn.Conv2d (3x3 convolutions too under the conv classes, when conv_dim is set).
+KOHYA_UNET = ("Transformer2DModel",)
+KOHYA_LOCON = ("Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D")
+KOHYA_TE = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
+# diffusers' training scripts (train_dreambooth_lora.py, train_text_to_image_lora.py): the attention projections.
+ATTENTION = ("Attention",)
+PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
+CLIP_ATTENTION = ("CLIPAttention", "CLIPSdpaAttention")
+# kohya's file prefixes (networks/lora.py LORA_PREFIX_UNET, LORA_PREFIX_TEXT_ENCODER; sdxl_train_network.py names
+# the two SDXL text encoders lora_te1 and lora_te2).
+KOHYA_PREFIX = {"unet": "lora_unet", "text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
+KOHYA_SDXL_PREFIX = {"unet": "lora_unet", "text_encoder": "lora_te1", "text_encoder_2": "lora_te2"}
+
+
+def target_modules(model, parents: tuple, conv3x3: bool = False, children: tuple = ()) -> list[str]:
+    """The module names kohya's rule picks in `model`: the Linear and 1x1 Conv2d children (3x3 too with `conv3x3`)
+    of every module whose class is in `parents`; with `children`, only those child names (e.g. to_q)."""
+    names = []
+    for parent_name, parent in model.named_modules():
+        if type(parent).__name__ not in parents:
+            continue
+        for child_name, child in parent.named_modules():
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if not child_name or (children and child_name not in children):
+                continue
+            is_conv = isinstance(child, torch.nn.Conv2d)
+            if isinstance(child, torch.nn.Linear) or (is_conv and (conv3x3 or child.kernel_size == (1, 1))):
+                names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def lora_layers(pipe, rules: dict, seed: int, rank: int = 4, scale: float = 0.3) -> dict:
+    """{component: {module name: (down, up)}}: one LoRA layer per module the rule picks, weights drawn after
+    `torch.manual_seed(seed)` (large enough to change a tiny pipeline's image)."""
+    torch.manual_seed(seed)
+    layers = {}
+    for component, rule in rules.items():
+        model = getattr(pipe, component)
+        parents, conv3x3, children = rule if isinstance(rule[0], tuple) else (rule, False, ())
+        modules = dict(model.named_modules())
+        layers[component] = {}
+        for name in target_modules(model, parents, conv3x3, children):
+            module = modules[name]
+            if isinstance(module, torch.nn.Conv2d):
+                down = torch.randn(rank, module.in_channels, *module.kernel_size) * scale
+                up = torch.randn(module.out_channels, rank, 1, 1) * scale
+            else:
+                down = torch.randn(rank, module.in_features) * scale
+                up = torch.randn(module.out_features, rank) * scale
+            layers[component][published(model, name)] = (down, up)
+    return layers
+
+
+def published(model, name: str) -> str:
+    """A module's name as published files spell it. transformers 5's CLIPTextModel dropped the `text_model.` level
+    its checkpoints and every LoRA trained before it carry (`text_model.encoder.layers.0.self_attn.q_proj`;
+    CLIPTextModelWithProjection still has it): files keep the old spelling, so the fixtures do too."""
+    if type(model).__name__ == "CLIPTextModel" and not hasattr(model, "text_model"):
+        return f"text_model.{name}"
+    return name
+
+
+def peft(layers: dict) -> dict:
+    """diffusers' own save format since 0.22 (`save_lora_weights` via peft): `unet.<module>.lora_A.weight`."""
+    return {f"{c}.{m}.lora_{h}.weight": t for c, mods in layers.items() for m, pair in mods.items()
+            for h, t in zip("AB", pair, strict=True)}  # fmt: skip
+
+
+def kohya(layers: dict, alpha: float | None = None, prefix: dict = KOHYA_PREFIX, unet_name=None) -> dict:
+    """kohya sd-scripts (networks/lora.py LoRAModule): `lora_name = prefix + "." + module; .replace(".", "_")`, then
+    `<lora_name>.lora_down.weight`, `.lora_up.weight` and, unless `alpha` is None, `.alpha` (a 0-d tensor; files
+    from early scripts and some converters have none). `unet_name`: a UNet module's name -> the name kohya saw
+    (sgm_name for SDXL)."""
+    state = {}
+    for component, modules in layers.items():
+        for module, (down, up) in modules.items():
+            spelled = unet_name(module) if unet_name and component == "unet" else module
+            key = f"{prefix[component]}_{spelled.replace('.', '_')}"
+            state[f"{key}.lora_down.weight"], state[f"{key}.lora_up.weight"] = down, up
+            if alpha is not None:
+                state[f"{key}.alpha"] = torch.tensor(float(alpha))
+    return state
+
+
+def attn_procs(layers: dict, prefix: str = "unet.") -> dict:
+    """diffusers' LoRAAttnProcessor, saved by `save_attn_procs` (0.12-0.20) and its training scripts:
+    `<block>.attn1.processor.to_q_lora.down.weight` (to_out.0 spelled `to_out_lora`); with a `unet.` prefix from
+    `LoraLoaderMixin.save_lora_weights`, without one from `unet.save_attn_procs` (most 2023 Hub files)."""
+    state = {}
+    for module, (down, up) in layers["unet"].items():
+        block, _, projection = module.rpartition(".attn")
+        attn, _, proj = projection.partition(".")
+        spelled = "to_out" if proj == "to_out.0" else proj
+        key = f"{prefix}{block}.attn{attn}.processor.{spelled}_lora"
+        state[f"{key}.down.weight"], state[f"{key}.up.weight"] = down, up
+    return state
+
+
+def old_diffusers(layers: dict) -> dict:
+    """diffusers 0.21's LoRACompatibleLinear / LoRACompatibleConv (`unet.<module>.lora.down.weight`)."""
+    return {f"{c}.{m}.lora.{h}.weight": t for c, mods in layers.items() for m, pair in mods.items()
+            for h, t in zip(("down", "up"), pair, strict=True)}  # fmt: skip
+
+
+def old_text_encoder(layers: dict) -> dict:
+    """diffusers 0.15-0.20's PatchedLoraProjection on the text encoder, saved beside attention processors:
+    `text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_linear_layer.down.weight`."""
+    return {f"text_encoder.{m}.lora_linear_layer.{h}.weight": t for m, pair in layers["text_encoder"].items()
+            for h, t in zip(("down", "up"), pair, strict=True)}  # fmt: skip
+
+
+def sgm_name(unet) -> callable:
+    """A diffusers UNet module name -> the name in Stability's sgm/LDM UNet, which kohya's SDXL trainer (and A1111)
+    use: `down_blocks.1.attentions.0` -> `input_blocks.4.1`, `mid_block.attentions.0` -> `middle_block.1`,
+    `up_blocks.0.attentions.2` -> `output_blocks.2.1`. The inverse of diffusers' _maybe_map_sgm_blocks_to_diffusers
+    (input block n = 1 + i * (layers_per_block + 1) + j; output block n = i * (layers_per_block + 1) + j; inner
+    index 0 resnets, 1 attentions), checked against the key list of a real kohya SDXL file
+    (`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`, `lora_unet_middle_block_1_proj_in`)."""
+    per_block = unet.config.layers_per_block + 1
+
+    def convert(module: str) -> str:
+        parts = module.split(".")
+        if parts[0] == "mid_block" and parts[1] in ("resnets", "attentions"):
+            index = 1 if parts[1] == "attentions" else 2 * int(parts[2])  # resnets 0 and 1 sit around the attention
+            return ".".join(["middle_block", str(index)] + parts[3:])
+        inner = {"resnets": 0, "attentions": 1}.get(parts[2] if len(parts) > 3 else "")
+        if parts[0] in ("down_blocks", "up_blocks") and inner is not None:
+            n = int(parts[1]) * per_block + int(parts[3]) + (parts[0] == "down_blocks")  # input_blocks.0 is conv_in
+            side = "input_blocks" if parts[0] == "down_blocks" else "output_blocks"
+            return ".".join([side, str(n), str(inner)] + parts[4:])
+        raise ValueError(f"no sgm name for {module!r} in these fixtures")
+
+    return convert
+
+
+def flat(layers: dict, pipe) -> dict:
+    """{component: sorted module names}: what a load of these layers must register in `pipe`, per component."""
+    modules = {c: {published(getattr(pipe, c), n): n for n, _ in getattr(pipe, c).named_modules()} for c in layers}
+    return {c: sorted(modules[c][m] for m in mods) for c, mods in layers.items()}
+
+
+def scaled(layers: dict, factor: float) -> dict:
+    """The same layers with every up matrix times `factor` (what alpha / rank = factor computes)."""
+    return {c: {m: (d, u * factor) for m, (d, u) in mods.items()} for c, mods in layers.items()}
+
+
+def only(layers: dict, *components: str) -> dict:
+    return {c: layers[c] for c in components}
+
+
+# --- LyCORIS -------------------------------------------------------------------------------------------------------
+
+
+def _sizes(module) -> tuple[int, int]:
+    if isinstance(module, torch.nn.Conv2d):
+        return module.out_channels, module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+    return module.out_features, module.in_features
+
+
+def loha(model, modules: list[str], seed: int, rank: int = 4, alpha: float | None = 2.0, prefix="lora_unet",
+         scale: float = 0.5, spell=None) -> dict:  # fmt: skip
+    """A LoHa file as LyCORIS saves it (lycoris/modules/loha.py LohaModule, kohya names): per module
+    `hada_w1_a` (out, rank), `hada_w1_b` (rank, in), `hada_w2_a`, `hada_w2_b` and `alpha`; a convolution's `in` is
+    in_channels x kernel (no Tucker). `spell`: a module name -> the name the trainer saw (sgm_name for SDXL)."""
+    torch.manual_seed(seed)
+    named = dict(model.named_modules())
+    state = {}
+    for name in modules:
+        out, inn = _sizes(named[name])
+        key = f"{prefix}_{(spell or (lambda n: published(model, n)))(name).replace('.', '_')}"
+        for w in ("1", "2"):
+            state[f"{key}.hada_w{w}_a"] = torch.randn(out, rank) * scale
+            state[f"{key}.hada_w{w}_b"] = torch.randn(rank, inn) * scale
+        if alpha is not None:
+            state[f"{key}.alpha"] = torch.tensor(float(alpha))
+    return state
+
+
+def lokr(model, modules: list[str], seed: int, rank: int = 2, alpha: float = 1.0, prefix="lora_unet",
+         scale: float = 0.5) -> dict:  # fmt: skip
+    """A LoKr file as LyCORIS saves it (lycoris/modules/lokr.py LokrModule, factor -1, decompose_both off): out and
+    in split by its `factorization` (a <= b, the most square split), `lokr_w1` (a, c) full, and `lokr_w2` (b, d)
+    full when rank >= max(b, d) / 2, else `lokr_w2_a` (b, rank) and `lokr_w2_b` (rank, d); `alpha` (LyCORIS
+    ignores it when both factors are full)."""
+    from peft.tuners.lokr.layer import factorization  # LyCORIS' own function, as peft ships it
+
+    torch.manual_seed(seed)
+    named = dict(model.named_modules())
+    state = {}
+    for name in modules:
+        out, inn = _sizes(named[name])
+        (a, b), (c, d) = factorization(out, -1), factorization(inn, -1)
+        key = f"{prefix}_{published(model, name).replace('.', '_')}"
+        state[f"{key}.lokr_w1"] = torch.randn(a, c) * scale
+        if rank >= max(b, d) / 2:
+            state[f"{key}.lokr_w2"] = torch.randn(b, d) * scale
+        else:
+            state[f"{key}.lokr_w2_a"] = torch.randn(b, rank) * scale
+            state[f"{key}.lokr_w2_b"] = torch.randn(rank, d) * scale
+        state[f"{key}.alpha"] = torch.tensor(float(alpha))
+    return state
+
+
+# --- FLUX ----------------------------------------------------------------------------------------------------------
+
+# BFL's FLUX.1 layer names (kohya sd-scripts networks/lora_flux.py keys them lora_unet_<bfl name with _>) and the
+# diffusers modules each one is: diffusers' _convert_kohya_flux_lora_to_diffusers (_convert_sd_scripts_to_ai_toolkit)
+# and _convert_xlabs_flux_lora_to_diffusers. A qkv layer is three modules (its up matrix split by rows). Single
+# blocks' linear1 (q, k, v and the MLP in one) is left out: diffusers splits it at FLUX.1's real widths (3072,
+# 12288), which a tiny FLUX does not have.
+FLUX_DOUBLE = {
+    "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+    "img_attn_proj": ("attn.to_out.0",),
+    "img_mlp_0": ("ff.net.0.proj",),
+    "img_mlp_2": ("ff.net.2",),
+    "img_mod_lin": ("norm1.linear",),
+    "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+    "txt_attn_proj": ("attn.to_add_out",),
+    "txt_mlp_0": ("ff_context.net.0.proj",),
+    "txt_mlp_2": ("ff_context.net.2",),
+    "txt_mod_lin": ("norm1_context.linear",),
+}
+FLUX_SINGLE = {"linear2": ("proj_out",), "modulation_lin": ("norm.linear",)}
+# XLabs' processors (x-flux train_flux_lora_deepspeed.py: DoubleStreamBlockLoraProcessor): proj/qkv, 1 image, 2 text
+XLABS_DOUBLE = {"qkv_lora1": "img_attn_qkv", "proj_lora1": "img_attn_proj", "qkv_lora2": "txt_attn_qkv",
+                "proj_lora2": "txt_attn_proj"}  # fmt: skip
+
+
+def flux_bfl_layers(transformer, seed: int, rank: int = 4, scale: float = 0.5, double=FLUX_DOUBLE, single=FLUX_SINGLE):
+    """{(block kind, index, BFL layer name): (down, up, [diffusers modules])} for every block of `transformer`."""
+    torch.manual_seed(seed)
+    modules = dict(transformer.named_modules())
+    layers = {}
+    for kind, table, count in (("double", double, len(transformer.transformer_blocks)),
+                               ("single", single, len(transformer.single_transformer_blocks))):  # fmt: skip
+        block = "transformer_blocks" if kind == "double" else "single_transformer_blocks"
+        for i in range(count):
+            for bfl, targets in table.items():
+                names = [f"{block}.{i}.{t}" for t in targets]
+                out = sum(modules[n].out_features for n in names)
+                down = torch.randn(rank, modules[names[0]].in_features) * scale
+                layers[(kind, i, bfl)] = (down, torch.randn(out, rank) * scale, names)
+    return layers
+
+
+def flux_kohya(layers: dict, alpha: float | None = None) -> dict:
+    """kohya sd-scripts' FLUX LoRA (networks/lora_flux.py): `lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`
+    and, unless `alpha` is None, `.alpha`."""
+    state = {}
+    for (kind, i, bfl), (down, up, _) in layers.items():
+        key = f"lora_unet_{kind}_blocks_{i}_{bfl}"
+        state[f"{key}.lora_down.weight"], state[f"{key}.lora_up.weight"] = down, up
+        if alpha is not None:
+            state[f"{key}.alpha"] = torch.tensor(float(alpha))
+    return state
+
+
+def flux_xlabs(layers: dict) -> dict:
+    """XLabs' FLUX LoRA: `double_blocks.0.processor.qkv_lora1.down.weight` (double blocks' attention only)."""
+    bfl_to_xlabs = {v: k for k, v in XLABS_DOUBLE.items()}
+    return {f"double_blocks.{i}.processor.{bfl_to_xlabs[bfl]}.{h}.weight": t
+            for (kind, i, bfl), pair in layers.items() if kind == "double" and bfl in bfl_to_xlabs
+            for h, t in zip(("down", "up"), pair[:2], strict=True)}  # fmt: skip
