@@ -4,9 +4,13 @@ session's adapters go when it ends; public mode keeps the base. Through the real
 at the core with sessions bound by hand."""
 
 import contextlib
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,6 +174,36 @@ def test_ending_a_session_frees_its_adapters(world, monkeypatch):
     assert names(staying.predict(api_name="/list_adapters")) == ["shared_a", "b"]
     staying.predict(adapter_name="b", api_name="/delete_adapter")
     assert len(images.slots.residents) == before[0]
+
+
+def test_ending_a_session_gives_its_memory_back(assets, tmp_path):
+    """RSS, not only the count: a session holding two ~19 MB LoRAs (in RAM, in slots, fused into its mix) ends the
+    way a closed tab or the idle timeout ends it (sessions.Tracker.end), and the process's RSS comes back to where
+    it was. Measured in a fresh process (tests/session_memory.py says why, and why malloc_trim)."""
+    from diffusers import StableDiffusionPipeline
+
+    from tiny_models.image import lora_state_dict, write_repo
+
+    pipe = StableDiffusionPipeline.from_pretrained(assets["pipeline"])
+    big = {}
+    for name, seed in (("big_a", 11), ("big_b", 12)):
+        state = lora_state_dict(pipe, seed=seed, rank=4096, text_encoder=True)
+        big[name] = write_repo(tmp_path / name, {"pytorch_lora_weights.safetensors": state})
+    file_mb = sum(f.stat().st_size for f in tmp_path.glob("big_*/*.safetensors")) / 2**20
+    assert file_mb > 30
+    env = {**os.environ, "STUDIO_LOCAL_DIRS": os.pathsep.join([str(assets["root"]), str(tmp_path)])}
+    args = [assets["pipeline"], assets["lora_a"], assets["lora_b"], big["big_a"], big["big_b"]]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.session_memory", *map(str, args)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rss = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (rss["resident_held"], rss["resident_after"]) == (2, 0), rss
+    # held: each file's tensors at least once (in RAM; the slots hold a second copy), so the measure can see them
+    assert rss["held"] - rss["baseline"] > file_mb, rss
+    # after: back within 10% of what the session held (allocator rounding, pages touched once), else a leak
+    assert rss["after"] - rss["baseline"] < 0.1 * (rss["held"] - rss["baseline"]), rss
 
 
 def test_public_mode_keeps_the_base(world, monkeypatch, assets, lm_assets):
