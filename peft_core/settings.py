@@ -8,7 +8,7 @@
 | STUDIO_MAX_ADAPTER_MB        | 2048    | largest LoRA file accepted, checked before the download              |
 | STUDIO_MAX_MODEL_MB          | 32768   | largest base model (sum of its files), checked before the download   |
 | STUDIO_MAX_RESIDENT_ADAPTERS | 32      | adapters kept loaded; past it the least recently used one goes       |
-| STUDIO_LORA_SLOTS            | 4       | adapters held in the pipeline at once (the rest wait in RAM)         |
+| STUDIO_LORA_SLOTS            | 4 *     | adapters in the pipeline at once (rest in RAM); * CUDA: 4-16 by memory |
 | STUDIO_FUSE                  | 1       | 0: never merge the mix into the base weights (see slots.py)          |
 | STUDIO_FUSE_MAX_MB           | 4096 *  | fuse only while the adapted layers' base weights fit; * CUDA: 1/4 of it |
 | STUDIO_MAX_IMAGE_COST        | 2 / 4   | one image's work at most, in the pipeline's default images (CPU / GPU) |
@@ -84,14 +84,39 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 FUSE_GPU_SHARE = 0.25
 
 
-def _default_fuse_mb() -> str:
+# The slots (slots.py) hold the adapters in use in the pipeline, on the GPU: more slots, fewer refills when many
+# visitors mix their own adapters (a refill copies an adapter from RAM into the device). A slot is budgeted at
+# SLOT_GPU_MB, a large adapter (a FLUX.1 LoRA of rank 64 on every linear layer of the transformer is ~0.7 GB in
+# bfloat16), and the slots together at SLOTS_GPU_SHARE of the device; never below the CPU's 4, and never above
+# SLOTS_MAX: every generation and switch walks the slots' layers (64 injected adapters made a generation 1.5x as
+# long, docs/BENCHMARKS.md): 16, a quarter of those, bounds that cost whatever the device.
+SLOTS_GPU_SHARE = 0.125
+SLOT_GPU_MB = 1024
+SLOTS_MIN, SLOTS_MAX = 4, 16
+
+
+def _gpu_total_mb() -> float | None:
+    """The default device's memory in MB when it is a CUDA device; None on a CPU."""
     device = runtime.default_device()
-    if not device.startswith("cuda") or "STUDIO_FUSE_MAX_MB" in os.environ:
-        return "4096"
+    if not device.startswith("cuda"):
+        return None
     import torch
 
-    total_mb = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**20
+    return torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**20
+
+
+def _default_fuse_mb() -> str:
+    total_mb = None if "STUDIO_FUSE_MAX_MB" in os.environ else _gpu_total_mb()
+    if total_mb is None:
+        return "4096"
     return str(max(4096, int(total_mb * FUSE_GPU_SHARE)))
+
+
+def _default_lora_slots() -> str:
+    total_mb = None if "STUDIO_LORA_SLOTS" in os.environ else _gpu_total_mb()
+    if total_mb is None:
+        return str(SLOTS_MIN)
+    return str(min(SLOTS_MAX, max(SLOTS_MIN, int(total_mb * SLOTS_GPU_SHARE / SLOT_GPU_MB))))
 
 
 def current() -> Settings:
@@ -104,7 +129,7 @@ def current() -> Settings:
         max_adapter_mb=_number("STUDIO_MAX_ADAPTER_MB", "2048", float),
         max_model_mb=_number("STUDIO_MAX_MODEL_MB", "32768", float),
         max_resident_adapters=_number("STUDIO_MAX_RESIDENT_ADAPTERS", "32", int),
-        lora_slots=_number("STUDIO_LORA_SLOTS", "4", int),
+        lora_slots=_number("STUDIO_LORA_SLOTS", _default_lora_slots(), int),
         fuse=os.environ.get("STUDIO_FUSE", "1").strip().lower() not in ("0", "false", "no"),
         fuse_max_mb=_number("STUDIO_FUSE_MAX_MB", _default_fuse_mb(), float, zero_ok=True),
         max_image_cost=_number("STUDIO_MAX_IMAGE_COST", "4" if runtime.default_device() != "cpu" else "2", float),
