@@ -406,3 +406,53 @@ def test_the_pool_keeps_names_per_session_over_one_resident():
     assert pool.release("one") == ["style"] and pool.find(source) is None and len(pool) == 1
     with sessions.bound("one"), pytest.raises(InputError, match=r"'style' not loaded in this session; loaded: demo"):
         pool.check_loaded(["style"])
+
+
+# --- ZeroGPU: the session crosses into the process spaces.GPU lends --------------------------------------------------
+
+
+def _fake_spaces():
+    """A `spaces` module whose GPU runs the function as ZeroGPU may: in another process (forked), in a thread there
+    with a context of its own, so nothing bound in the caller's context variables arrives; only the arguments do."""
+    import contextvars
+    import multiprocessing
+    import types
+
+    def GPU(fn):  # noqa: N802 (spaces' own name)
+        def lent(*args, **kwargs):
+            here, there = multiprocessing.get_context("fork").Pipe()
+
+            def worker():
+                result = []
+                thread = threading.Thread(target=lambda: result.append(contextvars.Context().run(fn, *args, **kwargs)))
+                thread.start()
+                thread.join()
+                there.send(result[0])
+
+            process = multiprocessing.get_context("fork").Process(target=worker)
+            process.start()
+            process.join(timeout=30)
+            assert process.exitcode == 0 and here.poll(), "the fake ZeroGPU worker failed"
+            return here.recv()
+
+        return lent
+
+    return types.SimpleNamespace(GPU=GPU)
+
+
+def test_on_zerogpu_a_handler_runs_as_its_visitor(monkeypatch):
+    """Page handlers are user_errors(gpu(fn)): the session is bound outside what spaces.GPU lends, so gpu() carries
+    it across as an argument (ui/common.py). Without that, a visitor's click ran as the admin on ZeroGPU."""
+    from types import SimpleNamespace
+
+    from ui.common import api_endpoint, gpu, user_errors
+
+    monkeypatch.setitem(sys.modules, "spaces", _fake_spaces())
+
+    def whose(x: int) -> str:
+        return f"{sessions.current()}:{x}"
+
+    visitor = SimpleNamespace(session_hash="visitor-1")
+    assert user_errors(gpu(whose))(1, _studio_request=visitor) == "visitor-1:1"  # a page handler
+    assert api_endpoint(whose)(2, request=visitor) == "visitor-1:2"  # a named endpoint: gpu(binding wrapper)
+    assert gpu(whose)(3) == "None:3"  # a call without gradio is the admin's, there too

@@ -40,12 +40,33 @@ CSS = """
 
 def gpu(fn):
     """On ZeroGPU Spaces, `spaces.GPU` lends a GPU for each call of `fn`; where the `spaces` package is not
-    importable (a laptop, CI, a dedicated GPU) `fn` is returned as it is."""
+    importable (a laptop, CI, a dedicated GPU) `fn` is returned as it is.
+
+    `spaces.GPU` may run `fn` in another process, in a thread that does not carry the caller's context variables:
+    the visitor's session bound by user_errors around this call (peft_core/sessions.py) would be lost there, and
+    the call would run as the admin, whose adapters every visitor shares. So the session is read here, passed to
+    the lent function as an argument (arguments do travel) and bound again inside it. Plain functions only: no
+    streamed handler runs under it.
+    """
     try:
         import spaces
     except ImportError:
         return fn
-    return spaces.GPU(fn)
+    if inspect.isgeneratorfunction(fn):
+        raise TypeError(f"gpu() wraps plain functions; {fn.__name__} is a generator")
+
+    def run_as(session, args, kwargs):
+        with sessions.bound(session):
+            return fn(*args, **kwargs)
+
+    run_as.__name__ = run_as.__qualname__ = fn.__name__  # what spaces names the call after
+    lent = spaces.GPU(run_as)
+
+    @functools.wraps(fn)  # gradio reads fn's parameters (gr.Progress, gr.Request) through __wrapped__
+    def call(*args, **kwargs):
+        return lent(sessions.current(), args, kwargs)
+
+    return call
 
 
 log = logging.getLogger("adapter_studio")
