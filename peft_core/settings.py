@@ -88,7 +88,7 @@ FUSE_GPU_SHARE = 0.25
 # visitors mix their own adapters (a refill copies an adapter from RAM into the device). A slot is budgeted at
 # SLOT_GPU_MB, a large adapter (a FLUX.1 LoRA of rank 64 on every linear layer of the transformer is ~0.7 GB in
 # bfloat16), and the slots together at SLOTS_GPU_SHARE of the device; never below the CPU's 4, and never above
-# SLOTS_MAX: every generation and switch walks the slots' layers (64 injected adapters made a generation 1.5x as
+# SLOTS_MAX: every generation and switch walks the slots' layers (64 injected adapters made a generation up to 1.5x as
 # long, docs/BENCHMARKS.md): 16, a quarter of those, bounds that cost whatever the device.
 SLOTS_GPU_SHARE = 0.125
 SLOT_GPU_MB = 1024
