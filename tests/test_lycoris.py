@@ -133,9 +133,10 @@ def test_export_of_a_mix_with_a_lycoris_member_is_refused_with_the_reason(
     assert not (tmp_path / "out").exists()
 
 
-def test_loha_on_sdxl_in_kohya_sgm_names(tmp_path, monkeypatch):
-    """A LoHa trained with kohya's SDXL trainer (sgm block names, lora_te1_ / lora_te2_) on the tiny SDXL pipeline:
-    every layer registered, per component; it changes the image, mixes with a LoRA, and disables exactly."""
+@pytest.mark.parametrize("make", [loha, lokr], ids=["loha", "lokr"])
+def test_lycoris_on_sdxl_in_kohya_sgm_names(tmp_path, monkeypatch, make):
+    """A LoHa / LoKr trained with kohya's SDXL trainer (sgm block names, lora_te1_ / lora_te2_) on the tiny SDXL
+    pipeline: every layer registered, per component; it changes the image, mixes with a LoRA, and disables exactly."""
     from peft_core.image import pipeline
     from peft_core.image.studio import ImageStudio
     from tests.layout_keys import CLIP_ATTENTION, KOHYA_UNET, sgm_name
@@ -146,13 +147,14 @@ def test_loha_on_sdxl_in_kohya_sgm_names(tmp_path, monkeypatch):
     unet_modules = target_modules(pipe.unet, KOHYA_UNET)
     te = target_modules(pipe.text_encoder, CLIP_ATTENTION)
     te2 = target_modules(pipe.text_encoder_2, CLIP_ATTENTION)
-    state = loha(pipe.unet, unet_modules, seed=1, spell=sgm_name(pipe.unet))
-    state |= loha(pipe.text_encoder, te, seed=2, prefix="lora_te1") | loha(pipe.text_encoder_2, te2, seed=3,
-                                                                            prefix="lora_te2")  # fmt: skip
+    state = make(pipe.unet, unet_modules, seed=1, spell=sgm_name(pipe.unet))
+    state |= make(pipe.text_encoder, te, seed=2, prefix="lora_te1") | make(pipe.text_encoder_2, te2, seed=3,
+                                                                           prefix="lora_te2")  # fmt: skip
     studio = ImageStudio(device="cpu")
     studio.load_pipeline(str(tmp_path / "sdxl"))
     base = gen(studio)
-    info = studio.load_adapter(_write(tmp_path / "loha", state), adapter_name="h")[0]
+    info = studio.load_adapter(_write(tmp_path / "ly", state), adapter_name="h")[0]
+    assert info["report"]["algorithm"] == make.__name__.replace("loha", "LoHa").replace("lokr", "LoKr")
     named = {"text_encoder": len(te), "text_encoder_2": len(te2), "unet": len(unet_modules)}
     assert info["report"]["named"] == info["report"]["matched"] == named
     registered = pipeline.registered_modules(studio.pipe, studio.slots.slot_of("h"))

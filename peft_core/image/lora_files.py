@@ -57,6 +57,7 @@ _KOHYA_COMPONENTS = {
     "lora_te1_": "text_encoder",
     "lora_te2_": "text_encoder_2",
     "lora_te_": "text_encoder",
+    "lycoris_": "unet",  # LyCORIS' wrapper (lycoris/wrapper.py) keys the denoiser it was given by diffusers' names
 }
 
 
