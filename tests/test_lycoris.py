@@ -33,6 +33,8 @@ def files(studio, tmp_path, monkeypatch):
         "loha": _write(tmp_path / "loha", loha(unet, locon, seed=1)),  # linear and 3x3 convolutions
         "loha_no_alpha": _write(tmp_path / "loha-no-alpha", loha(unet, attention, seed=2, alpha=None)),
         "lokr": _write(tmp_path / "lokr", lokr(unet, attention, seed=3)),
+        # LyCORIS' wrapper (lycoris/wrapper.py, LORA_PREFIX "lycoris"; SimpleTuner's LyCORIS training): diffusers names
+        "lokr_wrapper": _write(tmp_path / "lokr-wrapper", lokr(unet, attention, seed=5, prefix="lycoris")),
         "glora": _write(
             tmp_path / "glora",
             {f"lora_unet_{Q.replace('.', '_')}.{k}.weight": torch.ones(2, 8) for k in ("a1", "a2", "b1", "b2")},
@@ -52,7 +54,8 @@ def _lycoris_delta(path, module: str) -> torch.Tensor:
     kron(w1, w2) * scale for LoKr; the oracle the merged weights are checked against."""
     from safetensors.torch import load_file
 
-    t = {k.rpartition(".")[2]: v for k, v in load_file(path).items() if k.startswith(f"lora_unet_{module}.")}
+    keys = (f"lora_unet_{module}", f"lycoris_{module}")
+    t = {k.rpartition(".")[2]: v for k, v in load_file(path).items() if k.partition(".")[0] in keys}
     if "hada_w1_a" in t:
         rank = t["hada_w1_b"].shape[0]
         scale = float(t["alpha"]) / rank if "alpha" in t else 1.0
@@ -62,7 +65,9 @@ def _lycoris_delta(path, module: str) -> torch.Tensor:
     return torch.kron(t["lokr_w1"], w2) * scale
 
 
-@pytest.mark.parametrize("name, algorithm", [("loha", "LoHa"), ("loha_no_alpha", "LoHa"), ("lokr", "LoKr")])
+@pytest.mark.parametrize(
+    "name, algorithm", [("loha", "LoHa"), ("loha_no_alpha", "LoHa"), ("lokr", "LoKr"), ("lokr_wrapper", "LoKr")]
+)
 def test_lycoris_loads_through_peft_and_fuses_with_its_weight(studio, files, name, algorithm):
     from peft.tuners.tuners_utils import BaseTunerLayer
 
