@@ -308,3 +308,58 @@ def flux_lycoris(transformer, make, seed: int, double=FLUX_DOUBLE, single=FLUX_S
                 out = sum(modules[n].out_features for n in names)
                 state |= make(f"lora_unet_{kind}_blocks_{i}_{bfl}", out, modules[names[0]].in_features)
     return state
+
+
+# --- SD3 -----------------------------------------------------------------------------------------------------------
+
+# kohya sd-scripts' SD3 LoRA (networks/lora_sd3.py: SD3_TARGET_REPLACE_MODULE = ["SingleDiTBlock"], every Linear of
+# it, LORA_PREFIX_SD3 = "lora_unet", qkv saved combined) on MMDiT's names, and the diffusers modules each is
+# (diffusers' convert_sd3_transformer_checkpoint_to_diffusers). A "pre_only" context block (the last) has no attention
+# proj and no MLP, and its adaLN is diffusers' AdaLayerNormContinuous: (scale, shift) where MMDiT has (shift, scale).
+SD3_BLOCKS = {
+    "x_block": {"attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"), "attn_proj": ("attn.to_out.0",),
+                "mlp_fc1": ("ff.net.0.proj",), "mlp_fc2": ("ff.net.2",), "adaLN_modulation_1": ("norm1.linear",)},
+    "context_block": {"attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+                      "attn_proj": ("attn.to_add_out",), "mlp_fc1": ("ff_context.net.0.proj",),
+                      "mlp_fc2": ("ff_context.net.2",), "adaLN_modulation_1": ("norm1_context.linear",)},
+}  # fmt: skip
+
+
+def sd3_layers(transformer, seed: int, rank: int = 4, scale: float = 0.5) -> dict:
+    """{kohya layer name: (down, up, [diffusers modules], swapped)} for every layer MMDiT has in every block."""
+    torch.manual_seed(seed)
+    modules = dict(transformer.named_modules())
+    layers = {}
+    for i, block in enumerate(transformer.transformer_blocks):
+        for side, table in SD3_BLOCKS.items():
+            for name, targets in table.items():
+                names = [f"transformer_blocks.{i}.{t}" for t in targets]
+                if not all(modules.get(n) is not None for n in names):
+                    continue  # a pre_only context block: no proj, no MLP
+                out = sum(modules[n].out_features for n in names)
+                down = torch.randn(rank, modules[names[0]].in_features) * scale
+                swapped = side == "context_block" and name.startswith("adaLN") and block.context_pre_only
+                layers[f"lora_unet_joint_blocks_{i}_{side}_{name}"] = (down, torch.randn(out, rank) * scale, names,
+                                                                       swapped)  # fmt: skip
+    return layers
+
+
+def sd3_kohya(layers: dict, alpha: float | None = None) -> dict:
+    state = {}
+    for key, (down, up, _, _) in layers.items():
+        state[f"{key}.lora_down.weight"], state[f"{key}.lora_up.weight"] = down, up
+        if alpha is not None:
+            state[f"{key}.alpha"] = torch.tensor(float(alpha))
+    return state
+
+
+def sd3_peft(layers: dict, transformer, factor: float = 1.0) -> dict:
+    """The same weights in diffusers' own format, as diffusers' checkpoint converter splits and orders the rows."""
+    modules = dict(transformer.named_modules())
+    state = {}
+    for down, up, names, swapped in layers.values():
+        up = torch.cat(up.chunk(2)[::-1]) if swapped else up
+        for name, part in zip(names, up.split([modules[n].out_features for n in names]), strict=True):
+            state[f"transformer.{name}.lora_A.weight"] = down
+            state[f"transformer.{name}.lora_B.weight"] = (part * factor).contiguous()
+    return state

@@ -91,6 +91,7 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
     Args:
         source: names the file in errors ("org/repo/file.safetensors"); model_id: the base, likewise.
     """
+    from peft_core.image.lora_files import sd3_kohya_to_peft
     from peft_core.image.lora_report import base_family
 
     report = lora.report
@@ -106,8 +107,9 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
             # A copy: diffusers converts the dict in place, and the caller may reuse it. low_cpu_mem_usage off:
             # for LoRA-sized tensors its meta-device path is slower here (bench/load.py: 1.25-1.35x).
             if lora.algorithm == "lora":
+                state = sd3_kohya_to_peft(lora.state_dict, getattr(pipe, "transformer", None))  # else a copy
                 pipe.load_lora_weights(
-                    dict(lora.state_dict), adapter_name=slot_name, low_cpu_mem_usage=False, **_sgm_kwargs(pipe, lora)
+                    state, adapter_name=slot_name, low_cpu_mem_usage=False, **_sgm_kwargs(pipe, lora)
                 )
             else:
                 _load_lycoris(pipe, slot_name, lora)
