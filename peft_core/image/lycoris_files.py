@@ -103,7 +103,6 @@ def read_modules(name: str, algorithm: str, state_dict: dict) -> dict[str, dict]
                 "load exactly. LoHa files, and LoKr files on the other FLUX layers, can"
             )
         _check_module(name, label, module, tensors)
-        _check_module(name, label, module, tensors)
     return modules
 
 
