@@ -171,3 +171,17 @@ def test_half_matching_loha_in_bfl_names_is_refused(flux_studio, flux, tmp_path)
                        rf"{extra}_img_mlp_2'\]"):  # fmt: skip
         flux_studio.load_adapter(_write(tmp_path / "half", state), adapter_name="h")
     assert flux_studio.list_adapters() == before[0] and np.array_equal(gen(flux_studio), before[1])
+
+
+def test_loha_on_a_fused_layer_at_other_sizes_is_refused(flux_studio, flux, tmp_path):
+    """A qkv LoHa with more rows than q, k and v together (a file for wider FLUX): it cannot be cut into them, so
+    the load is refused saying both sizes, and nothing stays."""
+    transformer = flux[1].transformer
+    state = flux_lycoris(transformer, loha_layer, seed=7)
+    key = "lora_unet_double_blocks_0_img_attn_qkv"
+    rows = state[f"{key}.hada_w1_a"].shape[0]
+    state |= loha_layer(key, rows + 3, state[f"{key}.hada_w1_b"].shape[1])
+    before = flux_studio.list_adapters(), gen(flux_studio)
+    with pytest.raises(AdapterError, match=rf"{key} has {rows + 3} output rows; the modules it is here have {rows}"):
+        flux_studio.load_adapter(_write(tmp_path / "wide", state), adapter_name="wide")
+    assert flux_studio.list_adapters() == before[0] and np.array_equal(gen(flux_studio), before[1])
