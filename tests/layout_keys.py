@@ -181,38 +181,49 @@ def loha(model, modules: list[str], seed: int, rank: int = 4, alpha: float | Non
     named = dict(model.named_modules())
     state = {}
     for name in modules:
-        out, inn = _sizes(named[name])
         key = f"{prefix}_{(spell or (lambda n: published(model, n)))(name).replace('.', '_')}"
-        for w in ("1", "2"):
-            state[f"{key}.hada_w{w}_a"] = torch.randn(out, rank) * scale
-            state[f"{key}.hada_w{w}_b"] = torch.randn(rank, inn) * scale
-        if alpha is not None:
-            state[f"{key}.alpha"] = torch.tensor(float(alpha))
+        state |= loha_layer(key, *_sizes(named[name]), rank, alpha, scale)
+    return state
+
+
+def loha_layer(key: str, out: int, inn: int, rank: int = 4, alpha: float | None = 2.0, scale: float = 0.5) -> dict:
+    """One LoHa layer's tensors (LohaModule's state dict) for a layer of `out` x `inn`, under `key`."""
+    state = {}
+    for w in ("1", "2"):
+        state[f"{key}.hada_w{w}_a"] = torch.randn(out, rank) * scale
+        state[f"{key}.hada_w{w}_b"] = torch.randn(rank, inn) * scale
+    if alpha is not None:
+        state[f"{key}.alpha"] = torch.tensor(float(alpha))
     return state
 
 
 def lokr(model, modules: list[str], seed: int, rank: int = 2, alpha: float = 1.0, prefix="lora_unet",
-         scale: float = 0.5) -> dict:  # fmt: skip
-    """A LoKr file as LyCORIS saves it (lycoris/modules/lokr.py LokrModule, factor -1, decompose_both off): out and
-    in split by its `factorization` (a <= b, the most square split), `lokr_w1` (a, c) full, and `lokr_w2` (b, d)
-    full when rank >= max(b, d) / 2, else `lokr_w2_a` (b, rank) and `lokr_w2_b` (rank, d); `alpha` (LyCORIS
-    ignores it when both factors are full)."""
-    from peft.tuners.lokr.layer import factorization  # LyCORIS' own function, as peft ships it
-
+         scale: float = 0.5, spell=None) -> dict:  # fmt: skip
+    """A LoKr file as LyCORIS saves it (lycoris/modules/lokr.py LokrModule, factor -1, decompose_both off), see
+    `lokr_layer`. `spell`: a module name -> the name the trainer saw (sgm_name for SDXL)."""
     torch.manual_seed(seed)
     named = dict(model.named_modules())
     state = {}
     for name in modules:
-        out, inn = _sizes(named[name])
-        (a, b), (c, d) = factorization(out, -1), factorization(inn, -1)
-        key = f"{prefix}_{published(model, name).replace('.', '_')}"
-        state[f"{key}.lokr_w1"] = torch.randn(a, c) * scale
-        if rank >= max(b, d) / 2:
-            state[f"{key}.lokr_w2"] = torch.randn(b, d) * scale
-        else:
-            state[f"{key}.lokr_w2_a"] = torch.randn(b, rank) * scale
-            state[f"{key}.lokr_w2_b"] = torch.randn(rank, d) * scale
-        state[f"{key}.alpha"] = torch.tensor(float(alpha))
+        key = f"{prefix}_{(spell or (lambda n: published(model, n)))(name).replace('.', '_')}"
+        state |= lokr_layer(key, *_sizes(named[name]), rank, alpha, scale)
+    return state
+
+
+def lokr_layer(key: str, out: int, inn: int, rank: int = 2, alpha: float = 1.0, scale: float = 0.5) -> dict:
+    """One LoKr layer: out and in split by LyCORIS' `factorization` (a <= b, the most square split), `lokr_w1`
+    (a, c) full, and `lokr_w2` (b, d) full when rank >= max(b, d) / 2, else `lokr_w2_a` (b, rank) and `lokr_w2_b`
+    (rank, d); `alpha` (LyCORIS ignores it when both factors are full)."""
+    from peft.tuners.lokr.layer import factorization  # LyCORIS' own function, as peft ships it
+
+    (a, b), (c, d) = factorization(out, -1), factorization(inn, -1)
+    state = {f"{key}.lokr_w1": torch.randn(a, c) * scale}
+    if rank >= max(b, d) / 2:
+        state[f"{key}.lokr_w2"] = torch.randn(b, d) * scale
+    else:
+        state[f"{key}.lokr_w2_a"] = torch.randn(b, rank) * scale
+        state[f"{key}.lokr_w2_b"] = torch.randn(rank, d) * scale
+    state[f"{key}.alpha"] = torch.tensor(float(alpha))
     return state
 
 
@@ -236,6 +247,10 @@ FLUX_DOUBLE = {
     "txt_mod_lin": ("norm1_context.linear",),
 }
 FLUX_SINGLE = {"linear2": ("proj_out",), "modulation_lin": ("norm.linear",)}
+# For LyCORIS files, which the studio splits itself at the model's own widths: linear1 too (diffusers' reading of
+# BFL's single block: to_q, to_k, to_v, then proj_mlp, by rows).
+FLUX_SINGLE_ALL = {"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"), **FLUX_SINGLE}
+FLUX_FUSED = ("img_attn_qkv", "txt_attn_qkv", "linear1")
 # XLabs' processors (x-flux train_flux_lora_deepspeed.py: DoubleStreamBlockLoraProcessor): proj/qkv, 1 image, 2 text
 XLABS_DOUBLE = {"qkv_lora1": "img_attn_qkv", "proj_lora1": "img_attn_proj", "qkv_lora2": "txt_attn_qkv",
                 "proj_lora2": "txt_attn_proj"}  # fmt: skip
@@ -276,3 +291,75 @@ def flux_xlabs(layers: dict) -> dict:
     return {f"double_blocks.{i}.processor.{bfl_to_xlabs[bfl]}.{h}.weight": t
             for (kind, i, bfl), pair in layers.items() if kind == "double" and bfl in bfl_to_xlabs
             for h, t in zip(("down", "up"), pair[:2], strict=True)}  # fmt: skip
+
+
+def flux_lycoris(transformer, make, seed: int, double=FLUX_DOUBLE, single=FLUX_SINGLE) -> dict:
+    """A LyCORIS file for a FLUX transformer as LyCORIS' kohya network saves it on sd-scripts' FLUX trainer (BFL
+    modules, lycoris/kohya/__init__.py: DoubleStreamBlock / SingleStreamBlock): `lora_unet_double_blocks_0_<bfl>`
+    with `make(key, out, in)`'s tensors (loha_layer, lokr_layer); a fused layer's out is its modules' together."""
+    torch.manual_seed(seed)
+    modules = dict(transformer.named_modules())
+    state = {}
+    for kind, table, blocks in (("double", double, "transformer_blocks"), ("single", single,
+                                                                          "single_transformer_blocks")):  # fmt: skip
+        for i in range(len(getattr(transformer, blocks))):
+            for bfl, targets in table.items():
+                names = [f"{blocks}.{i}.{t}" for t in targets]
+                out = sum(modules[n].out_features for n in names)
+                state |= make(f"lora_unet_{kind}_blocks_{i}_{bfl}", out, modules[names[0]].in_features)
+    return state
+
+
+# --- SD3 -----------------------------------------------------------------------------------------------------------
+
+# kohya sd-scripts' SD3 LoRA (networks/lora_sd3.py: SD3_TARGET_REPLACE_MODULE = ["SingleDiTBlock"], every Linear of
+# it, LORA_PREFIX_SD3 = "lora_unet", qkv saved combined) on MMDiT's names, and the diffusers modules each is
+# (diffusers' convert_sd3_transformer_checkpoint_to_diffusers). A "pre_only" context block (the last) has no attention
+# proj and no MLP, and its adaLN is diffusers' AdaLayerNormContinuous: (scale, shift) where MMDiT has (shift, scale).
+SD3_BLOCKS = {
+    "x_block": {"attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"), "attn_proj": ("attn.to_out.0",),
+                "mlp_fc1": ("ff.net.0.proj",), "mlp_fc2": ("ff.net.2",), "adaLN_modulation_1": ("norm1.linear",)},
+    "context_block": {"attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+                      "attn_proj": ("attn.to_add_out",), "mlp_fc1": ("ff_context.net.0.proj",),
+                      "mlp_fc2": ("ff_context.net.2",), "adaLN_modulation_1": ("norm1_context.linear",)},
+}  # fmt: skip
+
+
+def sd3_layers(transformer, seed: int, rank: int = 4, scale: float = 0.5) -> dict:
+    """{kohya layer name: (down, up, [diffusers modules], swapped)} for every layer MMDiT has in every block."""
+    torch.manual_seed(seed)
+    modules = dict(transformer.named_modules())
+    layers = {}
+    for i, block in enumerate(transformer.transformer_blocks):
+        for side, table in SD3_BLOCKS.items():
+            for name, targets in table.items():
+                names = [f"transformer_blocks.{i}.{t}" for t in targets]
+                if not all(modules.get(n) is not None for n in names):
+                    continue  # a pre_only context block: no proj, no MLP
+                out = sum(modules[n].out_features for n in names)
+                down = torch.randn(rank, modules[names[0]].in_features) * scale
+                swapped = side == "context_block" and name.startswith("adaLN") and block.context_pre_only
+                layers[f"lora_unet_joint_blocks_{i}_{side}_{name}"] = (down, torch.randn(out, rank) * scale, names,
+                                                                       swapped)  # fmt: skip
+    return layers
+
+
+def sd3_kohya(layers: dict, alpha: float | None = None) -> dict:
+    state = {}
+    for key, (down, up, _, _) in layers.items():
+        state[f"{key}.lora_down.weight"], state[f"{key}.lora_up.weight"] = down, up
+        if alpha is not None:
+            state[f"{key}.alpha"] = torch.tensor(float(alpha))
+    return state
+
+
+def sd3_peft(layers: dict, transformer, factor: float = 1.0) -> dict:
+    """The same weights in diffusers' own format, as diffusers' checkpoint converter splits and orders the rows."""
+    modules = dict(transformer.named_modules())
+    state = {}
+    for down, up, names, swapped in layers.values():
+        up = torch.cat(up.chunk(2)[::-1]) if swapped else up
+        for name, part in zip(names, up.split([modules[n].out_features for n in names]), strict=True):
+            state[f"transformer.{name}.lora_A.weight"] = down
+            state[f"transformer.{name}.lora_B.weight"] = (part * factor).contiguous()
+    return state

@@ -33,6 +33,8 @@ def files(studio, tmp_path, monkeypatch):
         "loha": _write(tmp_path / "loha", loha(unet, locon, seed=1)),  # linear and 3x3 convolutions
         "loha_no_alpha": _write(tmp_path / "loha-no-alpha", loha(unet, attention, seed=2, alpha=None)),
         "lokr": _write(tmp_path / "lokr", lokr(unet, attention, seed=3)),
+        # LyCORIS' wrapper (lycoris/wrapper.py, LORA_PREFIX "lycoris"; SimpleTuner's LyCORIS training): diffusers names
+        "lokr_wrapper": _write(tmp_path / "lokr-wrapper", lokr(unet, attention, seed=5, prefix="lycoris")),
         "glora": _write(
             tmp_path / "glora",
             {f"lora_unet_{Q.replace('.', '_')}.{k}.weight": torch.ones(2, 8) for k in ("a1", "a2", "b1", "b2")},
@@ -52,7 +54,8 @@ def _lycoris_delta(path, module: str) -> torch.Tensor:
     kron(w1, w2) * scale for LoKr; the oracle the merged weights are checked against."""
     from safetensors.torch import load_file
 
-    t = {k.rpartition(".")[2]: v for k, v in load_file(path).items() if k.startswith(f"lora_unet_{module}.")}
+    keys = (f"lora_unet_{module}", f"lycoris_{module}")
+    t = {k.rpartition(".")[2]: v for k, v in load_file(path).items() if k.partition(".")[0] in keys}
     if "hada_w1_a" in t:
         rank = t["hada_w1_b"].shape[0]
         scale = float(t["alpha"]) / rank if "alpha" in t else 1.0
@@ -62,7 +65,9 @@ def _lycoris_delta(path, module: str) -> torch.Tensor:
     return torch.kron(t["lokr_w1"], w2) * scale
 
 
-@pytest.mark.parametrize("name, algorithm", [("loha", "LoHa"), ("loha_no_alpha", "LoHa"), ("lokr", "LoKr")])
+@pytest.mark.parametrize(
+    "name, algorithm", [("loha", "LoHa"), ("loha_no_alpha", "LoHa"), ("lokr", "LoKr"), ("lokr_wrapper", "LoKr")]
+)
 def test_lycoris_loads_through_peft_and_fuses_with_its_weight(studio, files, name, algorithm):
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -133,9 +138,10 @@ def test_export_of_a_mix_with_a_lycoris_member_is_refused_with_the_reason(
     assert not (tmp_path / "out").exists()
 
 
-def test_loha_on_sdxl_in_kohya_sgm_names(tmp_path, monkeypatch):
-    """A LoHa trained with kohya's SDXL trainer (sgm block names, lora_te1_ / lora_te2_) on the tiny SDXL pipeline:
-    every layer registered, per component; it changes the image, mixes with a LoRA, and disables exactly."""
+@pytest.mark.parametrize("make", [loha, lokr], ids=["loha", "lokr"])
+def test_lycoris_on_sdxl_in_kohya_sgm_names(tmp_path, monkeypatch, make):
+    """A LoHa / LoKr trained with kohya's SDXL trainer (sgm block names, lora_te1_ / lora_te2_) on the tiny SDXL
+    pipeline: every layer registered, per component; it changes the image, mixes with a LoRA, and disables exactly."""
     from peft_core.image import pipeline
     from peft_core.image.studio import ImageStudio
     from tests.layout_keys import CLIP_ATTENTION, KOHYA_UNET, sgm_name
@@ -146,13 +152,14 @@ def test_loha_on_sdxl_in_kohya_sgm_names(tmp_path, monkeypatch):
     unet_modules = target_modules(pipe.unet, KOHYA_UNET)
     te = target_modules(pipe.text_encoder, CLIP_ATTENTION)
     te2 = target_modules(pipe.text_encoder_2, CLIP_ATTENTION)
-    state = loha(pipe.unet, unet_modules, seed=1, spell=sgm_name(pipe.unet))
-    state |= loha(pipe.text_encoder, te, seed=2, prefix="lora_te1") | loha(pipe.text_encoder_2, te2, seed=3,
-                                                                            prefix="lora_te2")  # fmt: skip
+    state = make(pipe.unet, unet_modules, seed=1, spell=sgm_name(pipe.unet))
+    state |= make(pipe.text_encoder, te, seed=2, prefix="lora_te1") | make(pipe.text_encoder_2, te2, seed=3,
+                                                                           prefix="lora_te2")  # fmt: skip
     studio = ImageStudio(device="cpu")
     studio.load_pipeline(str(tmp_path / "sdxl"))
     base = gen(studio)
-    info = studio.load_adapter(_write(tmp_path / "loha", state), adapter_name="h")[0]
+    info = studio.load_adapter(_write(tmp_path / "ly", state), adapter_name="h")[0]
+    assert info["report"]["algorithm"] == make.__name__.replace("loha", "LoHa").replace("lokr", "LoKr")
     named = {"text_encoder": len(te), "text_encoder_2": len(te2), "unet": len(unet_modules)}
     assert info["report"]["named"] == info["report"]["matched"] == named
     registered = pipeline.registered_modules(studio.pipe, studio.slots.slot_of("h"))

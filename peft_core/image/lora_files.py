@@ -57,6 +57,7 @@ _KOHYA_COMPONENTS = {
     "lora_te1_": "text_encoder",
     "lora_te2_": "text_encoder_2",
     "lora_te_": "text_encoder",
+    "lycoris_": "unet",  # LyCORIS' wrapper (lycoris/wrapper.py) keys the denoiser it was given by diffusers' names
 }
 
 
@@ -322,3 +323,67 @@ def trigger_words(card_data: dict) -> list[str]:
 
 def _usable_word(word: str) -> bool:
     return 0 < len(word) <= MAX_TRIGGER_WORD_CHARS and word.isprintable()
+
+
+# kohya sd-scripts' SD3 LoRA (networks/lora_sd3.py: every Linear of MMDiT's SingleDiTBlock, prefix lora_unet, qkv saved
+# combined) names Stability's MMDiT layers; diffusers 0.42's SD3 loader converts none of them. Each is the diffusers
+# module(s) of diffusers' own checkpoint converter (single_file_utils.convert_sd3_transformer_checkpoint_to_diffusers):
+# a qkv is to_q, to_k, to_v by rows; the adaLN of a context block that is "pre_only" (the last) is
+# AdaLayerNormContinuous, whose (scale, shift) is the checkpoint's (shift, scale) swapped.
+SD3_LAYERS = {
+    "x_block_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+    "x_block_attn_proj": ("attn.to_out.0",),
+    "x_block_attn2_qkv": ("attn2.to_q", "attn2.to_k", "attn2.to_v"),
+    "x_block_attn2_proj": ("attn2.to_out.0",),
+    "x_block_mlp_fc1": ("ff.net.0.proj",),
+    "x_block_mlp_fc2": ("ff.net.2",),
+    "x_block_adaLN_modulation_1": ("norm1.linear",),
+    "context_block_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+    "context_block_attn_proj": ("attn.to_add_out",),
+    "context_block_mlp_fc1": ("ff_context.net.0.proj",),
+    "context_block_mlp_fc2": ("ff_context.net.2",),
+    "context_block_adaLN_modulation_1": ("norm1_context.linear",),
+}
+
+
+def sd3_kohya_to_peft(state_dict: dict, transformer) -> dict:
+    """A copy of `state_dict` with kohya's SD3 transformer layers (`lora_unet_joint_blocks_0_x_block_attn_qkv`) as
+    the diffusers modules they are, in diffusers' own save format (`transformer.<module>.lora_A.weight`), alpha / rank
+    folded into the up matrix as diffusers' kohya converters do; any other state dict is copied as it is. A layer that
+    is none of this transformer's modules is refused, named: a qkv layer is three modules, so counting registered
+    modules afterwards could not tell."""
+    import torch
+
+    if type(transformer).__name__ != "SD3Transformer2DModel" or not any(
+        k.startswith("lora_unet_joint_blocks_") for k in state_dict
+    ):
+        return dict(state_dict)
+    modules = dict(transformer.named_modules())
+    out, bad = {}, []
+    layers = sorted({k.split(".", 1)[0] for k in state_dict if k.startswith("lora_unet_joint_blocks_")})
+    for layer in layers:
+        index, _, name = layer.removeprefix("lora_unet_joint_blocks_").partition("_")
+        down, up = state_dict.get(f"{layer}.lora_down.weight"), state_dict.get(f"{layer}.lora_up.weight")
+        names = [f"transformer_blocks.{index}.{t}" for t in SD3_LAYERS.get(name, ())]
+        if not names or down is None or up is None or not all(n in modules for n in names):
+            bad.append(layer)
+            continue
+        sizes = [modules[n].out_features for n in names]
+        if up.shape[0] != sum(sizes) or any(modules[n].in_features != down.shape[1] for n in names):
+            bad.append(layer)
+            continue
+        alpha = state_dict.get(f"{layer}.alpha")
+        up = up * (float(alpha) / down.shape[0]) if alpha is not None else up
+        if name == "context_block_adaLN_modulation_1" and modules[f"transformer_blocks.{index}"].context_pre_only:
+            shift, scale = up.chunk(2, dim=0)
+            up = torch.cat([scale, shift], dim=0)
+        for module, part in zip(names, up.split(sizes, dim=0), strict=True):
+            out[f"transformer.{module}.lora_A.weight"] = down.clone()  # one tensor per module, as peft holds them
+            out[f"transformer.{module}.lora_B.weight"] = part.contiguous()
+    if bad:
+        raise AdapterError(
+            f"{len(bad)} of its {len(layers)} SD3 layers name no module of this transformer (or not at its sizes): "
+            f"{[b[:120] for b in bad[:5]]}"
+        )
+    out |= {k: v for k, v in state_dict.items() if not k.startswith("lora_unet_joint_blocks_")}
+    return out

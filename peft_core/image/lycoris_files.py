@@ -11,6 +11,15 @@ others, which peft has no tuner for, are refused naming the algorithm.
 Every key is checked here against the suffixes of its algorithm; module names are never handed to a library as
 they are: pipeline.py maps each to one of the model's own modules (kohya's naming of the model's modules) and
 builds the config from those.
+
+FLUX files name the transformer's layers in one of two ways. LyCORIS' kohya network (lycoris/kohya/__init__.py,
+whose UNET_TARGET_REPLACE_MODULE lists BFL's DoubleStreamBlock / SingleStreamBlock, used by sd-scripts' FLUX
+trainer) keys them by BFL's names, `lora_unet_double_blocks_0_img_attn_qkv.hada_w1_a`; LyCORIS' own wrapper
+(lycoris/wrapper.py, LORA_PREFIX = "lycoris", used by SimpleTuner on diffusers' FluxTransformer2DModel) keys them
+by diffusers' names, `lycoris_transformer_blocks_0_attn_to_q.lokr_w1`, which map one to one. A BFL name is one
+diffusers module, or several where BFL fuses what diffusers splits (`flux_groups`): q, k, v in `*_attn_qkv`, and
+q, k, v and the MLP in single blocks' `linear1`. A LoHa on a fused layer splits exactly (`split_rows`); a LoKr
+does not, and is refused.
 """
 
 from peft_core.errors import AdapterError
@@ -32,7 +41,28 @@ UNSUPPORTED = {
 }
 ALGORITHMS = {"loha": ("LoHa", LOHA), "lokr": ("LoKr", LOKR)}
 COMPONENT_PREFIXES = {"lora_unet_": "unet", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2",
-                      "lora_te_": "text_encoder"}  # fmt: skip
+                      "lora_te_": "text_encoder", "lycoris_": "unet"}  # fmt: skip
+# BFL's FLUX.1 layer names -> the diffusers modules each one is, in BFL's row order: diffusers' own reading of kohya's
+# FLUX LoRAs (loaders/lora_conversion_utils.py _convert_kohya_flux_lora_to_diffusers, which splits a qkv / linear1
+# up matrix by rows in this order; img_mod_lin is norm1.linear as it is, both chunking shift, scale, gate ...).
+FLUX_DOUBLE = {
+    "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+    "img_attn_proj": ("attn.to_out.0",),
+    "img_mlp_0": ("ff.net.0.proj",),
+    "img_mlp_2": ("ff.net.2",),
+    "img_mod_lin": ("norm1.linear",),
+    "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+    "txt_attn_proj": ("attn.to_add_out",),
+    "txt_mlp_0": ("ff_context.net.0.proj",),
+    "txt_mlp_2": ("ff_context.net.2",),
+    "txt_mod_lin": ("norm1_context.linear",),
+}
+FLUX_SINGLE = {
+    "linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"),
+    "linear2": ("proj_out",),
+    "modulation_lin": ("norm.linear",),
+}
+_FUSED_SUFFIXES = tuple(f"_{bfl}" for table in (FLUX_DOUBLE, FLUX_SINGLE) for bfl, t in table.items() if len(t) > 1)
 
 
 def lycoris_algorithm(keys: list[str]) -> str | None:
@@ -61,10 +91,17 @@ def read_modules(name: str, algorithm: str, state_dict: dict) -> dict[str, dict]
         if not module.startswith(tuple(COMPONENT_PREFIXES)) or suffix not in (*suffixes, "alpha"):
             raise AdapterError(
                 f"{name!r}: {key[:120]!r} is not a {label} key as LyCORIS saves them (lora_unet_<module>, "
-                f"lora_te_<module> ... with {', '.join(suffixes)} or alpha)"
+                f"lora_te_<module>, lycoris_<module> ... with {', '.join(suffixes)} or alpha)"
             )
         modules.setdefault(module, {})[suffix] = tensor
     for module, tensors in modules.items():
+        if algorithm == "lokr" and _is_fused_flux(module):
+            raise AdapterError(
+                f"{name!r}: {module[:120]!r} is a LoKr on BFL's fused FLUX layer, which diffusers' FLUX transformer "
+                "has as separate modules (q, k, v, and the MLP in single blocks' linear1); a Kronecker product's "
+                "rows cut into those parts are not Kronecker products peft's LoKr can hold, so this file cannot "
+                "load exactly. LoHa files, and LoKr files on the other FLUX layers, can"
+            )
         _check_module(name, label, module, tensors)
     return modules
 
@@ -157,3 +194,42 @@ def _decompose_factor(modules: dict) -> int:
         "this LoKr file splits its layers' sizes in a way peft's LoKr cannot reproduce (no single decompose_factor "
         "fits every layer)"
     )
+
+
+def _is_fused_flux(module: str) -> bool:
+    return module.startswith(("lora_unet_double_blocks_", "lora_unet_single_blocks_")) and module.endswith(
+        _FUSED_SUFFIXES
+    )
+
+
+def flux_groups(transformer) -> dict[str, tuple[str, ...]]:
+    """{BFL name as kohya keys it: the diffusers modules it is} for every block of a diffusers FLUX transformer
+    (`lora_unet_double_blocks_0_img_attn_qkv` -> transformer_blocks.0.attn.to_q, .to_k, .to_v); {} for any other."""
+    if type(transformer).__name__ != "FluxTransformer2DModel":
+        return {}
+    groups = {}
+    for kind, table, blocks in (("double", FLUX_DOUBLE, "transformer_blocks"),
+                                ("single", FLUX_SINGLE, "single_transformer_blocks")):  # fmt: skip
+        for i in range(len(getattr(transformer, blocks))):
+            for bfl, targets in table.items():
+                groups[f"lora_unet_{kind}_blocks_{i}_{bfl}"] = tuple(f"{blocks}.{i}.{t}" for t in targets)
+    return groups
+
+
+def split_rows(name: str, algorithm: str, tensors: dict, sizes: list[int]) -> list[dict]:
+    """A LyCORIS layer on a fused BFL layer as one layer per diffusers module, whose output sizes are `sizes` in
+    BFL's row order. Exact for LoHa: its delta (w1_a w1_b) * (w2_a w2_b) is element-wise, so the rows of one part
+    are those of w1_a and w2_a times the same w1_b, w2_b, with the same rank and alpha."""
+    if len(sizes) == 1:
+        return [tensors]
+    if algorithm != "loha" or "hada_t1" in tensors:
+        raise ValueError(f"{name[:120]} is a fused FLUX layer; only a linear LoHa on it splits exactly")
+    out = int(tensors["hada_w1_a"].shape[0])
+    if out != sum(sizes) or int(tensors["hada_w2_a"].shape[0]) != out:
+        raise ValueError(f"{name[:120]} has {out} output rows; the modules it is here have {sum(sizes)} ({sizes})")
+    parts, start = [], 0
+    for size in sizes:
+        rows = ("hada_w1_a", "hada_w2_a")
+        parts.append({k: t[start : start + size] if k in rows else t for k, t in tensors.items()})
+        start += size
+    return parts

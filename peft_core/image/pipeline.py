@@ -91,6 +91,7 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
     Args:
         source: names the file in errors ("org/repo/file.safetensors"); model_id: the base, likewise.
     """
+    from peft_core.image.lora_files import sd3_kohya_to_peft
     from peft_core.image.lora_report import base_family
 
     report = lora.report
@@ -106,8 +107,9 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
             # A copy: diffusers converts the dict in place, and the caller may reuse it. low_cpu_mem_usage off:
             # for LoRA-sized tensors its meta-device path is slower here (bench/load.py: 1.25-1.35x).
             if lora.algorithm == "lora":
+                state = sd3_kohya_to_peft(lora.state_dict, getattr(pipe, "transformer", None))  # else a copy
                 pipe.load_lora_weights(
-                    dict(lora.state_dict), adapter_name=slot_name, low_cpu_mem_usage=False, **_sgm_kwargs(pipe, lora)
+                    state, adapter_name=slot_name, low_cpu_mem_usage=False, **_sgm_kwargs(pipe, lora)
                 )
             else:
                 _load_lycoris(pipe, slot_name, lora)
@@ -139,7 +141,8 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
 
 # kohya's prefix for each pipeline part (sd-scripts networks/lora.py; lora_te1/lora_te2 for SDXL's two encoders)
 _KOHYA_PREFIXES = {
-    "unet": ("lora_unet_",),
+    "unet": ("lora_unet_", "lycoris_"),  # lycoris_: LyCORIS' wrapper, diffusers' names (lycoris_files.py)
+    "transformer": ("lycoris_",),
     "text_encoder": ("lora_te_", "lora_te1_"),
     "text_encoder_2": ("lora_te2_",),
 }
@@ -196,19 +199,30 @@ def _sgm_spelling(unet, name: str) -> str | None:
 def _load_lycoris(pipe, slot_name: str, lora) -> None:
     """Load a LoHa / LoKr file (lycoris_files.py) into `slot_name` through peft: per pipeline part, `add_adapter`
     with a config built from the file (rank, alpha, targets: the model's own module names), then
-    `set_peft_model_state_dict`. Modules the file names that the part lacks are left out: the count after says so."""
+    `set_peft_model_state_dict`. Modules the file names that the part lacks are left out: the count after says so
+    (on FLUX, where a BFL layer may be several modules, they are named here instead)."""
     import warnings
 
     from peft.utils import set_peft_model_state_dict
 
-    from peft_core.image.lycoris_files import peft_config
+    from peft_core.image.lycoris_files import flux_groups, peft_config, split_rows
 
     names = kohya_module_names(pipe)
+    groups = flux_groups(getattr(pipe, "transformer", None))  # BFL names: one diffusers module or several
     parts: dict[str, dict] = {}
     for kohya_name, tensors in lora.lycoris.items():
         for component, spelled in names.items():
             if kohya_name in spelled:
                 parts.setdefault(component, {})[spelled[kohya_name]] = tensors
+        if kohya_name in groups:
+            sizes = [pipe.transformer.get_submodule(m).out_features for m in groups[kohya_name]]
+            split = split_rows(kohya_name, lora.algorithm, tensors, sizes)
+            for module, part in zip(groups[kohya_name], split, strict=True):
+                parts.setdefault("transformer", {})[module] = part
+    unplaced = [k for k in lora.lycoris if k not in groups and not any(k in n for n in names.values())]
+    if groups and unplaced and len(unplaced) < len(lora.lycoris):  # a split layer is several: the count cannot tell
+        shown = [k[:120] for k in unplaced[:3]]
+        raise ValueError(f"{len(unplaced)} of its {len(lora.lycoris)} layers name no module here: {shown}")
     for component, modules in parts.items():
         model = getattr(pipe, component)
         with warnings.catch_warnings():  # "Already found a peft_config": the other slots, as intended
