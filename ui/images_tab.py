@@ -61,13 +61,12 @@ def build_images_tab(images: ImageStudio):
         _restore(p)
     _snippet(p)
     wire(p, on)
-    return on.ui_page_load, [p.model_id, p.pipeline_md, p.steps, p.guidance, p.width, p.height, *_lists(p)]
+    return on.ui_page_load, [p.model_id, p.pipeline_md, p.gallery, p.steps, p.guidance, p.width, p.height, *_lists(p)]
 
 
 def _presets(p: ImagesPage, on: ImageHandlers) -> None:
     p.gallery = gr.Gallery(
-        value=[(str(preset.thumbnail), f"{preset.name}: {preset.note}") for preset in on.presets],
-        label="Presets (the bundled demos work offline; the others need the Hub)",
+        value=on.gallery(), label="Presets (the bundled demos work offline; the others need the Hub: greyed without)",
         columns=5, height=150, allow_preview=False, interactive=False, elem_id="image-presets",
         elem_classes="pixelated",
     )  # fmt: skip

@@ -15,6 +15,7 @@ import gradio as gr
 from peft_core import bundled, limits, presets, turns
 from peft_core.text.studio import TextStudio
 from ui.common import choices_update, gpu, hub_progress, page_url, still_wanted, user_errors, user_errors_gen
+from ui.preset_gallery import check_available, gallery_items
 from ui.snippets import text_snippet
 
 TEXT_COLUMNS = ["adapter_name", "repo_id", "source", "peft_type", "r", "lora_alpha", "target_modules", "trainable",
@@ -75,6 +76,10 @@ class TextHandlers:
         self.studio, self.p = studio, page
         self.presets = [p for p in presets.presets("text") if p.thumbnail.exists()]
 
+    def gallery(self) -> list:
+        """The presets, those this machine cannot run (no Hub) greyed with the reason."""
+        return gallery_items(self.presets, self.studio.device)
+
     def refreshed(self, adapters, active: list | None = None) -> dict:
         """The table and the adapter pickers, after the resident set changed. `active`: the ticks the page had,
         kept for the adapters still there (None, for a new base: the first adapter ticked)."""
@@ -87,14 +92,14 @@ class TextHandlers:
 
     @user_errors
     def ui_load_model(self, model_id, revision, progress=gr.Progress()):
-        with hub_progress(progress, f"loading {model_id}"):
+        with hub_progress(progress, f"loading {model_id}", [(model_id, revision)]):
             info = self.studio.load_model(model_id, revision or "main")
         return {self.p.model_md: model_markdown(info), **self.refreshed(self.studio.list_adapters())}
 
     # Adding, loading, merging or deleting an adapter keeps the page's ticks (`active`) as they were.
     @user_errors
     def ui_load_adapter(self, repo_id, adapter_name, revision, active, progress=gr.Progress()):
-        with hub_progress(progress, f"loading {repo_id}"):
+        with hub_progress(progress, f"loading {repo_id}", [(repo_id, revision)]):
             return self.refreshed(self.studio.load_adapter(repo_id, adapter_name, revision or "main"), active or [])
 
     @user_errors
@@ -180,7 +185,9 @@ class TextHandlers:
     @user_errors
     def ui_preset(self, progress=gr.Progress(), evt: gr.SelectData = None):
         p, preset = self.p, self.presets[evt.index]
-        with hub_progress(progress, f"loading {preset.name}"):
+        check_available(preset, self.studio.device)
+        needs = [(preset.base, "main"), *((a.repo_id, "main") for a in preset.adapters)]
+        with hub_progress(progress, f"loading {preset.name}", needs):
             mix = presets.apply(preset, self.studio)
         shown = self.refreshed(self.studio.list_adapters())
         names = shown[p.active]["choices"]
@@ -201,5 +208,5 @@ class TextHandlers:
         studio.startup.wait()
         info = studio.model_info() if studio.info else None
         return {self.p.model_id: info["model_id"] if info else bundled.DEFAULT_TEXT_MODEL,
-                self.p.model_md: model_markdown(info),
+                self.p.model_md: model_markdown(info), self.p.gallery: self.gallery(),
                 **self.refreshed(studio.list_adapters() if info else [])}  # fmt: skip

@@ -34,12 +34,12 @@ def build_text_tab(studio: TextStudio):
     _merge(p)
     _generate(p)
     wire(p, on)
-    return on.ui_page_load, [p.model_id, p.model_md, *_lists(p)]
+    return on.ui_page_load, [p.model_id, p.model_md, p.gallery, *_lists(p)]
 
 
 def _presets(p: TextPage, on: TextHandlers) -> None:
     p.gallery = gr.Gallery(
-        value=[(str(preset.thumbnail), f"{preset.name}: {preset.note}") for preset in on.presets],
+        value=on.gallery(),
         label="Presets (the bundled demos work offline; the others need the Hub)",
         columns=7, height=200, allow_preview=False, interactive=False, elem_id="text-presets",
     )  # fmt: skip
