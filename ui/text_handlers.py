@@ -12,7 +12,7 @@ import time
 
 import gradio as gr
 
-from peft_core import bundled, limits, presets, turns
+from peft_core import StudioError, bundled, limits, presets, turns
 from peft_core.text.studio import TextStudio
 from ui.common import choices_update, gpu, hub_progress, page_url, still_wanted, user_errors, user_errors_gen
 from ui.preset_gallery import check_available, gallery_items
@@ -61,6 +61,26 @@ def merge_note(weights: dict[str, float], combination_type: str, made: dict) -> 
 # The training box's example: words the bundled tiny LM knows (any other model's tokenizer knows them too), so the
 # first run learns something instead of training on <unk>.
 TRAIN_EXAMPLE = "the captain sails the pirate ship to the island . arr , the gold map ! " * 3
+
+
+def train_note(seen: dict) -> str:
+    """What training will see of the text (TextStudio.training_preview), in a line or two shown before Train."""
+    tokens, top, block, blocks = seen["tokens"], seen["max_tokens"], seen["block_tokens"], seen["blocks"]
+    if tokens < 2:
+        return "Paste a few sentences in the style to learn."
+    lines = [f"**{tokens:,} tokens** (a run trains on at most {top:,})"]
+    if tokens > top:
+        lines[0] += f": **{tokens - top:,} too many**, Train will refuse it; shorten the text"
+    if blocks > 1:
+        lines.append(f"cut into {blocks} blocks of at most {block} tokens, the model's context: nothing is dropped, "
+                     "but no block sees the one before")  # fmt: skip
+    if seen["unknown"]:
+        words = ", ".join(f"`{w}`" for w in seen["unknown_words"])  # the first few, in order
+        lines.append(f"**{seen['unknown']} tokens are outside the model's vocabulary** and become `<unk>`: the "
+                     f"adapter learns nothing from them (words: {words})")  # fmt: skip
+    else:
+        lines.append("every word is in the model's vocabulary")
+    return " · ".join(lines)
 
 
 def _frame(points):
@@ -120,6 +140,14 @@ class TextHandlers:
         adapters = self.studio.merge_adapters(weights, new_name, combination_type, density)
         made = next(a for a in adapters if a["adapter_name"] == limits.check_adapter_name(new_name))
         return {self.p.merge_md: merge_note(weights, combination_type, made), **self.refreshed(adapters, active or [])}
+
+    @user_errors
+    def ui_train_note(self, to_learn):
+        """The note under the training text, updated as it changes: tokens, <unk>, blocks (train_note)."""
+        try:
+            return train_note(self.studio.training_preview(to_learn or ""))
+        except StudioError as exc:  # no model yet, or a text over the limit: said in the note, not a toast a key
+            return str(exc)
 
     @user_errors_gen
     def ui_train(self, adapter_name, to_learn, steps, learning_rate, http: gr.Request = None):
@@ -209,4 +237,5 @@ class TextHandlers:
         info = studio.model_info() if studio.info else None
         return {self.p.model_id: info["model_id"] if info else bundled.DEFAULT_TEXT_MODEL,
                 self.p.model_md: model_markdown(info), self.p.gallery: self.gallery(),
+                self.p.train_note: self.ui_train_note.__wrapped__(self, TRAIN_EXAMPLE) if info else "",
                 **self.refreshed(studio.list_adapters() if info else [])}  # fmt: skip
