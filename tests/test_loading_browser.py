@@ -1,6 +1,7 @@
 """Loading feedback and the training note in a real browser (issue #19): with no Hub reachable, a Hub load is
 answered on the page within seconds by the short check, saying why; the Text tab's note under the training text
-says which words become <unk> as the text changes. Screenshots land in test-artifacts/loading-*.png."""
+says which words become <unk> as the text changes; an adapter card shows its description and load report.
+Screenshots land in test-artifacts/loading-*.png."""
 
 import time
 
@@ -38,4 +39,13 @@ def test_the_training_note_names_unknown_words_as_the_text_changes(browser_app):
     note.get_by_text("3 tokens are outside the model's vocabulary").wait_for()
     assert "`zorblax`" not in note.inner_text() and "zorblax" in note.inner_text()  # rendered as code, not raw
     page.screenshot(path=ARTIFACTS / "loading-train-note.png")
+    page.context.close()
+
+
+def test_a_card_shows_its_description_and_load_report(browser_app):  # noqa: F811
+    page = open_page(browser_app, DESKTOP)
+    card = page.locator("#adapter-card-lora_a").last  # the page draws the cards twice at present; the last is live
+    card.get_by_text("peft layout; layers registered/named:").wait_for()
+    card.get_by_text("A test LoRA.").wait_for()  # the first prose line of its model card
+    page.screenshot(path=ARTIFACTS / "loading-card.png")
     page.context.close()

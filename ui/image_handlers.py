@@ -133,9 +133,29 @@ class ImageHandlers:
     def deleter(self, name):
         @user_errors
         def ui_delete_adapter(rows):
-            return self.refreshed(self.images.delete_adapter(name), rows)
+            """Delete `name`, keeping what Undo needs to load it back as it was: its repo, file, revision, row."""
+            gone = next((a for a in self.images.list_adapters() if a["adapter_name"] == name), None)
+            shown = self.refreshed(self.images.delete_adapter(name), rows)
+            if gone is None:
+                return shown
+            undo = {k: gone[k] for k in ("adapter_name", "repo_id", "weight_name", "revision")}
+            undo["row"] = list((rows or {}).get(name, [False, 1.0]))
+            return {**shown, self.p.undo: undo, self.p.undo_btn: gr.update(value=f"Undo: delete {name}", visible=True)}
 
         return ui_delete_adapter
+
+    @user_errors
+    def ui_undo_delete(self, undo, rows, progress=gr.Progress()):
+        """Load the last deleted adapter back from where it came (the cache or the bundled folder: no download for
+        a Hub repo just loaded), under its name, ticked and weighted as it was."""
+        p = self.p
+        if not undo:
+            return {p.undo_btn: gr.update(visible=False)}
+        with hub_progress(progress, f"loading {undo['adapter_name']} back"):
+            adapters = self.images.load_adapter(undo["repo_id"], undo["weight_name"], undo["adapter_name"],
+                                                undo["revision"])  # fmt: skip
+        rows = {**card_rows(adapters, rows), undo["adapter_name"]: undo["row"]}
+        return {**self.refreshed(adapters, rows=rows), p.undo: None, p.undo_btn: gr.update(visible=False)}
 
     def shown(self, r: ImageRequest, image=None, compared=None) -> dict:
         """The result outputs after one request: the image or the comparison, labelled with the request that made
