@@ -372,6 +372,73 @@ def hub_errors(repo_id: str, revision: str, filename: str | None = None):
         raise HubError(f"{what}: the Hub is unreachable{during} ({type(cause).__name__}: {_short(cause)})") from None
 
 
+# --- is the Hub there at all: asked once, briefly, before a load that needs it ----------------------------------
+
+# With no Hub reachable a download sits out huggingface_hub's timeouts and retries before failing (20 s and more
+# was measured); one bounded request says so at once. The answer is kept a while: a page asks on every load.
+REACH_TIMEOUT_S = 2.0
+REACH_MEMO_S = 15.0
+_reach_lock = threading.Lock()
+_reach: dict = {"endpoint": None, "at": 0.0, "why": None}
+
+
+def unreachable_reason() -> str | None:
+    """Why the Hub cannot be reached now ("HF_HUB_OFFLINE is set", "https://hf.co did not answer within 2 s
+    (ConnectError)"), or None when it answers. One HEAD request to HF_ENDPOINT, bounded by REACH_TIMEOUT_S however
+    the network fails (a name lookup is not bounded by httpx's timeout: the request runs in a thread we stop
+    waiting for), its answer kept for REACH_MEMO_S."""
+    import time
+
+    from huggingface_hub import constants, get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    endpoint = constants.ENDPOINT
+    with _reach_lock:
+        if _reach["endpoint"] == endpoint and time.monotonic() - _reach["at"] < REACH_MEMO_S:
+            return _reach["why"]
+    answer: dict = {}
+
+    def ask() -> None:
+        try:
+            get_session().head(endpoint, timeout=REACH_TIMEOUT_S)  # any HTTP answer, even 404, is a Hub there
+            answer["why"] = None
+        except Exception as exc:
+            answer["why"] = f"{endpoint} did not answer ({type(exc).__name__}: {_short(exc)})"
+
+    worker = threading.Thread(target=ask, daemon=True, name="hub-reachable")
+    worker.start()
+    worker.join(REACH_TIMEOUT_S + 0.5)
+    why = answer["why"] if "why" in answer else f"{endpoint} did not answer within {REACH_TIMEOUT_S:g} s"
+    with _reach_lock:
+        _reach.update(endpoint=endpoint, at=time.monotonic(), why=why)
+    return why
+
+
+def _in_cache(repo_id: str) -> bool:
+    """Whether the Hub cache holds anything of `repo_id` (huggingface_hub then falls back to it, offline)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    return (Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")).is_dir()
+
+
+def check_reachable(repo_id, revision="main") -> Repo:
+    """`open_repo(repo_id, revision)`, refused at once, with the reason, when the repo must come from the Hub, the
+    Hub cannot be reached (`unreachable_reason`) and the cache holds nothing of it: instead of a long silence
+    followed by a network error. Bundled repos and local folders never ask."""
+    repo = open_repo(repo_id, revision)
+    if repo.bundled or _in_cache(repo.repo_id):
+        return repo
+    why = unreachable_reason()
+    if why:
+        raise HubError(
+            f"{repo.repo_id!r} must come from the Hub, which is unreachable: {why}. The bundled demos and the "
+            "local folders an admin allowed (STUDIO_LOCAL_DIRS) load without it"
+        )
+    return repo
+
+
 def _is_transport(exc: BaseException) -> bool:
     return type(exc).__module__.startswith(("httpx", "httpcore"))
 

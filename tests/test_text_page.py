@@ -26,3 +26,64 @@ def test_the_training_example_is_in_the_bundled_models_vocabulary(lm_assets):
     tokenizer = AutoTokenizer.from_pretrained(lm_assets["lm"])
     ids = tokenizer(TRAIN_EXAMPLE)["input_ids"]
     assert len(ids) > 20 and tokenizer.unk_token_id not in ids
+
+
+@pytest.fixture(scope="module")
+def text_studio(lm_assets):
+    import os
+
+    from peft_core.text.studio import TextStudio
+
+    old = os.environ.get("STUDIO_LOCAL_DIRS")
+    os.environ["STUDIO_LOCAL_DIRS"] = str(lm_assets["root"])
+    try:
+        studio = TextStudio(device="cpu")
+        studio.load_model(str(lm_assets["lm"]))
+        yield studio
+    finally:
+        os.environ.pop("STUDIO_LOCAL_DIRS") if old is None else os.environ.update(STUDIO_LOCAL_DIRS=old)
+
+
+def note_for(studio, text: str) -> str:
+    from types import SimpleNamespace
+
+    from ui.text_handlers import TextHandlers
+
+    return TextHandlers(studio, SimpleNamespace()).ui_train_note(to_learn=text)
+
+
+def test_unknown_words_are_counted_and_named_before_training(text_studio):
+    """Words outside the tiny LM's vocabulary become <unk>: the note says how many tokens and which words, before
+    Train is pressed; the prefilled example has none."""
+    note = note_for(text_studio, "the captain zorblax sails the ship qwfp zorblax")
+    assert "**3 tokens are outside the model's vocabulary** and become `<unk>`" in note
+    assert "(words: `zorblax`, `qwfp`)" in note
+    assert note.startswith("**")
+    assert "every word is in the model's vocabulary" in note_for(text_studio, TRAIN_EXAMPLE)
+    assert "<unk>" not in note_for(text_studio, TRAIN_EXAMPLE)
+
+
+def test_length_blocks_and_the_token_limit_are_shown_before_training(text_studio):
+    """The note gives the token count against the run's limit, says when the text is cut into context-sized blocks,
+    and warns when Train would refuse the text, naming how many tokens too many."""
+    from peft_core import limits
+
+    context = text_studio.info.context_length
+    short = note_for(text_studio, "the pirate ship")
+    assert f"(a run trains on at most {limits.TRAIN_MAX_TOKENS:,})" in short and "blocks" not in short
+    long_text = "the pirate ship " * context  # 3 tokens a repeat: three contexts and more
+    assert f"blocks of at most {min(256, context)} tokens, the model's context" in note_for(text_studio, long_text)
+    too_long = ". " * (limits.TRAIN_MAX_TOKENS + 10)
+    assert "too many**, Train will refuse it" in note_for(text_studio, too_long)
+    assert "at most" in note_for(text_studio, "x" * (limits.TRAIN_TEXT_MAX_CHARS + 1))  # said, not raised
+    assert note_for(text_studio, "") == "Paste a few sentences in the style to learn."
+
+
+def test_the_note_follows_what_training_refuses(text_studio):
+    """What the note says is what Train does: the text it counts as over the limit is the one training refuses."""
+    from peft_core import InputError, limits
+
+    text_studio.add_adapter("note_check", 2, 4, 0.0, ["q_proj"])
+    with pytest.raises(InputError, match="at most 4,096 tokens can be trained on"):
+        text_studio.train_adapter("note_check", ". " * (limits.TRAIN_MAX_TOKENS + 10), 1, 1e-3)
+    text_studio.delete_adapter("note_check")

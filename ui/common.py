@@ -304,10 +304,18 @@ def user_errors_gen(fn):
 
 
 @contextlib.contextmanager
-def hub_progress(progress: gr.Progress, what: str):
+def hub_progress(progress: gr.Progress, what: str, repos=()):
     """Show the Hub downloads made inside the block as a progress bar in bytes ("downloading org/name/file:
-    3.1 / 9.8 MB"), and `what` (e.g. "loading org/name") before, between and after them."""
+    3.1 / 9.8 MB"), and `what` (e.g. "loading org/name") before, between and after them.
+
+    `repos`: the (repo id, revision) pairs the block will load. One that needs the Hub shows "contacting the Hub…"
+    at once and is refused within seconds, with the reason, when the Hub cannot be reached (hub.check_reachable),
+    instead of sitting out the network's timeouts."""
     shown = [0.0]
+    for repo_id, revision in repos:
+        if not hub.open_repo(repo_id, revision or "main").bundled:
+            progress(None, desc=f"contacting the Hub for {repo_id}…")
+            hub.check_reachable(repo_id, revision or "main")
 
     def sink(p: hub.DownloadProgress) -> None:
         if p.finished:

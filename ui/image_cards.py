@@ -12,6 +12,7 @@ import json
 import gradio as gr
 
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
+from ui.card_text import description, report_line
 
 WEIGHT_STEP = 0.05
 PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
@@ -67,6 +68,10 @@ def draw_cards(shown: dict, mix_rows: gr.JSON, on_delete) -> None:
                               interactive=True, scale=3, min_width=180, elem_classes="weight")  # fmt: skip
                 delete = gr.Button("Delete", variant="stop", size="sm", scale=0, min_width=80)
             gr.Markdown(facts_markdown(a), elem_classes="facts")
+            about = [line for line in (description(a["repo_id"], a["revision"]), report_line(a.get("report", {})))
+                     if line]  # fmt: skip
+            if about:
+                gr.Markdown("  \n".join(about), elem_classes="facts about")
         for control in (on, w):
             control.change(None, [mix_rows, on, w], mix_rows, js=_set_row_js(name), **PRIVATE)
         on_delete(name, delete)

@@ -15,6 +15,7 @@ from peft_core.image.studio import ImageRequest, ImageStudio
 from peft_core.image.sweep import composite, parse_values, sweep
 from ui.common import gpu, hub_progress, page_url, still_wanted, user_errors
 from ui.image_cards import card_rows, cards, mix_of
+from ui.preset_gallery import check_available, gallery_items
 from ui.recipe import restore_png
 from ui.snippets import image_snippet
 
@@ -84,6 +85,10 @@ class ImageHandlers:
         self.images, self.p = images, page
         self.presets = [p for p in presets.presets("images") if p.thumbnail.exists()]
 
+    def gallery(self) -> list:
+        """The presets, those this machine cannot run (no Hub, no GPU) greyed with the reason."""
+        return gallery_items(self.presets, self.images.device)
+
     def refreshed(self, adapters, previous=None, rows=None) -> dict:
         """The cards, the mix and the sweep's adapter pickers, after the resident set changed."""
         p = self.p
@@ -113,13 +118,13 @@ class ImageHandlers:
 
     @user_errors
     def ui_load_pipeline(self, model_id, revision, progress=gr.Progress()):
-        with hub_progress(progress, f"loading {model_id}"):
+        with hub_progress(progress, f"loading {model_id}", [(model_id, revision)]):
             info = self.images.load_pipeline(model_id, revision or "main")
         return {self.p.pipeline_md: pipeline_markdown(info), **self.refreshed([]), **self.settings(info)}
 
     @user_errors
     def ui_load_adapter(self, repo_id, weight_name, adapter_name, revision, rows, progress=gr.Progress()):
-        with hub_progress(progress, f"loading {repo_id}"):
+        with hub_progress(progress, f"loading {repo_id}", [(repo_id, revision)]):
             adapters = self.images.load_adapter(repo_id, weight_name, adapter_name, revision or "main")
         new = adapters[-1]
         note = f"Loaded **{new['adapter_name']}** from `{new['repo_id']}` ({new['size_mb']} MB)."
@@ -128,9 +133,29 @@ class ImageHandlers:
     def deleter(self, name):
         @user_errors
         def ui_delete_adapter(rows):
-            return self.refreshed(self.images.delete_adapter(name), rows)
+            """Delete `name`, keeping what Undo needs to load it back as it was: its repo, file, revision, row."""
+            gone = next((a for a in self.images.list_adapters() if a["adapter_name"] == name), None)
+            shown = self.refreshed(self.images.delete_adapter(name), rows)
+            if gone is None:
+                return shown
+            undo = {k: gone[k] for k in ("adapter_name", "repo_id", "weight_name", "revision")}
+            undo["row"] = list((rows or {}).get(name, [False, 1.0]))
+            return {**shown, self.p.undo: undo, self.p.undo_btn: gr.update(value=f"Undo: delete {name}", visible=True)}
 
         return ui_delete_adapter
+
+    @user_errors
+    def ui_undo_delete(self, undo, rows, progress=gr.Progress()):
+        """Load the last deleted adapter back from where it came (the cache or the bundled folder: no download for
+        a Hub repo just loaded), under its name, ticked and weighted as it was."""
+        p = self.p
+        if not undo:
+            return {p.undo_btn: gr.update(visible=False)}
+        with hub_progress(progress, f"loading {undo['adapter_name']} back"):
+            adapters = self.images.load_adapter(undo["repo_id"], undo["weight_name"], undo["adapter_name"],
+                                                undo["revision"])  # fmt: skip
+        rows = {**card_rows(adapters, rows), undo["adapter_name"]: undo["row"]}
+        return {**self.refreshed(adapters, rows=rows), p.undo: None, p.undo_btn: gr.update(visible=False)}
 
     def shown(self, r: ImageRequest, image=None, compared=None) -> dict:
         """The result outputs after one request: the image or the comparison, labelled with the request that made
@@ -192,7 +217,9 @@ class ImageHandlers:
     @user_errors
     def ui_preset(self, rows, progress=gr.Progress(), evt: gr.SelectData = None):
         p, preset = self.p, self.presets[evt.index]
-        with hub_progress(progress, f"loading {preset.name}"):
+        check_available(preset, self.images.device)
+        needs = [(preset.base, "main"), *((a.repo_id, "main") for a in preset.adapters)]
+        with hub_progress(progress, f"loading {preset.name}", needs):
             mix = presets.apply(preset, self.images)
         info = self.images.info.to_dict()
         adapters = self.images.list_adapters()
@@ -229,6 +256,6 @@ class ImageHandlers:
         info = images.info.to_dict() if images.info else None
         shown = info or FALLBACK_DEFAULTS
         return {p.model_id: info["model_id"] if info else bundled.DEFAULT_PIPELINE,
-                p.pipeline_md: pipeline_markdown(info),
+                p.pipeline_md: pipeline_markdown(info), p.gallery: self.gallery(),
                 **self.settings(shown),
                 **self.refreshed(images.list_adapters() if info else [])}  # fmt: skip

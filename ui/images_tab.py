@@ -61,13 +61,12 @@ def build_images_tab(images: ImageStudio):
         _restore(p)
     _snippet(p)
     wire(p, on)
-    return on.ui_page_load, [p.model_id, p.pipeline_md, p.steps, p.guidance, p.width, p.height, *_lists(p)]
+    return on.ui_page_load, [p.model_id, p.pipeline_md, p.gallery, p.steps, p.guidance, p.width, p.height, *_lists(p)]
 
 
 def _presets(p: ImagesPage, on: ImageHandlers) -> None:
     p.gallery = gr.Gallery(
-        value=[(str(preset.thumbnail), f"{preset.name}: {preset.note}") for preset in on.presets],
-        label="Presets (the bundled demos work offline; the others need the Hub)",
+        value=on.gallery(), label="Presets (the bundled demos work offline; the others need the Hub: greyed without)",
         columns=5, height=150, allow_preview=False, interactive=False, elem_id="image-presets",
         elem_classes="pixelated",
     )  # fmt: skip
@@ -99,11 +98,17 @@ def _adapter_cards(p: ImagesPage, images: ImageStudio, on: ImageHandlers) -> Non
     p.mix_rows = gr.JSON(card_rows(adapters), visible="hidden", elem_id="mix-rows")
 
     def on_delete(name, button):
-        button.click(on.deleter(name), inputs_kwargs={"rows": p.mix_rows}, outputs=_lists(p), **PRIVATE)
+        button.click(on.deleter(name), inputs_kwargs={"rows": p.mix_rows}, outputs=[*_lists(p), p.undo, p.undo_btn],
+                     **PRIVATE)  # fmt: skip
 
     with gr.Column(elem_id="adapter-cards"):
         gr.Markdown(f"**Resident adapters**: tick to use one, set its weight ({WEIGHT_MIN:g}…{WEIGHT_MAX:g}; negative "
                     "subtracts the style)")  # fmt: skip
+
+        # Delete acts at once and can be undone: the last deleted adapter is loaded back, ticked and weighted as
+        # it was (ImageHandlers.ui_undo_delete).
+        p.undo = gr.State(None)
+        p.undo_btn = gr.Button("Undo", visible=False, size="sm", elem_id="undo-delete")
 
         # Drawn when a page loads and after each change of the resident set, so p.x_name and p.y_name (made
         # below) exist by then.
@@ -219,6 +224,8 @@ def wire(p: ImagesPage, on: ImageHandlers) -> None:
         inputs_kwargs={"repo_id": p.repo_id, "weight_name": p.weight_name, "adapter_name": p.adapter_name,
                        "revision": p.adapter_revision, "rows": p.mix_rows},
     )  # fmt: skip
+    p.undo_btn.click(on.ui_undo_delete, inputs_kwargs={"undo": p.undo, "rows": p.mix_rows},
+                     outputs=[*_lists(p), p.undo, p.undo_btn], **PRIVATE)  # fmt: skip
     p.export_btn.click(on.ui_export, inputs_kwargs={"rows": p.mix_rows}, outputs=p.export_file, **PRIVATE)
     request = _request_inputs(p)
     results = [p.image, p.slider, p.base_image, p.adapted_image, p.sent]

@@ -12,9 +12,10 @@ import time
 
 import gradio as gr
 
-from peft_core import bundled, limits, presets, turns
+from peft_core import StudioError, bundled, limits, presets, turns
 from peft_core.text.studio import TextStudio
 from ui.common import choices_update, gpu, hub_progress, page_url, still_wanted, user_errors, user_errors_gen
+from ui.preset_gallery import check_available, gallery_items
 from ui.snippets import text_snippet
 
 TEXT_COLUMNS = ["adapter_name", "repo_id", "source", "peft_type", "r", "lora_alpha", "target_modules", "trainable",
@@ -62,6 +63,26 @@ def merge_note(weights: dict[str, float], combination_type: str, made: dict) -> 
 TRAIN_EXAMPLE = "the captain sails the pirate ship to the island . arr , the gold map ! " * 3
 
 
+def train_note(seen: dict) -> str:
+    """What training will see of the text (TextStudio.training_preview), in a line or two shown before Train."""
+    tokens, top, block, blocks = seen["tokens"], seen["max_tokens"], seen["block_tokens"], seen["blocks"]
+    if tokens < 2:
+        return "Paste a few sentences in the style to learn."
+    lines = [f"**{tokens:,} tokens** (a run trains on at most {top:,})"]
+    if tokens > top:
+        lines[0] += f": **{tokens - top:,} too many**, Train will refuse it; shorten the text"
+    if blocks > 1:
+        lines.append(f"cut into {blocks} blocks of at most {block} tokens, the model's context: nothing is dropped, "
+                     "but no block sees the one before")  # fmt: skip
+    if seen["unknown"]:
+        words = ", ".join(f"`{w}`" for w in seen["unknown_words"])  # the first few, in order
+        lines.append(f"**{seen['unknown']} tokens are outside the model's vocabulary** and become `<unk>`: the "
+                     f"adapter learns nothing from them (words: {words})")  # fmt: skip
+    else:
+        lines.append("every word is in the model's vocabulary")
+    return " · ".join(lines)
+
+
 def _frame(points):
     import pandas as pd
 
@@ -75,6 +96,10 @@ class TextHandlers:
         self.studio, self.p = studio, page
         self.presets = [p for p in presets.presets("text") if p.thumbnail.exists()]
 
+    def gallery(self) -> list:
+        """The presets, those this machine cannot run (no Hub) greyed with the reason."""
+        return gallery_items(self.presets, self.studio.device)
+
     def refreshed(self, adapters, active: list | None = None) -> dict:
         """The table and the adapter pickers, after the resident set changed. `active`: the ticks the page had,
         kept for the adapters still there (None, for a new base: the first adapter ticked)."""
@@ -87,14 +112,14 @@ class TextHandlers:
 
     @user_errors
     def ui_load_model(self, model_id, revision, progress=gr.Progress()):
-        with hub_progress(progress, f"loading {model_id}"):
+        with hub_progress(progress, f"loading {model_id}", [(model_id, revision)]):
             info = self.studio.load_model(model_id, revision or "main")
         return {self.p.model_md: model_markdown(info), **self.refreshed(self.studio.list_adapters())}
 
     # Adding, loading, merging or deleting an adapter keeps the page's ticks (`active`) as they were.
     @user_errors
     def ui_load_adapter(self, repo_id, adapter_name, revision, active, progress=gr.Progress()):
-        with hub_progress(progress, f"loading {repo_id}"):
+        with hub_progress(progress, f"loading {repo_id}", [(repo_id, revision)]):
             return self.refreshed(self.studio.load_adapter(repo_id, adapter_name, revision or "main"), active or [])
 
     @user_errors
@@ -115,6 +140,14 @@ class TextHandlers:
         adapters = self.studio.merge_adapters(weights, new_name, combination_type, density)
         made = next(a for a in adapters if a["adapter_name"] == limits.check_adapter_name(new_name))
         return {self.p.merge_md: merge_note(weights, combination_type, made), **self.refreshed(adapters, active or [])}
+
+    @user_errors
+    def ui_train_note(self, to_learn):
+        """The note under the training text, updated as it changes: tokens, <unk>, blocks (train_note)."""
+        try:
+            return train_note(self.studio.training_preview(to_learn or ""))
+        except StudioError as exc:  # no model yet, or a text over the limit: said in the note, not a toast a key
+            return str(exc)
 
     @user_errors_gen
     def ui_train(self, adapter_name, to_learn, steps, learning_rate, http: gr.Request = None):
@@ -180,7 +213,9 @@ class TextHandlers:
     @user_errors
     def ui_preset(self, progress=gr.Progress(), evt: gr.SelectData = None):
         p, preset = self.p, self.presets[evt.index]
-        with hub_progress(progress, f"loading {preset.name}"):
+        check_available(preset, self.studio.device)
+        needs = [(preset.base, "main"), *((a.repo_id, "main") for a in preset.adapters)]
+        with hub_progress(progress, f"loading {preset.name}", needs):
             mix = presets.apply(preset, self.studio)
         shown = self.refreshed(self.studio.list_adapters())
         names = shown[p.active]["choices"]
@@ -201,5 +236,6 @@ class TextHandlers:
         studio.startup.wait()
         info = studio.model_info() if studio.info else None
         return {self.p.model_id: info["model_id"] if info else bundled.DEFAULT_TEXT_MODEL,
-                self.p.model_md: model_markdown(info),
+                self.p.model_md: model_markdown(info), self.p.gallery: self.gallery(),
+                self.p.train_note: self.ui_train_note.__wrapped__(self, TRAIN_EXAMPLE) if info else "",
                 **self.refreshed(studio.list_adapters() if info else [])}  # fmt: skip

@@ -34,12 +34,12 @@ def build_text_tab(studio: TextStudio):
     _merge(p)
     _generate(p)
     wire(p, on)
-    return on.ui_page_load, [p.model_id, p.model_md, *_lists(p)]
+    return on.ui_page_load, [p.model_id, p.model_md, p.gallery, p.train_note, *_lists(p)]
 
 
 def _presets(p: TextPage, on: TextHandlers) -> None:
     p.gallery = gr.Gallery(
-        value=[(str(preset.thumbnail), f"{preset.name}: {preset.note}") for preset in on.presets],
+        value=on.gallery(),
         label="Presets (the bundled demos work offline; the others need the Hub)",
         columns=7, height=200, allow_preview=False, interactive=False, elem_id="text-presets",
     )  # fmt: skip
@@ -90,6 +90,7 @@ def _add_and_train(p: TextPage, adapters: list[dict]) -> None:
                                         maximum=limits.LEARNING_RATE_MAX)  # fmt: skip
         p.to_learn = gr.Textbox(label="Text to learn (an example is filled in)", lines=4, value=TRAIN_EXAMPLE,
                                 placeholder="Paste text in the style to learn")  # fmt: skip
+        p.train_note = gr.Markdown(elem_id="train-note")  # what training will see (TextHandlers.ui_train_note)
         p.train_btn = gr.Button("Train", variant="primary")
         p.loss_plot = gr.LinePlot(x="step", y="loss", x_title="step", y_title="loss", label="Training loss",
                                  height=220)  # fmt: skip
@@ -144,8 +145,12 @@ def _generation(p: TextPage) -> dict:
 def wire(p: TextPage, on: TextHandlers) -> None:
     """Every event of the tab, each input given by name."""
     lists = _lists(p)
+    note = {"fn": on.ui_train_note, "inputs_kwargs": {"to_learn": p.to_learn}, "outputs": p.train_note,
+            "show_progress": "hidden", **PRIVATE}  # a new base has another vocabulary: the note follows
+    p.to_learn.change(trigger_mode="always_last", **note)
     p.load_model_btn.click(on.ui_load_model, inputs_kwargs={"model_id": p.model_id, "revision": p.model_revision},
-                           outputs=[p.model_md, *lists], show_progress_on=p.model_md, **PRIVATE)  # fmt: skip
+                           outputs=[p.model_md, *lists], show_progress_on=p.model_md,
+                           **PRIVATE).success(**note)  # fmt: skip
     p.load_adapter_btn.click(on.ui_load_adapter, outputs=lists, show_progress_on=p.table, **PRIVATE,
                              inputs_kwargs={"repo_id": p.repo_id, "adapter_name": p.adapter_name,
                                             "revision": p.adapter_revision, "active": p.active})  # fmt: skip
@@ -167,6 +172,6 @@ def wire(p: TextPage, on: TextHandlers) -> None:
                          **PRIVATE)  # fmt: skip
     p.compare_btn.click(on.ui_compare, inputs_kwargs=generation, outputs=[p.base_out, p.adapted_out], **PRIVATE)
     p.gallery.select(on.ui_preset, None, [p.model_md, p.model_id, p.prompt, *lists], show_progress_on=p.model_md,
-                     **PRIVATE)  # fmt: skip
+                     **PRIVATE).success(**note)  # fmt: skip
     shown = generation | {"disabled": p.disabled}
     gr.on([c.change for c in shown.values()], on.ui_snippet, inputs_kwargs=shown, outputs=p.snippet, **PRIVATE)

@@ -27,6 +27,7 @@ from peft_core.text.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, TextAdapter
 from peft_core.text.merge import check_merge_request
 from peft_core.text.model import TextModel, TextModelInfo
 from peft_core.text.repos import check_model_files, fetch_adapter, open_base
+from peft_core.text.train import preview as train_preview
 from peft_core.turns import TurnLock, between_steps
 
 __all__ = ["TextRequest", "TextStudio"]
@@ -239,6 +240,21 @@ class TextStudio:
             record.steps_trained += steps
             self.pool.touch([key])
             return {**result.to_dict(), "adapter_name": adapter_name}  # as this session calls it
+
+    def training_preview(self, text: str) -> dict:
+        """What training on `text` would see (train.preview: tokens, max, <unk> count and words, blocks), for the
+        page to show before Train is pressed. Read-only."""
+        self._require_model()
+        if not isinstance(text, str):
+            raise InputError(f"text to train on must be text, got {type(text).__name__}")
+        if len(text) > limits.TRAIN_TEXT_MAX_CHARS:
+            raise InputError(
+                f"text is {len(text):,} characters long; at most {limits.TRAIN_TEXT_MAX_CHARS:,} are allowed"
+            )
+        with self._lock:  # the tokenizer is shared with generation and training, which run under the lock
+            self._require_model()  # the model may have been replaced meanwhile
+            lm = self.lm
+            return train_preview(lm.tokenizer, text, limits.TRAIN_MAX_TOKENS, lm.info.context_length)
 
     def merge_adapters(
         self, adapters: dict, new_adapter_name: str, combination_type: str = "linear", density: float | None = None

@@ -58,6 +58,32 @@ def make_batch(tokenizer, text: str, max_tokens: int, context: int | None, devic
     return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
+# At most this many of the words that become <unk> are named back (the rest are counted).
+UNKNOWN_SHOWN = 8
+
+
+def preview(tokenizer, text: str, max_tokens: int, context: int | None) -> dict:
+    """What training on `text` would see, before training: its token count against `max_tokens` (over it, training
+    is refused), how many tokens become the tokenizer's <unk> (the adapter learns nothing from those) with the first
+    few words that do, and the blocks the text is cut into (the model never sees across a block's edge). Read-only:
+    tokenizes, changes nothing."""
+    fast = getattr(tokenizer, "is_fast", False)
+    encoded = tokenizer(text, add_special_tokens=True, return_offsets_mapping=fast)
+    ids = encoded["input_ids"]
+    unk = tokenizer.unk_token_id
+    where = [i for i, t in enumerate(ids) if unk is not None and t == unk]
+    words: list[str] = []
+    for i in where if fast else ():
+        start, end = encoded["offset_mapping"][i]
+        word = text[start:end][:30]
+        if word and word not in words:
+            words.append(word)
+    block = min(BLOCK_TOKENS, context or BLOCK_TOKENS)
+    return {"tokens": len(ids), "max_tokens": max_tokens, "unknown": len(where),
+            "unknown_words": words[:UNKNOWN_SHOWN], "block_tokens": block,
+            "blocks": max(1, math.ceil(len(ids) / block))}  # fmt: skip
+
+
 def train_adapter(model, adapter_name: str, batch: dict, steps: int, learning_rate: float, progress=None):
     """Train `adapter_name` alone for `steps` AdamW steps on `batch`; returns a TrainResult.
 
