@@ -44,7 +44,8 @@ def test_the_training_note_names_unknown_words_as_the_text_changes(browser_app):
 
 def test_a_card_shows_its_description_and_load_report(browser_app):  # noqa: F811
     page = open_page(browser_app, DESKTOP)
-    card = page.locator("#adapter-card-lora_a").last  # the page draws the cards twice at present; the last is live
+    # gradio 6 puts a Group's elem_id on its outer and its inner div (one card, two nested ids): the inner one
+    card = page.locator("#adapter-card-lora_a").last
     card.get_by_text("peft layout; layers registered/named:").wait_for()
     card.get_by_text("A test LoRA.").wait_for()  # the first prose line of its model card
     page.screenshot(path=ARTIFACTS / "loading-card.png")
