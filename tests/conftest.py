@@ -183,3 +183,36 @@ def launch_app(assets, adapters=(), lm_assets=None, text_adapters=()):
             os.environ.pop("STUDIO_LOCAL_DIRS", None)
         else:
             os.environ["STUDIO_LOCAL_DIRS"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory):
+    """tiny_family(name) -> (root, pipeline): a family's tiny pipeline (tiny_models/families.py), built and saved
+    once per test session as root / "pipeline", for the test files that each need one (layouts, LyCORIS, SD3).
+    Each call loads its own copy from disk: family_lora_state_dict leaves peft's layer wrappers behind in the
+    pipeline it is given, which changes the module names the next file would read."""
+    saved = {}
+
+    def get(name: str):
+        from diffusers import DiffusionPipeline
+
+        if name not in saved:
+            from tiny_models.families import build_tiny_family
+
+            saved[name] = tmp_path_factory.mktemp(name)
+            build_tiny_family(name, saved[name] / "pipeline")
+        return saved[name], DiffusionPipeline.from_pretrained(saved[name] / "pipeline")
+
+    return get
+
+
+def family_studio(family, monkeypatch, tmp_path):
+    """An ImageStudio on the tiny pipeline `family` ((root, pipeline) from tiny_family), reading local files under
+    its root and `tmp_path`."""
+    from peft_core.image.studio import ImageStudio
+
+    root = family[0]
+    monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{root}:{tmp_path}")
+    studio = ImageStudio(device="cpu")
+    studio.load_pipeline(str(root / "pipeline"))
+    return studio

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from peft_core.errors import AdapterError
 from peft_core.image import pipeline
 from peft_core.image.lora_report import made_for
-from tests.conftest import gen
+from tests.conftest import family_studio, gen
 from tests.layout_keys import (
     ATTENTION,
     CLIP_ATTENTION,
@@ -191,21 +191,13 @@ SDXL_ROWS = {
 
 
 @pytest.fixture(scope="module")
-def sdxl(tmp_path_factory):
-    from tiny_models.families import build_tiny_family
-
-    root = tmp_path_factory.mktemp("sdxl")
-    return root, build_tiny_family("sdxl", root / "tiny-sdxl")
+def sdxl(tiny_family):
+    return tiny_family("sdxl")
 
 
 @pytest.fixture
 def sdxl_studio(sdxl, monkeypatch, tmp_path):
-    from peft_core.image.studio import ImageStudio
-
-    monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{sdxl[0]}:{tmp_path}")
-    studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(sdxl[0] / "tiny-sdxl"))
-    return studio
+    return family_studio(sdxl, monkeypatch, tmp_path)
 
 
 @pytest.mark.parametrize("row", list(SDXL_ROWS))
@@ -242,21 +234,13 @@ def test_sdxl_file_on_sd_base_and_back_are_refused_naming_both(studio, sdxl_stud
 
 
 @pytest.fixture(scope="module")
-def flux(tmp_path_factory):
-    from tiny_models.families import build_tiny_family
-
-    root = tmp_path_factory.mktemp("flux")
-    return root, build_tiny_family("flux", root / "tiny-flux")
+def flux(tiny_family):
+    return tiny_family("flux")
 
 
 @pytest.fixture
 def flux_studio(flux, monkeypatch, tmp_path):
-    from peft_core.image.studio import ImageStudio
-
-    monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{flux[0]}:{tmp_path}")
-    studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(flux[0] / "tiny-flux"))
-    return studio
+    return family_studio(flux, monkeypatch, tmp_path)
 
 
 FLUX_ROWS = {

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from peft_core.errors import AdapterError
 from peft_core.image import pipeline
-from tests.conftest import gen
+from tests.conftest import family_studio, gen
 from tests.layout_keys import sd3_kohya, sd3_layers, sd3_peft
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -17,21 +17,13 @@ RANK = 4
 
 
 @pytest.fixture(scope="module")
-def sd3(tmp_path_factory):
-    from tiny_models.families import build_tiny_family
-
-    root = tmp_path_factory.mktemp("sd3")
-    return root, build_tiny_family("sd3", root / "tiny-sd3")
+def sd3(tiny_family):
+    return tiny_family("sd3")
 
 
 @pytest.fixture
 def sd3_studio(sd3, monkeypatch, tmp_path):
-    from peft_core.image.studio import ImageStudio
-
-    monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{sd3[0]}:{tmp_path}")
-    studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(sd3[0] / "tiny-sd3"))
-    return studio
+    return family_studio(sd3, monkeypatch, tmp_path)
 
 
 def _write(folder, state):

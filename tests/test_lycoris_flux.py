@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from peft_core.errors import AdapterError
-from tests.conftest import gen
+from tests.conftest import family_studio, gen
 from tests.layout_keys import (
     FLUX_DOUBLE,
     FLUX_FUSED,
@@ -29,21 +29,13 @@ ONE_TO_ONE = {k: v for k, v in FLUX_DOUBLE.items() if k not in FLUX_FUSED}
 
 
 @pytest.fixture(scope="module")
-def flux(tmp_path_factory):
-    from tiny_models.families import build_tiny_family
-
-    root = tmp_path_factory.mktemp("flux")
-    return root, build_tiny_family("flux", root / "tiny-flux")
+def flux(tiny_family):
+    return tiny_family("flux")
 
 
 @pytest.fixture
 def flux_studio(flux, monkeypatch, tmp_path):
-    from peft_core.image.studio import ImageStudio
-
-    monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{flux[0]}:{tmp_path}")
-    studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(flux[0] / "tiny-flux"))
-    return studio
+    return family_studio(flux, monkeypatch, tmp_path)
 
 
 def _write(folder, state):

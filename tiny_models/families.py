@@ -50,7 +50,8 @@ def build_tiny_family(family: str, folder: Path):
 def family_lora_state_dict(pipe, family: str, seed: int, rank: int = 4, text_encoders: bool = False) -> dict:
     """A LoRA state dict in peft/diffusers keys ("unet.<module>.lora_A.weight", "transformer.<...>", and with
     `text_encoders` "text_encoder.<...>" for every CLIP text encoder the family's loader takes LoRAs in), whose
-    weights change the output (init_lora_weights=False). The pipeline is left as it was.
+    weights change the output (init_lora_weights=False). The pipeline's weights and outputs are left as
+    they were, but peft's layer wrappers stay in its module tree (`...to_q.base_layer`).
     """
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
