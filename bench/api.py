@@ -6,9 +6,10 @@ same studio. Both use one adapter at weight 0.8, so neither pays a switch. The r
 PNG encoding (`ui.common.png_file`), the HTTP transfer and the client's download. The round trip of
 `/list_adapters`, which does next to nothing, is timed in the same rounds: the floor any endpoint pays.
 
-Two clients: as the app's "use via API" snippet and the README make it (`ssl_verify=httpx.create_ssl_context()`,
-one TLS context for every call), and with gradio_client's defaults, which build a TLS context (the CA bundle
-read from disk) for each connection, two or three per call, even over plain http.
+Two clients: with one TLS context for every call (`ssl_verify=httpx.create_ssl_context()`, the README's
+"Performance notes"), and with gradio_client's defaults, as the page's "Use via API" snippet and the README's
+examples make it (a plain `Client(url)`, read first), which build a TLS context (the CA bundle read from disk)
+for each connection, two or three per call, even over plain http.
 """
 
 from bench.common import (
@@ -69,7 +70,8 @@ def run_pipeline(cfg: BenchConfig, name: str) -> dict:
     finally:
         demo.close()
     rows, goals, ratios = [], [], {}
-    for how, words in (("snippet", "one TLS context (the app's snippet)"), ("defaults", "gradio_client defaults")):
+    for how, words in (("snippet", "one TLS context (README, performance notes)"),
+                       ("defaults", "gradio_client defaults (the page's snippet)")):  # fmt: skip
         api_times = times[f"api {how}"]
         ratio = median([a / d for a, d in zip(api_times, times["direct"], strict=True)])
         extra = median([a - d for a, d in zip(api_times, times["direct"], strict=True)])

@@ -62,12 +62,14 @@ def test_generate_mix_disable_and_compare(client):
 
 
 def test_use_via_api_snippet_runs_and_gives_the_same_image(server, client, capsys):
-    """The snippet the page offers (with its one TLS context) runs as shown and gets what the plain client gets."""
+    """The snippet the page offers runs as shown and gets what the test's own client gets."""
     from ui.snippets import image_snippet
 
     # the snippet's Client is a session of its own: it loads the page session's adapters first (docs/SESSIONS.md)
     loads = client.predict(api_name="/list_adapters")
     code = image_snippet(server, "a red circle", "", {"a": 0.5, "b": 1.0}, True, 0, 4, 5.0, 32, 32, loads)
+    # it reads first: a plain Client (the faster one-TLS-context form is the README's performance note)
+    assert code.startswith(f"from gradio_client import Client\n\nclient = Client({server!r})\n")
     exec(compile(code, "snippet", "exec"), {})
     path = capsys.readouterr().out.strip().splitlines()[-1]
     assert np.array_equal(image(path), generate(client, {"a": 0.5, "b": 1.0}))

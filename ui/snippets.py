@@ -1,14 +1,11 @@
 """The "use via API" panel: a gradio_client snippet that reproduces what is on screen."""
 
-# gradio_client builds a new TLS context (the CA bundle read from disk, ~50 ms here) for each of the two HTTP
-# connections a call opens, even over plain http: most of its ~0.2 s per call on a 2-core CPU. One context,
-# built once and passed as ssl_verify, verifies certificates exactly as the default does (httpx's own
-# default context) and brings a call down to ~0.06 s. docs/BENCHMARKS.md, "API round trip".
-CLIENT = """import httpx
-from gradio_client import Client
+# The snippet is written to be read first: a plain Client. Passing one TLS context
+# (`ssl_verify=httpx.create_ssl_context()`) makes each call ~0.1 s faster on a small CPU; the README's
+# "Performance notes" explain it once instead of every snippet carrying it (docs/BENCHMARKS.md, "API round trip").
+CLIENT = """from gradio_client import Client
 
-# one TLS context for every call (gradio_client would build one per request, ~0.1 s a call)
-client = Client({url!r}, ssl_verify=httpx.create_ssl_context())"""
+client = Client({url!r})"""
 
 
 def image_snippet(url: str, prompt: str, negative: str, mix: dict, use_adapters: bool, seed: int, steps: int,
