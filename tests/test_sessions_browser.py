@@ -58,3 +58,38 @@ def test_two_browser_sessions_keep_their_own_adapters(assets, lm_assets, monkeyp
             time.sleep(0.1)
         assert list(images.slots.residents) == ["shared_a"]
         browser.close()
+
+
+def test_delete_then_undo_in_the_browser_gives_the_same_image(assets, lm_assets, monkeypatch):
+    """A visitor's own adapter, ticked at 0.6: Delete takes its card away and offers Undo; Undo brings the card back
+    ticked at 0.6, and Generate gives the same image, byte for byte."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import set_weight
+
+    monkeypatch.setenv("STUDIO_LOCAL_DIRS", os.pathsep.join(str(a["root"]) for a in (assets, lm_assets)))
+    with served(assets, lm_assets) as (url, _, _, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = visitor(browser, url)
+        load(page, str(assets["lora_b"]), "mine")
+        card(page, "shared_a").get_by_role("checkbox", name="shared_a").uncheck()
+        card(page, "mine").get_by_role("checkbox", name="mine").check()
+        set_weight(page, "mine", 0.6)
+        click(page, "Generate")
+        before = image_bytes(page, "image")
+        card(page, "mine").get_by_role("button", name="Delete").click()
+        card(page, "mine").wait_for(state="detached")
+        undo = page.locator("#undo-delete")
+        undo.get_by_text("Undo: delete mine").wait_for()
+        click(page, "Generate")
+        without = image_bytes(page, "image", before)  # the mix is now empty: the base image
+        assert without != before
+        undo.click()
+        card(page, "mine").wait_for()
+        undo.wait_for(state="hidden")
+        assert card(page, "mine").get_by_role("checkbox", name="mine").is_checked()
+        assert card(page, "mine").locator('input[type="number"]').input_value() == "0.6"
+        shot(page, "undo-delete")
+        click(page, "Generate")
+        assert image_bytes(page, "image", without) == before
+        browser.close()
