@@ -9,7 +9,7 @@
 | STUDIO_MAX_MODEL_MB          | 32768   | largest base model (sum of its files), checked before the download   |
 | STUDIO_MAX_RESIDENT_ADAPTERS | 32      | adapters kept loaded; past it the least recently used one goes       |
 | STUDIO_LORA_SLOTS            | 4 *     | adapters in the pipeline at once (rest in RAM); * CUDA: 4-16 by memory |
-| STUDIO_FUSE                  | 1       | 0: never merge the mix into the base weights (see slots.py)          |
+| STUDIO_FUSE                  | 1       | 0: never merge the mix into the base weights (see fusion.py)         |
 | STUDIO_FUSE_MAX_MB           | 4096 *  | fuse only while the adapted layers' base weights fit; * CUDA: 1/4 of it |
 | STUDIO_MAX_IMAGE_COST        | 2 / 4   | one image's work at most, in the pipeline's default images (CPU / GPU) |
 | STUDIO_DTYPE                 | auto    | float32, float16 or bfloat16 for every pipeline; auto: by family     |
@@ -79,7 +79,7 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-# On a GPU the fusion copies (slots.py) live in its memory beside the pipeline: a FLUX.1 LoRA's adapted weights alone
+# On a GPU the fusion copies (fusion.py) live in its memory beside the pipeline: a FLUX.1 LoRA's adapted weights alone
 # are ~3.6 GB in bfloat16, so the budget grows with the device, at this share of it (never below the CPU's 4096 MB).
 FUSE_GPU_SHARE = 0.25
 

@@ -6,7 +6,8 @@ the slots are consulted and changed, then `pipeline.py` calls diffusers, and the
 - studio.py     ImageStudio and ImageRequest: the public calls (load_pipeline, load_adapter, generate ...); start here.
 - pipeline.py   every call into diffusers: build a pipeline, its defaults, load a LoRA into a slot and check it,
                 run one request. A new pipeline family starts here.
-- slots.py      the resident adapters' weights in RAM, the few slots in the pipeline, the fused mix.
+- slots.py      the resident adapters' weights in RAM, the few slots in the pipeline.
+- fusion.py     the applied mix merged into the base weights, undone bit for bit; recent mixes' merged weights.
 - lora_files.py LoRA file layouts (peft, kohya, old diffusers ...), the checked read, AdapterInfo, trigger words.
                 A new adapter file layout starts here.
 - checks.py     a pipeline repo's configs and declared sizes, checked before anything is downloaded or built.

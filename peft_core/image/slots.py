@@ -19,18 +19,7 @@ those walks cost the same at 1 resident adapter or 64.
   `enable_adapters`) on the LoRA layers listed once, instead of `pipe.set_adapters`, which walks the whole
   pipeline for them: the same calls diffusers makes, without the walk.
 - Fusion: the applied mix is merged into the base weights (peft's `merge`), so each denoising step costs what
-  the base costs. For a diffusion pipeline this pays even for a single image: merging costs about one step's
-  worth of the LoRA layers' extra work, once, while unfused LoRA layers add it at every step (times two with
-  classifier-free guidance). Fusing every adapted request, not only a mix seen before, keeps the image a
-  function of the request alone: the same request gives the same bits whatever ran before it. Any other mix
-  unfuses first. peft's `unmerge` subtracts the delta again, which costs as much as the merge and is not exact
-  in floating point, so unfusing copies the base weights back from a copy taken at the first fusion instead:
-  after unfusing the model is bit for bit what it was. A fused image differs from the unfused one by rounding
-  only (tests/test_slots.py states the tolerance). The merged weights of the last few mixes are kept too, so
-  going back to a recent mix is a copy rather than a merge, with the same bits; and the base weights that copy
-  overwrites are not copied back first, so a switch between two recent mixes copies each adapted weight once.
-  The copies cost the adapted layers' base weights in memory, once plus once per kept mix, all under
-  `fuse_max_mb`; past it the studio keeps fewer mixes, and then does not fuse.
+  the base costs, and unfused by copying the base weights back, bit for bit (fusion.py says why and how).
 
 What is here: the adapters' weights and which slot holds which. What is not: which adapters exist and their
 facts (the studio's AdapterPool, peft_core/pool.py), and every call that reads diffusers' own state
@@ -42,15 +31,12 @@ Not thread-safe: the image studio calls it under its lock.
 """
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from peft_core.image.fusion import Fusion, holds
 from peft_core.image.pipeline import drop_adapter_config, lora_components
 from peft_core.runtime import quiet_libraries
 
-# Fusing keeps a copy of the adapted layers' base weights (for the exact unfuse) and the merged weights of the
-# last FUSED_MIXES mixes (so going back to one is a copy, not a merge); past fuse_max_mb, no fusion.
-FUSED_MIXES = 4
 # LoraConfig fields that decide what a slot's layers compute from its tensors (with the tensors' names and
 # shapes): two adapters that agree on these can take each other's slot by copying tensors alone.
 # (LoHa / LoKr configs: peft_type tells them apart, and their own alpha and factor fields count too.)
@@ -130,16 +116,12 @@ class LoraSlots:
         self._layers: list | None = None  # peft's LoRA layers in the pipeline; None: list them again
         self._enabled: bool | None = None  # None: unknown (diffusers changed it during a load)
         self._applied: dict[str, float] = {}  # the mix of the last activate(); {}: the base
-        self._originals: dict = {}  # base parameter -> its copy from before any merge (kept for the next fusion)
-        self._fused: list | None = None  # while fused: the layers merged
-        self._fused_mix: tuple | None = None  # the mix merged into the base weights
-        self._fused_cache: OrderedDict = OrderedDict()  # mix -> {base parameter: its merged value}, LRU first
-        self._stale: set = set()  # base parameters still holding the last mix's merge, overwritten by the next
         # One copy of each distinct layout and signature, shared by the residents that have it (Packed's why).
         self._layouts: dict = {}
         self._signatures: dict = {}
         self.stats = {"copy_fills": 0, "inject_fills": 0, "fuses": 0, "cached_fuses": 0, "too_big_to_fuse": 0,
                       "fused_to_fused": 0}  # fmt: skip
+        self.fusion = Fusion(fuse_max_mb, self.stats)
 
     # --- resident adapters ---------------------------------------------------------------------------------------
 
@@ -160,7 +142,7 @@ class LoraSlots:
     def add(self, adapter_name: str, slot_name: str) -> None:
         """Make the adapter just loaded into `slot_name` resident as `adapter_name`: copied out as peft holds it."""
         slot = next(s for s in self.slots if s.name == slot_name)
-        self._forget_fused(adapter_name)
+        self.fusion.forget(adapter_name)
         resident = self._read_slot(slot)
         self.residents[adapter_name] = resident
         slot.holder, slot.signature, slot.used = adapter_name, resident.signature, self._tick()
@@ -170,7 +152,7 @@ class LoraSlots:
         with quiet_libraries():
             self.unfuse()
             del self.residents[adapter_name]
-            self._forget_fused(adapter_name)
+            self.fusion.forget(adapter_name)
             for slot in self.slots:
                 if slot.holder == adapter_name:
                     self._empty(slot)
@@ -188,13 +170,13 @@ class LoraSlots:
     def activate(self, mix: dict[str, float]) -> None:
         """Make the pipeline compute exactly `mix` (adapter_name -> weight); an empty mix is the base."""
         key = tuple(mix.items())
-        if self._fused is not None and key == self._fused_mix:
+        if self.fusion.fused and key == self.fusion.key:
             return  # the same mix, still fused
         # Fused to fused, the next mix merged before: the parameters that its merged weights overwrite are not
         # restored first (half the copying of a switch). _fuse restores any it does not overwrite; a refill by
         # copy touches the LoRA tensors only, and one with peft restores them first (see _inject_into).
-        cached = self._fused_cache.get(key) if self.fuse and mix else None
-        if cached is not None and self._fused is not None:
+        cached = self.fusion.cached(key) if self.fuse and mix else None
+        if cached is not None and self.fusion.fused:
             self.stats["fused_to_fused"] += 1
         self.unfuse(keep=cached)
         self._applied = dict(mix)
@@ -204,7 +186,7 @@ class LoraSlots:
         try:
             self._fill(list(mix))
         except BaseException:
-            self._restore_stale()
+            self.fusion.restore_stale()
             raise
         slot_of = {s.holder: s.name for s in self.slots if s.holder is not None}
         # Slot order, not mix order: the same set of slots gives the same list, so set_adapter can be skipped.
@@ -248,114 +230,28 @@ class LoraSlots:
                 self.stats["inject_fills"] += 1
             slot.holder, slot.signature, slot.used = adapter_name, resident.signature, tick
 
-    # --- fusion --------------------------------------------------------------------------------------------------
+    # --- fusion (fusion.py) -----------------------------------------------------------------------------------
 
     def _fuse(self, names: list[str], key: tuple) -> bool:
-        """Merge `names` (scales already set) into the base weights; False when the copy would pass the cap."""
-        import warnings
-
-        import torch
-
+        """Merge slots `names` (scales already set) into the base weights; False when the copy would pass the cap."""
         layers = self._lora_layers()
-        todo = [(layer, [n for n in names if _holds(layer, n)]) for layer in layers]
-        todo = [(layer, present) for layer, present in todo if present]
-        params = [p for layer, _ in todo for p in _base_params(layer)]
-        size = sum(p.numel() * p.element_size() for p in params)
-        too_big = size > self.fuse_max_mb * 2**20
-        cached = self._fused_cache.pop(key, None)
-        if cached is None or not all(p in cached for p in params) or too_big:
-            cached = None
-            self._restore_stale()  # a merge adds to the base weights: they must be the base first
-        if too_big:
-            self.stats["too_big_to_fuse"] += 1
+        if not self.fusion.fuse(layers, names, key):
             return False
-        with torch.no_grad():
-            for param in params:
-                if param not in self._originals:  # never merged into yet: this is the base weight
-                    self._originals[param] = param.detach().clone()
-            self._fused, self._fused_mix = [layer for layer, _ in todo], key
-            if cached is not None:
-                # A mix merged before: its merged weights, copied back. The bits are those the merge gave.
-                for param in params:
-                    param.copy_(cached[param])
-                self._stale.difference_update(params)
-                self._restore_stale()
-                for layer, present in todo:
-                    layer.merged_adapters.extend(present)  # the record peft's merge keeps
-                self.stats["cached_fuses"] += 1
-            else:
-                # Slot by slot, each into every layer holding it: a weight gets the same sums in the same order
-                # whichever peft layer wraps which (a LoHa slot's layer wraps a LoRA slot's where both adapt it).
-                with warnings.catch_warnings():  # "Already ... merged slot0. You are now additionally merging"
-                    warnings.simplefilter("ignore", UserWarning)
-                    for name in names:
-                        for layer, present in todo:
-                            if name in present:
-                                layer.merge(adapter_names=[name])
-                cached = {p: p.detach().clone() for p in params} if self._cache_room(size) else None
-            if cached is not None:
-                self._fused_cache[key] = cached  # most recently used last
         # A merged layer computes its base layer alone, whatever its active adapters, so those are left as they
         # are (set_adapter costs a walk over every parameter of the layer). The layers left unmerged must not
         # keep another slot active.
         for layer in layers:
-            if not layer.merged and any(_holds(layer, a) and a not in names for a in layer.active_adapters):
+            if not layer.merged and any(holds(layer, a) and a not in names for a in layer.active_adapters):
                 layer.set_adapter(names, inference_mode=True)
-        self.stats["fuses"] += 1
         return True
 
-    def _cache_room(self, size: int) -> bool:
-        """Make room for `size` more bytes of merged weights under fuse_max_mb (with the originals), dropping the
-        least recently used mixes; False when even an empty cache has no room."""
-        cap = self.fuse_max_mb * 2**20 - sum(t.numel() * t.element_size() for t in self._originals.values())
-        while self._fused_cache and size + self._cache_bytes() > cap or len(self._fused_cache) >= FUSED_MIXES:
-            self._fused_cache.pop(next(iter(self._fused_cache)))
-        return size <= cap
-
-    def _cache_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for entry in self._fused_cache.values() for t in entry.values())
-
-    def _forget_fused(self, adapter_name: str) -> None:
-        """Drop the merged weights of every mix that uses `adapter_name` (deleted, or its name reused)."""
-        for key in [k for k in self._fused_cache if adapter_name in dict(k)]:
-            del self._fused_cache[key]
-
     def unfuse(self, keep: dict | None = None) -> None:
-        """Back to the unfused model, bit for bit: the base weights copied back from before the merge.
-
-        Parameters in `keep` are left as they are, for activate() alone: the next _fuse overwrites them.
-        """
-        if self._fused is None:
-            self._restore_stale()
-            return
-        import torch
-
-        keep = keep or {}
-        with torch.no_grad():
-            for layer in self._fused:
-                for param in _base_params(layer):
-                    if param in keep:
-                        self._stale.add(param)
-                    else:
-                        param.copy_(self._originals[param])
-                # What peft's unmerge() would leave, without its inexact subtraction (overwritten just above).
-                layer.merged_adapters.clear()
-        self._fused = self._fused_mix = None
-        if not keep:
-            self._restore_stale()
-
-    def _restore_stale(self) -> None:
-        if self._stale:
-            import torch
-
-            with torch.no_grad():
-                for param in self._stale:
-                    param.copy_(self._originals[param])
-            self._stale.clear()
+        """Back to the unfused model, bit for bit (Fusion.unfuse)."""
+        self.fusion.unfuse(keep)
 
     @property
     def fused(self) -> bool:
-        return self._fused is not None
+        return self.fusion.fused
 
     # --- slots ---------------------------------------------------------------------------------------------------
 
@@ -455,7 +351,7 @@ class LoraSlots:
 
         from peft.utils import set_peft_model_state_dict
 
-        self._restore_stale()  # peft may read the base weights to initialise a new adapter
+        self.fusion.restore_stale()  # peft may read the base weights to initialise a new adapter
         if slot.holder is not None or self._slot_injected(slot):
             self._empty(slot)
         self._forget_activation()
@@ -486,13 +382,3 @@ class LoraSlots:
                 layer.enable_adapters(enabled)
             self._enabled = enabled
 
-
-def _holds(layer, name: str) -> bool:
-    """Whether peft `layer` (LoRA, LoHa or LoKr: each keeps a rank per adapter it holds) holds adapter `name`."""
-    return name in getattr(layer, "r", ())
-
-
-def _base_params(layer) -> list:
-    """The base weights a merge of `layer` writes to."""
-    base = layer.get_base_layer()
-    return [p for p in (base.weight, getattr(base, "bias", None)) if p is not None]
