@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from peft_core import bundled, limits
+from peft_core import bundled, limits, settings
 from peft_core.image.studio import ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from ui.image_cards import PRIVATE, card_rows, cards, draw_cards
@@ -116,6 +116,11 @@ def _adapter_cards(p: ImagesPage, images: ImageStudio, on: ImageHandlers) -> Non
         def adapter_cards(shown):
             draw_cards(shown, p.mix_rows, on_delete)
 
+        # Each card's picture comes after the card: made (or read from the model card's widget) once the event that
+        # changed the cards has answered, then the cards are redrawn with it (ImageHandlers.ui_thumbnails).
+        p.resident.change(on.ui_thumbnails, inputs_kwargs={"shown": p.resident, "rows": p.mix_rows},
+                          outputs=[p.resident], show_progress="hidden", **PRIVATE)  # fmt: skip
+
 
 def _export(p: ImagesPage) -> None:
     p.export_btn = gr.Button("Export mix as one LoRA")
@@ -125,7 +130,7 @@ def _export(p: ImagesPage) -> None:
 
 def _ask(p: ImagesPage) -> None:
     """The prompt and what to do with it: Enter in the prompt generates as the button does."""
-    p.prompt = gr.Textbox(label="Prompt (Enter generates)", value="a red circle", lines=1, max_lines=1,
+    p.prompt = gr.Textbox(label="Prompt (Enter generates)", value=settings.DEFAULT_PROMPT, lines=1, max_lines=1,
                           elem_id="prompt")  # fmt: skip
     with gr.Row():
         p.generate_btn = gr.Button("Generate", variant="primary", elem_id="generate", scale=2)
