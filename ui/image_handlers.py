@@ -137,7 +137,7 @@ class ImageHandlers:
         return {self.p.load_note: note, **self.refreshed(adapters, rows)}
 
     @user_errors  # the visitor's session: a picture is made with its names, through its generate path
-    def ui_thumbnails(self, shown, rows, http: gr.Request = None):
+    def ui_thumbnails(self, shown, http: gr.Request = None):
         """After each change of the cards: make the pictures they lack (peft_core/image/thumbnails.py) and redraw
         them once; no answer (no redraw) when there is nothing new, so this ends the chain it is in."""
         images = self.images
@@ -150,7 +150,8 @@ class ImageHandlers:
         had = [(a["adapter_name"], a.get("thumbnail")) for a in (shown or {}).get("adapters", [])]
         if had == [(a["adapter_name"], a["thumbnail"]) for a in pictured]:
             return {self.p.resident: gr.skip()}
-        return {self.p.resident: cards(pictured, card_rows(adapters, rows))}
+        # the rows as shown: the cards are drawn at the page's mix as it is then (images_tab.adapter_cards)
+        return {self.p.resident: cards(pictured, (shown or {}).get("rows", {}))}
 
     @gpu  # on ZeroGPU a picture made here needs a GPU lent, as a generation does
     def _make_thumbnails(self, adapters: list[dict]) -> None:
