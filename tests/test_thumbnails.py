@@ -215,3 +215,24 @@ def test_work_after_a_background_load_delays_nothing():
     startup.wait()
     assert started.wait(10)
     release.set()
+
+
+def test_the_pages_follow_up_draws_each_picture_once(studio, allow_assets, counted, monkeypatch):
+    """ImageHandlers.ui_thumbnails: the cards without a picture get one and are redrawn; asked again with nothing
+    new, it answers with no redraw (which ends the chain of redraws it is part of)."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from ui.image_handlers import ImageHandlers
+
+    monkeypatch.setenv("STUDIO_THUMBNAILS", "auto")
+    studio.load_adapter(str(allow_assets["lora_b"]), adapter_name="b")
+    on = ImageHandlers(studio, SimpleNamespace(**{n: n for n in ("resident", "mix_rows", "x_name", "y_name")}))
+    shown = on.refreshed(studio.list_adapters(), rows={"b": [True, 0.5]})["resident"]
+    assert shown["adapters"][0]["thumbnail"] is None  # drawn at once, without its picture
+    redrawn = on.ui_thumbnails(shown=shown)["resident"]
+    path = redrawn["adapters"][0]["thumbnail"]
+    assert path and Image.open(path).size == (32, 32) and redrawn["rows"] == {"b": [True, 0.5]}
+    again = on.ui_thumbnails(shown=redrawn)["resident"]
+    assert isinstance(again, type(gr.skip())) and len(counted) == 1
