@@ -236,3 +236,18 @@ def test_the_pages_follow_up_draws_each_picture_once(studio, allow_assets, count
     assert path and Image.open(path).size == (32, 32) and redrawn["rows"] == {"b": [True, 0.5]}
     again = on.ui_thumbnails(shown=redrawn)["resident"]
     assert isinstance(again, type(gr.skip())) and len(counted) == 1
+
+
+def test_decode_checks_the_declared_size_before_decoding(tmp_path):
+    """Under PIL's own bomb limit (89 M pixels) but over ours: refused from the header, nothing decoded."""
+    from peft_core.image.thumbnails import decode
+
+    (tmp_path / "big.png").write_bytes(png_declaring(5000, 5000))
+    with pytest.raises(ValueError, match="declares 5000x5000 pixels"):
+        decode(tmp_path / "big.png")
+    (tmp_path / "ok.png").write_bytes(png(300, 100))
+    assert decode(tmp_path / "ok.png").size == (limits.THUMBNAIL_PX, 43)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.gif")  # a format outside the allowlist, whatever its name
+    (tmp_path / "a.png").write_bytes((tmp_path / "a.gif").read_bytes())
+    with pytest.raises(Exception, match="cannot identify"):
+        decode(tmp_path / "a.png")
