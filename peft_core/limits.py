@@ -24,6 +24,19 @@ PROMPT_MAX_CHARS = 2000
 # the bundled UNet, doubling the side (4x the pixels) costs ~12x per step, which 4 ** 1.8 matches.
 IMAGE_COST_AREA_EXPONENT = 1.8
 SEED_MIN, SEED_MAX = 0, 2**32 - 1
+# Thumbnails on the image adapter cards (peft_core/image/thumbnails.py). A widget picture is a stranger's file: its
+# size is checked in the repo's listing before it downloads, its declared pixels before it decodes (a 1-KB PNG can
+# declare 100,000 x 100,000), and only a THUMBNAIL_PX box of it is kept, re-encoded.
+THUMBNAIL_PX = 128
+THUMBNAIL_MAX_BYTES = 8 * 2**20
+THUMBNAIL_MAX_PIXELS = 4096 * 4096
+THUMBNAIL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+THUMBNAIL_SEED = 0  # every generated thumbnail: one fixed seed, so it is made once and the same everywhere
+THUMBNAIL_WIDGETS_READ = 8  # widget entries looked at in a card
+THUMBNAIL_URL_CHARS = 200
+# On a CPU, `auto` generates a thumbnail only when the pipeline's default image is this much work at most (pixels x
+# steps): the bundled tiny default is 32 x 32 x 20; SD 1.5 is 512 x 512 x 50, minutes on a CPU.
+THUMBNAIL_CPU_MAX_WORK = 128 * 128 * 30
 # --- the text studio -------------------------------------------------------------------------------------------
 MAX_NEW_TOKENS_MIN, MAX_NEW_TOKENS_MAX = 1, 256
 # Beyond the max, sampling is uniform noise; below the min, logits / temperature overflow float32 and sampling fails.

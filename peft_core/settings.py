@@ -21,6 +21,7 @@
 | STUDIO_SESSION_DOWNLOADS_PER_MINUTE | 6 | adapter loads that may download, per session and minute           |
 | STUDIO_SESSION_TRAIN_STEPS   | 2000    | training steps one session may run in all                            |
 | STUDIO_SESSION_IDLE_S        | 3600    | a session unseen this long has its adapters released                 |
+| STUDIO_THUMBNAILS            | auto    | card pictures: auto (widget, else made once where cheap), hub, off   |
 """
 
 import os
@@ -55,6 +56,9 @@ class Settings:
     session_downloads_per_minute: int
     session_train_steps: int
     session_idle_s: float
+    # The image cards' pictures (image/thumbnails.py): "auto" the card's widget image, else one made at load on a GPU
+    # or a small pipeline; "hub" widget images only; "off" none.
+    thumbnails: str
 
 
 def _number(name: str, default: str, cast, zero_ok=False):
@@ -70,6 +74,10 @@ def _number(name: str, default: str, cast, zero_ok=False):
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 OFFLOADS = ("none", "model", "group")
+THUMBNAIL_MODES = ("auto", "hub", "off")
+# The prompt of a generated thumbnail when the card has neither a widget text nor trigger words; also the page's
+# first prompt (the bundled default draws shapes).
+DEFAULT_PROMPT = "a red circle"
 
 
 def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -142,6 +150,7 @@ def current() -> Settings:
         session_downloads_per_minute=_number("STUDIO_SESSION_DOWNLOADS_PER_MINUTE", "6", int),
         session_train_steps=_number("STUDIO_SESSION_TRAIN_STEPS", "2000", int),
         session_idle_s=_number("STUDIO_SESSION_IDLE_S", "3600", float),
+        thumbnails=_choice("STUDIO_THUMBNAILS", "auto", THUMBNAIL_MODES),
     )
 
 

@@ -27,6 +27,12 @@ class Startup:
         self._done.set()
         self._owner: int | None = None  # the loading thread: it must not wait for itself
         self.error: BaseException | None = None
+        self._after: list[tuple[str, object]] = []  # (what, fn): work the first screen need not wait for
+
+    def after(self, what: str, fn) -> None:
+        """Run `fn` once a background load has finished, in a thread of its own, so that it delays neither the
+        studios opening nor the page (the default adapters' card pictures). Errors are printed, never raised."""
+        self._after.append((what, fn))
 
     def begin(self) -> None:
         self._done.clear()
@@ -45,6 +51,11 @@ class Startup:
     def finish(self) -> None:
         self._owner = None
         self._done.set()
+        if self._after:
+            later = Startup()  # its own error and owner: the studios are open already
+            work = [(what, fn) for what, fn in self._after]
+            threading.Thread(target=lambda: [later.run(what, fn) for what, fn in work], name="after-defaults",
+                             daemon=True).start()  # fmt: skip
 
     def wait(self, timeout: float = STARTUP_WAIT_S) -> None:
         if threading.get_ident() == self._owner:

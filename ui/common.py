@@ -35,6 +35,10 @@ CSS = """
 @media (max-width: 768px) {
   #first-screen { grid-template-columns: minmax(0, 1fr); grid-template-areas: "ask" "result" "mix"; }
 }
+.adapter-card .card-head { flex-wrap: nowrap; align-items: flex-start; }
+.adapter-card .thumbnail { flex: 0 0 56px; align-self: flex-start; }
+.adapter-card .shared-tag { white-space: nowrap; align-self: center; font-size: var(--text-sm);
+  color: var(--body-text-color-subdued); padding: 0 var(--size-2); }
 """
 
 

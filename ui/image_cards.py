@@ -15,6 +15,7 @@ from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from ui.card_text import description, report_line
 
 WEIGHT_STEP = 0.05
+THUMB_PX = 56  # a card's picture on the page: small, beside the controls (the file is up to limits.THUMBNAIL_PX)
 PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
 
 _versions = itertools.count(1)  # every new card set differs from the last, so the cards are always redrawn
@@ -54,19 +55,30 @@ def _set_row_js(name: str) -> str:
 
 def draw_cards(shown: dict, mix_rows: gr.JSON, on_delete) -> None:
     """The cards of `shown` (a `cards(...)` value), inside the caller's @gr.render. `on_delete(name)` wires one
-    card's Delete button."""
+    card's Delete button; a shared card (the Space's, which a visitor cannot delete: docs/SESSIONS.md) has a
+    "shared" tag instead. A card's picture (its "thumbnail", peft_core/image/thumbnails.py) sits beside its
+    controls once made."""
     if not shown["adapters"]:
         gr.Markdown("No adapter loaded yet: load one by Hub id above, or pick a preset.")
     for a in shown["adapters"]:
         name = a["adapter_name"]
         active, weight = shown["rows"].get(name, [False, 1.0])
+        delete = None
         with gr.Group(elem_classes="adapter-card", elem_id=f"adapter-card-{name}"):
-            with gr.Row():
-                on = gr.Checkbox(value=active, label=name, interactive=True, scale=1, min_width=120,
-                                 elem_classes="active")  # fmt: skip
-                w = gr.Slider(WEIGHT_MIN, WEIGHT_MAX, value=weight, step=WEIGHT_STEP, label="weight",
-                              interactive=True, scale=3, min_width=180, elem_classes="weight")  # fmt: skip
-                delete = gr.Button("Delete", variant="stop", size="sm", scale=0, min_width=80)
+            with gr.Row(elem_classes="card-head"):  # the picture, then the controls beside it (wrapping on a phone)
+                if a.get("thumbnail"):
+                    gr.Image(a["thumbnail"], show_label=False, container=False, interactive=False, buttons=[],
+                             height=THUMB_PX, width=THUMB_PX, scale=0, min_width=THUMB_PX,
+                             elem_classes=["thumbnail", "pixelated"], alt_text=f"what {name} draws")  # fmt: skip
+                with gr.Column(scale=1, min_width=0), gr.Row():
+                    on = gr.Checkbox(value=active, label=name, interactive=True, scale=1, min_width=120,
+                                     elem_classes="active")  # fmt: skip
+                    w = gr.Slider(WEIGHT_MIN, WEIGHT_MAX, value=weight, step=WEIGHT_STEP, label="weight",
+                                  interactive=True, scale=3, min_width=180, elem_classes="weight")  # fmt: skip
+                    if a.get("shared"):
+                        gr.Markdown("shared", elem_classes="shared-tag", scale=0, min_width=70)
+                    else:
+                        delete = gr.Button("Delete", variant="stop", size="sm", scale=0, min_width=80)
             gr.Markdown(facts_markdown(a), elem_classes="facts")
             about = [line for line in (description(a["repo_id"], a["revision"]), report_line(a.get("report", {})))
                      if line]  # fmt: skip
@@ -74,4 +86,5 @@ def draw_cards(shown: dict, mix_rows: gr.JSON, on_delete) -> None:
                 gr.Markdown("  \n".join(about), elem_classes="facts about")
         for control in (on, w):
             control.change(None, [mix_rows, on, w], mix_rows, js=_set_row_js(name), **PRIVATE)
-        on_delete(name, delete)
+        if delete is not None:
+            on_delete(name, delete)

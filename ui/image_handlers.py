@@ -89,12 +89,18 @@ class ImageHandlers:
         """The presets, those this machine cannot run (no Hub, no GPU) greyed with the reason."""
         return gallery_items(self.presets, self.images.device)
 
+    def pictured(self, adapters: list[dict]) -> list[dict]:
+        """The adapters with the path of each one's card picture made so far ("thumbnail", None before)."""
+        info = self.images.info.to_dict() if self.images.info else None
+        made = (self.images.thumbnails.get(info, a) for a in adapters)
+        return [{**a, "thumbnail": str(path) if path else None} for a, path in zip(adapters, made, strict=True)]
+
     def refreshed(self, adapters, previous=None, rows=None) -> dict:
         """The cards, the mix and the sweep's adapter pickers, after the resident set changed."""
         p = self.p
         rows = card_rows(adapters, previous) if rows is None else rows
         names = [a["adapter_name"] for a in adapters]
-        return {p.resident: cards(adapters, rows), p.mix_rows: rows,
+        return {p.resident: cards(self.pictured(adapters), rows), p.mix_rows: rows,
                 p.x_name: gr.update(choices=names, value=names[0] if names else None),
                 p.y_name: gr.update(choices=y_choices(names), value="")}  # fmt: skip
 
@@ -129,6 +135,28 @@ class ImageHandlers:
         new = adapters[-1]
         note = f"Loaded **{new['adapter_name']}** from `{new['repo_id']}` ({new['size_mb']} MB)."
         return {self.p.load_note: note, **self.refreshed(adapters, rows)}
+
+    @user_errors  # the visitor's session: a picture is made with its names, through its generate path
+    def ui_thumbnails(self, shown, http: gr.Request = None):
+        """After each change of the cards: make the pictures they lack (peft_core/image/thumbnails.py) and redraw
+        them once; no answer (no redraw) when there is nothing new, so this ends the chain it is in."""
+        images = self.images
+        info = images.info.to_dict() if images.info else None
+        adapters = images.list_adapters() if info else []
+        if any(images.thumbnails.pending(info, a) for a in adapters):
+            with turns.watch(still_wanted(http, "ui_thumbnails")):
+                self._make_thumbnails(adapters)
+        pictured = self.pictured(adapters)
+        had = [(a["adapter_name"], a.get("thumbnail")) for a in (shown or {}).get("adapters", [])]
+        if had == [(a["adapter_name"], a["thumbnail"]) for a in pictured]:
+            return {self.p.resident: gr.skip()}
+        # the rows as shown: the cards are drawn at the page's mix as it is then (images_tab.adapter_cards)
+        return {self.p.resident: cards(pictured, (shown or {}).get("rows", {}))}
+
+    @gpu  # on ZeroGPU a picture made here needs a GPU lent, as a generation does
+    def _make_thumbnails(self, adapters: list[dict]) -> None:
+        for a in adapters:
+            self.images.thumbnails.make(self.images, a)
 
     def deleter(self, name):
         @user_errors

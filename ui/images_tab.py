@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from peft_core import bundled, limits
+from peft_core import bundled, limits, settings
 from peft_core.image.studio import ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from ui.image_cards import PRIVATE, card_rows, cards, draw_cards
@@ -110,11 +110,17 @@ def _adapter_cards(p: ImagesPage, images: ImageStudio, on: ImageHandlers) -> Non
         p.undo = gr.State(None)
         p.undo_btn = gr.Button("Undo", visible=False, size="sm", elem_id="undo-delete")
 
-        # Drawn when a page loads and after each change of the resident set, so p.x_name and p.y_name (made
-        # below) exist by then.
-        @gr.render(inputs=[p.resident], show_progress="hidden")
-        def adapter_cards(shown):
-            draw_cards(shown, p.mix_rows, on_delete)
+        # Drawn when a page loads (its load event sets p.resident) and after each change of the resident set, so
+        # p.x_name and p.y_name (made below) exist by then. Each card starts at the page's mix as it is when drawn:
+        # a redraw for a picture (ui_thumbnails) must not undo a tick or a weight set while the picture was made.
+        @gr.render(inputs=[p.resident, p.mix_rows], triggers=[p.resident.change], show_progress="hidden")
+        def adapter_cards(shown, rows):
+            draw_cards({**shown, "rows": {**shown["rows"], **(rows or {})}}, p.mix_rows, on_delete)
+
+        # Each card's picture comes after the card: made (or read from the model card's widget) once the event that
+        # changed the cards has answered, then the cards are redrawn with it (ImageHandlers.ui_thumbnails).
+        p.resident.change(on.ui_thumbnails, inputs_kwargs={"shown": p.resident},
+                          outputs=[p.resident], show_progress="hidden", **PRIVATE)  # fmt: skip
 
 
 def _export(p: ImagesPage) -> None:
@@ -125,7 +131,7 @@ def _export(p: ImagesPage) -> None:
 
 def _ask(p: ImagesPage) -> None:
     """The prompt and what to do with it: Enter in the prompt generates as the button does."""
-    p.prompt = gr.Textbox(label="Prompt (Enter generates)", value="a red circle", lines=1, max_lines=1,
+    p.prompt = gr.Textbox(label="Prompt (Enter generates)", value=settings.DEFAULT_PROMPT, lines=1, max_lines=1,
                           elem_id="prompt")  # fmt: skip
     with gr.Row():
         p.generate_btn = gr.Button("Generate", variant="primary", elem_id="generate", scale=2)

@@ -24,6 +24,7 @@ from peft_core.image import checks, families, pipeline, recipe
 from peft_core.image.export import save_mix
 from peft_core.image.lora_files import AdapterInfo, read_lora_file, trigger_words
 from peft_core.image.slots import LoraSlots
+from peft_core.image.thumbnails import Thumbnails, card_picture
 from peft_core.pool import AdapterPool, check_base_change, check_base_lock
 from peft_core.runtime import pick_device
 from peft_core.startup import Startup
@@ -88,6 +89,9 @@ class ImageStudio:
         self.family = families.GENERIC  # the loaded pipeline's (image/families.py): its call arguments and ranges
         self.pool = AdapterPool()  # the resident adapters' facts (AdapterInfo), in load order, and their use order
         self.slots: LoraSlots | None = None  # their weights: in RAM, and the few in use in the pipeline's slots
+        self.thumbnails = Thumbnails()  # the cards' pictures, made once per (base, adapter file) (thumbnails.py)
+        # the defaults' pictures, made after they loaded in the background (app.py), while the page is served
+        self.startup.after("the default adapters' pictures", lambda: self.thumbnails.make_all(self))
 
     # --- base pipeline -------------------------------------------------------------------------------------------
 
@@ -169,7 +173,9 @@ class ImageStudio:
             lora = hub.read_healing_cache(
                 repo, [weight_name], lambda force: repo.file_path(weight_name, force), read_lora_file
             )
-            words = trigger_words(repo.card_data()) if "README.md" in sizes else []
+            card = repo.card_data(sizes) if "README.md" in sizes else {}
+            words = trigger_words(card)
+            picture = card_picture(card, sizes, words)  # checks its widget image; downloads nothing
             sessions.quotas.count_download(session)
         source = (repo.repo_id, repo.revision, weight_name)
         with self._lock:
@@ -208,6 +214,7 @@ class ImageStudio:
             )
             reloadable = bundled.bundled_path(repo.repo_id) is None
             self.pool.add(adapter_name, info, reloadable, key, (*source, picked), file_bytes)
+            self.thumbnails.note(source, picture)
             return self.list_adapters()
 
     def list_adapters(self) -> list[dict]:
