@@ -17,8 +17,10 @@ it. Called from a follow-up event after the load answered, so a card shows at on
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
+import shutil
 import tempfile
 import threading
 import warnings
@@ -210,6 +212,8 @@ class Thumbnails:
         with self._lock:
             if self._folder is None:
                 self._folder = Path(tempfile.mkdtemp(prefix="adapter-studio-thumbnails-"))
+                # the pictures are remade by the next process anyway: leave nothing behind in the temp folder
+                atexit.register(shutil.rmtree, self._folder, ignore_errors=True)
         # named by a hash: no stranger's text in a file name
         path = self._folder / (hashlib.sha256(repr(key).encode()).hexdigest()[:24] + ".png")
         picture.save(path, format="PNG")
