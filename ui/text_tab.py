@@ -13,6 +13,7 @@ import gradio as gr
 from peft_core import bundled, limits
 from peft_core.text.merge import MERGE_TYPES
 from peft_core.text.studio import TextStudio
+from ui.preset_gallery import card_caption
 from ui.text_cards import cards, draw_cards, kept_ticks
 from ui.text_handlers import TRAIN_EXAMPLE, TextHandlers, model_markdown
 
@@ -46,8 +47,11 @@ def _presets(p: TextPage, on: TextHandlers) -> None:
     gr.Markdown("**Presets**: one click loads the model and adapters and generates (the bundled demos work "
                 "offline; the others need the Hub)")  # fmt: skip
     with gr.Row(elem_id="text-presets"):
-        p.preset_btns = [gr.Button(preset.name, elem_classes="preset-card", elem_id=f"text-preset-{preset.slug}",
-                                   min_width=150) for preset in on.presets]  # fmt: skip
+        p.preset_btns = []
+        for preset in on.presets:
+            caption, why = card_caption(preset, on.studio.device)
+            p.preset_btns.append(gr.Button(caption, interactive=why is None, elem_classes="preset-card",
+                                           elem_id=f"text-preset-{preset.slug}", min_width=150))  # fmt: skip
 
 
 def _model_form(p: TextPage, info: dict | None) -> None:
@@ -84,7 +88,8 @@ def _adapters(p: TextPage, on: TextHandlers, adapters: list[dict]) -> None:
         def adapter_cards(shown):
             draw_cards(shown, p.active, on_delete, on_export)
 
-    p.export_file = gr.File(label="Exported adapter (PEFT folder, zipped)", height=90, visible=False)
+    p.export_file = gr.File(label="Exported adapter (PEFT folder, zipped)", height=90, visible=False,
+                            elem_id="text-export")  # fmt: skip
 
 
 def _add_and_train(p: TextPage, adapters: list[dict]) -> None:
