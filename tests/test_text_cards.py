@@ -94,6 +94,8 @@ def test_cards_show_the_facts_and_a_tick_changes_the_text(browser_app):
     tick(page, "lora_b").check()
     adapted = generate(page, "text !== old")  # times out if the tick did not reach the request
     assert adapted != base
+    page.get_by_role("button", name="Use via API ▼").click()  # the snippet reads the ticks too
+    page.locator("#text-snippet").get_by_text("['lora_b']").first.wait_for()
     page.get_by_label("Disable adapters (base output)").check()
     assert generate(page, "text !== old") == base  # the same request with adapters off is the base
     page.screenshot(path=ARTIFACTS / "text-cards-ticks.png", full_page=True)

@@ -148,7 +148,8 @@ def _generate(p: TextPage) -> None:
         p.base_out = gr.Textbox(label="Base", lines=3, elem_id="text-base")
         p.adapted_out = gr.Textbox(label="Adapted", lines=3, elem_id="text-adapted")
     with gr.Accordion("Use via API", open=False):
-        p.snippet = gr.Code(language="python", label="gradio_client: reproduces what is on screen")
+        p.snippet = gr.Code(language="python", label="gradio_client: reproduces what is on screen",
+                            elem_id="text-snippet")  # fmt: skip
 
 
 def _lists(p: TextPage) -> list:
