@@ -36,8 +36,8 @@ CSS = """
   #first-screen { grid-template-columns: minmax(0, 1fr); grid-template-areas: "ask" "result" "mix"; }
 }/* The Text tab's presets: captioned cards in the theme's colours (name, then the note), wrapped, never clipped;
    an unavailable one greyed (its caption says why). The "shared" tag on a card the visitor cannot delete. */
-.preset-card { white-space: pre-line !important; height: auto !important; min-height: 64px; text-align: left;
-  justify-content: flex-start !important; overflow-wrap: anywhere; line-height: 1.35; font-weight: normal; }
+.preset-card { display: block !important; white-space: pre-line !important; height: auto !important; min-height: 64px;
+  text-align: left !important; overflow-wrap: anywhere; line-height: 1.35; font-weight: normal; }
 .preset-card::first-line { font-weight: 600; }
 .preset-card:disabled { opacity: 0.55; filter: grayscale(1); cursor: not-allowed; }
 .adapter-card .shared-tag { display: inline-block; padding: 1px 8px; border-radius: 999px; font-size: var(--text-sm);
