@@ -147,6 +147,20 @@ def test_delete_asks_keep_keeps_delete_deletes(browser_app):
     page.context.close()
 
 
+def test_training_keeps_the_ticks_and_the_card_says_so(browser_app):
+    """A finished run redraws the cards: the trained one says how many steps, and every tick is as it was."""
+    page = text_page(browser_app)
+    add_lora(page, "tr")
+    tick(page, "lora_b").check()
+    before = ticked(page)
+    assert before == ["lora_a", "lora_b"]  # "tr" was added unticked
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("trained tr for").first.wait_for()
+    card(page, "tr").get_by_text("added here, trained 60 steps", exact=False).wait_for()
+    assert ticked(page) == before
+    page.context.close()
+
+
 def luminance(css_colour: str) -> float:
     """WCAG's relative luminance (0 black .. 1 white) of a computed `rgb(r, g, b)` / `rgba(...)` colour."""
     channels = (int(float(v)) / 255 for v in css_colour[css_colour.index("(") + 1 : -1].split(",")[:3])
