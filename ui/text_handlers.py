@@ -114,7 +114,7 @@ class TextHandlers:
             info = self.studio.load_model(model_id, revision or "main")
         return {self.p.model_md: model_markdown(info), **self.refreshed(self.studio.list_adapters())}
 
-    # Adding, loading, merging or deleting an adapter keeps the page's ticks (`active`) as they were.
+    # Adding, loading, merging, training or deleting an adapter keeps the page's ticks (`active`) as they were.
     @user_errors
     def ui_load_adapter(self, repo_id, adapter_name, revision, active, progress=gr.Progress()):
         with hub_progress(progress, f"loading {repo_id}", [(repo_id, revision)]):

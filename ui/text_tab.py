@@ -21,7 +21,7 @@ PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API 
 
 
 class TextPage(SimpleNamespace):
-    """The Text tab's components by name (prompt, active, table, ...), set by the builders below."""
+    """The Text tab's components by name (prompt, active, resident, preset_btns, ...), set by the builders below."""
 
 
 def build_text_tab(studio: TextStudio):
