@@ -34,7 +34,8 @@ CSS = """
 #first-screen > .column { min-width: 0 !important; width: auto !important; }
 @media (max-width: 768px) {
   #first-screen { grid-template-columns: minmax(0, 1fr); grid-template-areas: "ask" "result" "mix"; }
-}/* The Text tab's presets: captioned cards in the theme's colours (name, then the note), wrapped, never clipped;
+}
+/* The Text tab's presets: captioned cards in the theme's colours (name, then the note), wrapped, never clipped;
    an unavailable one greyed (its caption says why). The "shared" tag on a card the visitor cannot delete. */
 .preset-card { display: block !important; white-space: pre-line !important; height: auto !important; min-height: 64px;
   text-align: left !important; overflow-wrap: anywhere; line-height: 1.35; font-weight: normal; }
