@@ -211,10 +211,10 @@ def test_text_tab_train_and_use(page):
     before = out.input_value()
     page.get_by_text("Add a LoRA and train it").click()
     click(page, "Add LoRA")
-    page.locator("#text-adapter-table").get_by_text("mine", exact=True).wait_for()
+    page.locator("#text-card-mine").last.wait_for()
     page.get_by_placeholder("Paste text in the style to learn").fill("the captain sails the sea . " * 6)
     click(page, "Train")
-    page.get_by_text("trained").first.wait_for()
+    page.get_by_text("trained mine for").first.wait_for()  # the card says "not trained yet" until then
     assert page.get_by_text("Training loss").count() >= 1
     # Use it: only "mine" active, the learned text comes out.
     page.get_by_role("checkbox", name="lora_a").uncheck()
@@ -234,17 +234,16 @@ def open_section(page, title: str, inside: str):
 
 
 def test_text_ticks_survive_add_and_merge(page):
-    """Adding and merging adapters keeps the "Active adapters" ticks as the user left them (they were reset to the
-    first adapter); a merge says what it made; a merge line without its colon says the expected form."""
+    """Adding and merging adapters keeps the cards' ticks as the user left them (they were reset to the first
+    adapter); a merge says what it made; a merge line without its colon says the expected form."""
     page.get_by_role("tab", name="Text (Transformers)").click()
     open_section(page, "Add a LoRA and train it", "Add LoRA")
     new_name = page.get_by_label("adapter_name", exact=True)
-    table = page.locator("#text-adapter-table")
     for name in ("tick1", "tick2"):
         new_name.fill(name)
         click(page, "Add LoRA")
-        table.get_by_text(name, exact=True).wait_for()
-    ticks = page.locator("#text-active")
+        page.locator(f"#text-card-{name}").last.wait_for()
+    ticks = page.locator("#text-cards")
     for box in ticks.get_by_role("checkbox").all():
         box.uncheck()
     ticks.get_by_role("checkbox", name="tick1", exact=True).check()
@@ -255,8 +254,8 @@ def test_text_ticks_survive_add_and_merge(page):
 
     new_name.fill("tick3")
     click(page, "Add LoRA")
-    table.get_by_text("tick3", exact=True).wait_for()
-    page.wait_for_timeout(300)  # the pickers are redrawn with the table
+    page.locator("#text-card-tick3").last.wait_for()
+    page.wait_for_timeout(300)  # the cards are redrawn with their ticks
     assert ticked() == ["tick1"]
     open_section(page, "Merge adapters with weights", "Merge")
     weights = page.get_by_placeholder("pirate: 0.7, formal: 0.3")

@@ -19,6 +19,9 @@ def test_the_description_is_the_cards_first_prose_line():
     card = "---\nlicense: mit\n---\n\n# Title\n\n![pic](x.png)\n<p align=center>hi</p>\n\nThe real line.\nMore.\n"
     assert first_line(card) == "The real line."
     assert first_line("---\nonly: metadata\n---\n") == ""
+    # the Hub's (and peft's) card template: its placeholder lines are skipped, not shown as the description
+    template = "# Model Card\n\n<!-- summary -->\n\n- **Developed by:** [More Information Needed]\n\nReal words.\n"
+    assert first_line(template) == "Real words."
 
 
 def test_a_strangers_card_shows_as_text_bounded():
@@ -28,6 +31,7 @@ def test_a_strangers_card_shows_as_text_bounded():
     long = flatten("word " * 200)
     assert long.endswith("…") and len(long) <= DESCRIPTION_CHARS
     assert flatten("[unclosed](http://x") == "unclosed" and flatten("a\x00b\x1b[31m") == "ab31m"
+    assert flatten("by [someone]") == "by someone"  # a bracketed word, no link: both brackets go
 
 
 def test_no_card_on_disk_no_description_and_no_download(monkeypatch, tmp_path):

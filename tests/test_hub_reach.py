@@ -127,7 +127,7 @@ def test_text_presets_from_the_hub_are_greyed_without_it(tmp_path):
     shown = {p.name: caption for p, (_, caption) in zip(text, items, strict=True)}
     assert "the Hub is unreachable" in shown["OPT-350m + LoRA"] and "GPU" not in shown["OPT-350m + LoRA"]
     assert shown["Text: pirate"] == "Text: pirate: sprinkles 'arr'"
-    assert TextHandlers.gallery  # the text tab shows the same items (ui/text_tab.py)
+    assert TextHandlers.preset_cards  # the text tab captions its cards the same way (preset_gallery.card_caption)
 
 
 @pytest.mark.hub

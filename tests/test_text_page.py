@@ -87,3 +87,31 @@ def test_the_note_follows_what_training_refuses(text_studio):
     with pytest.raises(InputError, match="at most 4,096 tokens can be trained on"):
         text_studio.train_adapter("note_check", ". " * (limits.TRAIN_MAX_TOKENS + 10), 1, 1e-3)
     text_studio.delete_adapter("note_check")
+
+
+def test_card_facts_say_where_each_adapter_came_from():
+    """A card's facts line: repo @ revision, added here (trained N steps), merged from its parts; the method, r,
+    lora_alpha and targets; the names escaped, so a name with Markdown in it shows as written."""
+    from ui.text_cards import facts_markdown
+
+    base = {"peft_type": "LORA", "r": 4, "lora_alpha": 8.0, "target_modules": ["q_proj", "v_proj"], "steps_trained": 0}
+    loaded = facts_markdown(base | {"source": "hub", "repo_id": "org/pirate", "revision": "v1"})
+    assert loaded == "org/pirate @ v1 · LORA · r 4 · lora\\_alpha 8 · targets q\\_proj, v\\_proj"
+    assert facts_markdown(base | {"source": "added", "repo_id": None}).startswith("added here, not trained yet · ")
+    assert facts_markdown(base | {"source": "added", "repo_id": None, "steps_trained": 60}).startswith(
+        "added here, trained 60 steps · "
+    )
+    merged = base | {"source": "merged", "repo_id": None, "merged_from": {"a_1": 0.7, "b": 0.3},
+                     "combination_type": "linear"}  # fmt: skip
+    assert facts_markdown(merged).startswith("merged from 0\\.7 × a\\_1 \\+ 0\\.3 × b \\(linear\\) · ")
+    assert "r " not in facts_markdown(base | {"source": "hub", "repo_id": "o/ia3", "r": None, "lora_alpha": None})
+
+
+def test_ticks_are_kept_for_the_adapters_still_there():
+    from ui.text_cards import kept_ticks
+
+    adapters = [{"adapter_name": n} for n in ("a", "b", "c")]
+    assert kept_ticks(adapters, ["c", "gone", "a"]) == ["c", "a"]  # as the page had them, the deleted one out
+    assert kept_ticks(adapters, []) == []  # nothing ticked stays nothing ticked
+    assert kept_ticks(adapters, None) == ["a"]  # a new base or a first page: the first one, to show an effect
+    assert kept_ticks([], None) == []

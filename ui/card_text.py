@@ -15,6 +15,9 @@ from peft_core.image.lora_report import LoadReport
 
 DESCRIPTION_CHARS = 140
 _MARKUP = set("\\`*_{}[]()<>#+-.!|~")
+# The Hub's model card template (which peft's save_pretrained writes too) fills every field with this placeholder
+# ("- **Developed by:** [More Information Needed]"): a line holding it is not a description.
+TEMPLATE_PLACEHOLDER = "More Information Needed"
 
 
 def _card_path(repo_id: str, revision: str) -> Path | None:
@@ -40,7 +43,8 @@ def first_line(card: str) -> str:
     for line in lines:
         line = line.strip()
         if line and not line.startswith(("#", "!", "<", "|", "[!", "```", "---", ">")):
-            return line
+            if TEMPLATE_PLACEHOLDER not in line:
+                return line
     return ""
 
 
@@ -52,7 +56,7 @@ def flatten(line: str) -> str:
             close = line.find(")", i)
             i = close + 1 if close != -1 else len(line)
             continue
-        if line[i] not in "[*_`":
+        if line[i] not in "[]*_`":  # a "]" not opening a link's "(...)": a bracket of "[text]"
             out.append(line[i])
         i += 1
     text = " ".join("".join(out).split())

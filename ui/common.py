@@ -37,8 +37,15 @@ CSS = """
 }
 .adapter-card .card-head { flex-wrap: nowrap; align-items: flex-start; }
 .adapter-card .thumbnail { flex: 0 0 56px; align-self: flex-start; }
-.adapter-card .shared-tag { white-space: nowrap; align-self: center; font-size: var(--text-sm);
-  color: var(--body-text-color-subdued); padding: 0 var(--size-2); }
+/* The Text tab's presets: captioned cards in the theme's colours (name, then the note), wrapped, never clipped;
+   an unavailable one greyed (its caption says why). The "shared" tag on a card the visitor cannot delete. */
+.preset-card { display: block !important; white-space: pre-line !important; height: auto !important; min-height: 64px;
+  text-align: left !important; overflow-wrap: anywhere; line-height: 1.35; font-weight: normal; }
+.preset-card::first-line { font-weight: 600; }
+.preset-card:disabled { opacity: 0.55; filter: grayscale(1); cursor: not-allowed; }
+.adapter-card .shared-tag { display: inline-block; white-space: nowrap; align-self: center; padding: 1px 8px;
+  border-radius: 999px; font-size: var(--text-sm); border: 1px solid var(--border-color-primary);
+  color: var(--body-text-color-subdued); }
 """
 
 

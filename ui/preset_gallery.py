@@ -1,8 +1,10 @@
-"""The presets as gallery items, greyed with the reason when this machine cannot run them (no Hub, no GPU).
+"""The presets as the page shows them, greyed with the reason when this machine cannot run them (no Hub, no GPU).
 
-Both tabs show their presets through `gallery_items` and refuse an unavailable one through `check_available`, so
-a click on a greyed preset answers at once with the same reason its caption gives, instead of starting a
-multi-GB download that cannot finish (or would take an hour on a CPU).
+The Images tab shows its presets as gallery items (`gallery_items`, a picture each), the Text tab as captioned
+button cards (`card_caption`: the name and the one-line note, drawn by the page in the theme's colours). Both
+refuse an unavailable one through `check_available`, so a click on a greyed preset answers at once with the same
+reason its caption gives, instead of starting a multi-GB download that cannot finish (or would take an hour on a
+CPU).
 """
 
 from functools import lru_cache
@@ -60,3 +62,9 @@ def gallery_items(presets: list[Preset], device: str) -> list[tuple]:
         else:
             items.append((str(preset.thumbnail), f"{preset.name}: {preset.note}"))
     return items
+
+
+def card_caption(preset: Preset, device: str) -> tuple[str, str | None]:
+    """(the card's two lines: name, then its note or "unavailable here: why"; why, or None when it can run here)."""
+    why = unavailable(preset, device)
+    return (f"{preset.name}\nunavailable here: {why}" if why else f"{preset.name}\n{preset.note}"), why

@@ -15,16 +15,11 @@ import gradio as gr
 from peft_core import StudioError, bundled, limits, presets, turns
 from peft_core.text.studio import TextStudio
 from ui.common import choices_update, gpu, hub_progress, page_url, still_wanted, user_errors, user_errors_gen
-from ui.preset_gallery import check_available, gallery_items
+from ui.preset_gallery import card_caption, check_available
 from ui.snippets import text_snippet
+from ui.text_cards import cards, is_own, kept_ticks
 
-TEXT_COLUMNS = ["adapter_name", "repo_id", "source", "peft_type", "r", "lora_alpha", "target_modules", "trainable",
-                "steps_trained"]  # fmt: skip
 EXPORT_DIR = tempfile.gettempdir()
-
-
-def text_rows(adapters: list[dict]) -> list[list]:
-    return [[a.get(c) if c != "target_modules" else ", ".join(a[c]) for c in TEXT_COLUMNS] for a in adapters]
 
 
 def model_markdown(info: dict | None) -> str:
@@ -94,21 +89,24 @@ class TextHandlers:
 
     def __init__(self, studio: TextStudio, page):
         self.studio, self.p = studio, page
-        self.presets = [p for p in presets.presets("text") if p.thumbnail.exists()]
+        self.presets = presets.presets("text")
 
-    def gallery(self) -> list:
-        """The presets, those this machine cannot run (no Hub) greyed with the reason."""
-        return gallery_items(self.presets, self.studio.device)
+    def preset_cards(self) -> dict:
+        """{preset button: its caption}, those this machine cannot run (no Hub) greyed and unclickable with the
+        reason (decided again on each page load: the Hub may have come or gone)."""
+        shown = {}
+        for button, preset in zip(self.p.preset_btns, self.presets, strict=True):
+            caption, why = card_caption(preset, self.studio.device)
+            shown[button] = gr.update(value=caption, interactive=why is None)
+        return shown
 
     def refreshed(self, adapters, active: list | None = None) -> dict:
-        """The table and the adapter pickers, after the resident set changed. `active`: the ticks the page had,
-        kept for the adapters still there (None, for a new base: the first adapter ticked)."""
+        """The cards, the ticks and the training picker, after the resident set changed. `active`: the ticks the
+        page had, kept for the adapters still there (None, for a new base: the first adapter ticked)."""
         p = self.p
-        names = [a["adapter_name"] for a in adapters]
-        trainable = [a["adapter_name"] for a in adapters if a["trainable"]]
-        ticked = names[:1] if active is None else [n for n in active if n in names]
-        return {p.table: text_rows(adapters), p.active: gr.update(choices=names, value=ticked),
-                p.delete_name: choices_update(names), p.train_name: choices_update(trainable)}  # fmt: skip
+        ticks = kept_ticks(adapters, active)
+        trainable = [a["adapter_name"] for a in adapters if a["trainable"] and is_own(a)]  # a visitor trains its own
+        return {p.resident: cards(adapters, ticks), p.active: ticks, p.train_name: choices_update(trainable)}
 
     @user_errors
     def ui_load_model(self, model_id, revision, progress=gr.Progress()):
@@ -116,7 +114,7 @@ class TextHandlers:
             info = self.studio.load_model(model_id, revision or "main")
         return {self.p.model_md: model_markdown(info), **self.refreshed(self.studio.list_adapters())}
 
-    # Adding, loading, merging or deleting an adapter keeps the page's ticks (`active`) as they were.
+    # Adding, loading, merging, training or deleting an adapter keeps the page's ticks (`active`) as they were.
     @user_errors
     def ui_load_adapter(self, repo_id, adapter_name, revision, active, progress=gr.Progress()):
         with hub_progress(progress, f"loading {repo_id}", [(repo_id, revision)]):
@@ -127,11 +125,24 @@ class TextHandlers:
         adapters = self.studio.add_adapter(adapter_name, int(r), float(alpha), float(dropout), targets)
         return self.refreshed(adapters, active or [])
 
-    @user_errors
-    def ui_delete(self, adapter_name, active):
-        if not adapter_name:
-            raise gr.Error("choose an adapter to delete")
-        return self.refreshed(self.studio.delete_adapter(adapter_name), active or [])
+    def deleter(self, adapter_name: str):
+        """The handler of one card's confirmed Delete: the card goes, the other cards keep their ticks."""
+
+        @user_errors
+        def ui_delete(active):
+            return self.refreshed(self.studio.delete_adapter(adapter_name), active or [])
+
+        return ui_delete
+
+    def exporter(self, adapter_name: str):
+        """The handler of one card's Export: the adapter as a zipped PEFT folder, offered for download."""
+
+        @user_errors
+        def ui_export():
+            path = self.studio.export_adapter(adapter_name, tempfile.mkdtemp(dir=EXPORT_DIR))
+            return gr.update(value=str(path), visible=True)
+
+        return ui_export
 
     @user_errors
     @gpu
@@ -150,8 +161,9 @@ class TextHandlers:
             return str(exc)
 
     @user_errors_gen
-    def ui_train(self, adapter_name, to_learn, steps, learning_rate, http: gr.Request = None):
-        """Train in a worker thread and stream the loss curve to the page as it goes."""
+    def ui_train(self, adapter_name, to_learn, steps, learning_rate, active, http: gr.Request = None):
+        """Train in a worker thread and stream the loss curve to the page as it goes; then the cards show the steps
+        trained, the ticks as they were."""
         if not adapter_name:
             raise gr.Error("add an adapter first (Add a LoRA), then choose it here")
         p, losses, outcome = self.p, queue.Queue(), {}
@@ -186,13 +198,8 @@ class TextHandlers:
             raise outcome["error"]
         r = outcome["result"]
         yield {p.loss_plot: gr.update(value=_frame(points)), p.train_md: f"trained **{r['adapter_name']}** for "
-               f"{r['steps']} steps: loss {r['loss_start']:.3f} → {r['loss_end']:.3f}"}  # fmt: skip
-
-    @user_errors
-    def ui_export(self, adapter_name):
-        if not adapter_name:
-            raise gr.Error("choose an adapter to export")
-        return str(self.studio.export_adapter(adapter_name, tempfile.mkdtemp(dir=EXPORT_DIR)))
+               f"{r['steps']} steps: loss {r['loss_start']:.3f} → {r['loss_end']:.3f}",
+               **self.refreshed(self.studio.list_adapters(), active or [])}  # fmt: skip
 
     @user_errors
     @gpu
@@ -210,18 +217,23 @@ class TextHandlers:
                                                 float(temperature))  # fmt: skip
         return {self.p.base_out: base, self.p.adapted_out: adapted}
 
-    @user_errors
-    def ui_preset(self, progress=gr.Progress(), evt: gr.SelectData = None):
-        p, preset = self.p, self.presets[evt.index]
-        check_available(preset, self.studio.device)
-        needs = [(preset.base, "main"), *((a.repo_id, "main") for a in preset.adapters)]
-        with hub_progress(progress, f"loading {preset.name}", needs):
-            mix = presets.apply(preset, self.studio)
-        shown = self.refreshed(self.studio.list_adapters())
-        names = shown[p.active]["choices"]
-        shown[p.active] = gr.update(choices=names, value=[n for n in names if n in mix])
-        return {p.model_md: model_markdown(self.studio.model_info()), p.model_id: preset.base,
-                p.prompt: preset.prompt, **shown}  # fmt: skip
+    def presetter(self, index: int):
+        """The handler of preset card `index`: load its base and adapters where needed, tick its adapters (only
+        those), set its prompt; the page then generates (ui/text_tab.py)."""
+
+        @user_errors
+        def ui_preset(progress=gr.Progress()):
+            p, preset = self.p, self.presets[index]
+            check_available(preset, self.studio.device)
+            needs = [(preset.base, "main"), *((a.repo_id, "main") for a in preset.adapters)]
+            with hub_progress(progress, f"loading {preset.name}", needs):
+                mix = presets.apply(preset, self.studio)
+            adapters = self.studio.list_adapters()
+            ticks = [a["adapter_name"] for a in adapters if a["adapter_name"] in mix]
+            return {p.model_md: model_markdown(self.studio.model_info()), p.model_id: preset.base,
+                    p.prompt: preset.prompt, **self.refreshed(adapters, ticks)}  # fmt: skip
+
+        return ui_preset
 
     @user_errors  # binds the visitor's session: which of the active adapters are its own
     def ui_snippet(self, prompt, active, disabled, max_new_tokens, do_sample, seed, temperature, http: gr.Request):
@@ -236,6 +248,6 @@ class TextHandlers:
         studio.startup.wait()
         info = studio.model_info() if studio.info else None
         return {self.p.model_id: info["model_id"] if info else bundled.DEFAULT_TEXT_MODEL,
-                self.p.model_md: model_markdown(info), self.p.gallery: self.gallery(),
+                self.p.model_md: model_markdown(info), **self.preset_cards(),
                 self.p.train_note: self.ui_train_note.__wrapped__(self, TRAIN_EXAMPLE) if info else "",
                 **self.refreshed(studio.list_adapters() if info else [])}  # fmt: skip

@@ -1,7 +1,9 @@
-"""The Text tab: a causal LM, its PEFT adapters, add / train / merge, generate, compare.
+"""The Text tab: a causal LM, its PEFT adapters as cards, add / train / merge, generate, compare.
 
 Built like the Images tab: small functions, one per part of the screen, put their components on a `TextPage`;
-`wire` connects the events to the handlers (ui/text_handlers.py), every input given by parameter name.
+`wire` connects the events to the handlers (ui/text_handlers.py), every input given by parameter name. The
+adapters are cards (ui/text_cards.py) whose ticks are the request's active list; the presets are captioned
+button cards that load what they need and generate.
 """
 
 from types import SimpleNamespace
@@ -11,13 +13,15 @@ import gradio as gr
 from peft_core import bundled, limits
 from peft_core.text.merge import MERGE_TYPES
 from peft_core.text.studio import TextStudio
-from ui.text_handlers import TEXT_COLUMNS, TRAIN_EXAMPLE, TextHandlers, model_markdown, text_rows
+from ui.preset_gallery import card_caption
+from ui.text_cards import cards, draw_cards, kept_ticks
+from ui.text_handlers import TRAIN_EXAMPLE, TextHandlers, model_markdown
 
 PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
 
 
 class TextPage(SimpleNamespace):
-    """The Text tab's components by name (prompt, active, table, ...), set by the builders below."""
+    """The Text tab's components by name (prompt, active, resident, preset_btns, ...), set by the builders below."""
 
 
 def build_text_tab(studio: TextStudio):
@@ -29,20 +33,25 @@ def build_text_tab(studio: TextStudio):
     adapters = studio.list_adapters() if info else []
     _presets(p, on)
     _model_form(p, info)
-    _adapters(p, adapters)
+    _adapters(p, on, adapters)
     _add_and_train(p, adapters)
     _merge(p)
     _generate(p)
     wire(p, on)
-    return on.ui_page_load, [p.model_id, p.model_md, p.gallery, p.train_note, *_lists(p)]
+    return on.ui_page_load, [p.model_id, p.model_md, *p.preset_btns, p.train_note, *_lists(p)]
 
 
 def _presets(p: TextPage, on: TextHandlers) -> None:
-    p.gallery = gr.Gallery(
-        value=on.gallery(),
-        label="Presets (the bundled demos work offline; the others need the Hub)",
-        columns=7, height=200, allow_preview=False, interactive=False, elem_id="text-presets",
-    )  # fmt: skip
+    """One captioned card per preset (name, then its note), drawn by the page in the theme's colours; greyed and
+    unclickable, saying why, where this machine cannot run it. Set again on each page load."""
+    gr.Markdown("**Presets**: one click loads the model and adapters and generates (the bundled demos work "
+                "offline; the others need the Hub)")  # fmt: skip
+    with gr.Row(elem_id="text-presets"):
+        p.preset_btns = []
+        for preset in on.presets:
+            caption, why = card_caption(preset, on.studio.device)
+            p.preset_btns.append(gr.Button(caption, interactive=why is None, elem_classes="preset-card",
+                                           elem_id=f"text-preset-{preset.slug}", min_width=150))  # fmt: skip
 
 
 def _model_form(p: TextPage, info: dict | None) -> None:
@@ -59,17 +68,28 @@ def _model_form(p: TextPage, info: dict | None) -> None:
         p.load_adapter_btn = gr.Button("Load adapter", scale=1)
 
 
-def _adapters(p: TextPage, adapters: list[dict]) -> None:
-    names = [a["adapter_name"] for a in adapters]
-    p.table = gr.Dataframe(value=text_rows(adapters), headers=TEXT_COLUMNS, interactive=False, label="Adapters",
-                           elem_id="text-adapter-table")  # fmt: skip
-    with gr.Row():
-        p.active = gr.CheckboxGroup(label="Active adapters (this request)", choices=names, value=names[:1], scale=3,
-                                    elem_id="text-active")  # fmt: skip
-        p.delete_name = gr.Dropdown(label="Adapter to delete / export", choices=names, scale=2)
-        p.delete_btn = gr.Button("Delete", variant="stop", scale=1)
-        p.export_btn = gr.Button("Export (PEFT folder, zipped)", scale=1)
-    p.export_file = gr.File(label="Exported adapter", height=90)
+def _adapters(p: TextPage, on: TextHandlers, adapters: list[dict]) -> None:
+    # Set again when each page loads (TextHandlers.ui_page_load): the resident set is shared and may have changed
+    # since the app was built.
+    ticks = kept_ticks(adapters, None)
+    p.resident = gr.State(cards(adapters, ticks))
+    p.active = gr.JSON(ticks, visible="hidden", elem_id="text-active")  # the ticked names: the request's list
+
+    def on_delete(name, button):
+        button.click(on.deleter(name), inputs_kwargs={"active": p.active}, outputs=_lists(p), **PRIVATE)
+
+    def on_export(name, button):
+        button.click(on.exporter(name), outputs=p.export_file, **PRIVATE)
+
+    with gr.Column(elem_id="text-cards"):
+        gr.Markdown("**Adapters**: tick the ones to use; Export gives your own as a zipped PEFT folder")
+
+        @gr.render(inputs=[p.resident], show_progress="hidden")
+        def adapter_cards(shown):
+            draw_cards(shown, p.active, on_delete, on_export)
+
+    p.export_file = gr.File(label="Exported adapter (PEFT folder, zipped)", height=90, visible=False,
+                            elem_id="text-export")  # fmt: skip
 
 
 def _add_and_train(p: TextPage, adapters: list[dict]) -> None:
@@ -128,12 +148,13 @@ def _generate(p: TextPage) -> None:
         p.base_out = gr.Textbox(label="Base", lines=3, elem_id="text-base")
         p.adapted_out = gr.Textbox(label="Adapted", lines=3, elem_id="text-adapted")
     with gr.Accordion("Use via API", open=False):
-        p.snippet = gr.Code(language="python", label="gradio_client: reproduces what is on screen")
+        p.snippet = gr.Code(language="python", label="gradio_client: reproduces what is on screen",
+                            elem_id="text-snippet")  # fmt: skip
 
 
 def _lists(p: TextPage) -> list:
-    """What changes with the resident set: the table and the adapter pickers."""
-    return [p.table, p.active, p.delete_name, p.train_name]
+    """What changes with the resident set: the cards, their ticks and the training picker."""
+    return [p.resident, p.active, p.train_name]
 
 
 def _generation(p: TextPage) -> dict:
@@ -145,33 +166,36 @@ def _generation(p: TextPage) -> dict:
 def wire(p: TextPage, on: TextHandlers) -> None:
     """Every event of the tab, each input given by name."""
     lists = _lists(p)
+    # The training note: a new base has another vocabulary, so it follows loads as well as the text
     note = {"fn": on.ui_train_note, "inputs_kwargs": {"to_learn": p.to_learn}, "outputs": p.train_note,
-            "show_progress": "hidden", **PRIVATE}  # a new base has another vocabulary: the note follows
+            "show_progress": "hidden", **PRIVATE}  # fmt: skip
     p.to_learn.change(trigger_mode="always_last", **note)
     p.load_model_btn.click(on.ui_load_model, inputs_kwargs={"model_id": p.model_id, "revision": p.model_revision},
                            outputs=[p.model_md, *lists], show_progress_on=p.model_md,
                            **PRIVATE).success(**note)  # fmt: skip
-    p.load_adapter_btn.click(on.ui_load_adapter, outputs=lists, show_progress_on=p.table, **PRIVATE,
+    p.load_adapter_btn.click(on.ui_load_adapter, outputs=lists, show_progress_on=p.model_md, **PRIVATE,
                              inputs_kwargs={"repo_id": p.repo_id, "adapter_name": p.adapter_name,
                                             "revision": p.adapter_revision, "active": p.active})  # fmt: skip
     p.add_btn.click(on.ui_add_adapter, outputs=lists, **PRIVATE,
                     inputs_kwargs={"adapter_name": p.new_name, "r": p.rank, "alpha": p.alpha, "dropout": p.dropout,
                                    "targets": p.targets, "active": p.active})  # fmt: skip
-    p.delete_btn.click(on.ui_delete, inputs_kwargs={"adapter_name": p.delete_name, "active": p.active},
-                       outputs=lists, **PRIVATE)  # fmt: skip
     p.merge_btn.click(on.ui_merge, outputs=[p.merge_md, *lists], **PRIVATE,
                       inputs_kwargs={"weights": p.merge_weights, "new_name": p.merge_name,
                                      "combination_type": p.merge_type, "density": p.density,
                                      "active": p.active})  # fmt: skip
-    p.train_btn.click(on.ui_train, outputs=[p.loss_plot, p.train_md], **PRIVATE,
+    p.train_btn.click(on.ui_train, outputs=[p.loss_plot, p.train_md, *lists], **PRIVATE,
                       inputs_kwargs={"adapter_name": p.train_name, "to_learn": p.to_learn, "steps": p.train_steps,
-                                     "learning_rate": p.learning_rate})  # fmt: skip
-    p.export_btn.click(on.ui_export, inputs_kwargs={"adapter_name": p.delete_name}, outputs=p.export_file, **PRIVATE)
+                                     "learning_rate": p.learning_rate, "active": p.active})  # fmt: skip
     generation = _generation(p)
-    p.generate_btn.click(on.ui_generate, inputs_kwargs=generation | {"disabled": p.disabled}, outputs=p.output,
-                         **PRIVATE)  # fmt: skip
+    generate = {"fn": on.ui_generate, "inputs_kwargs": generation | {"disabled": p.disabled}, "outputs": p.output,
+                **PRIVATE}  # fmt: skip
+    p.generate_btn.click(**generate)
     p.compare_btn.click(on.ui_compare, inputs_kwargs=generation, outputs=[p.base_out, p.adapted_out], **PRIVATE)
-    p.gallery.select(on.ui_preset, None, [p.model_md, p.model_id, p.prompt, *lists], show_progress_on=p.model_md,
-                     **PRIVATE).success(**note)  # fmt: skip
+    # A preset loads what it needs, then generates (as the Images tab's presets do).
+    for i, button in enumerate(p.preset_btns):
+        loaded = button.click(on.presetter(i), None, [p.model_md, p.model_id, p.prompt, *lists],
+                              show_progress_on=p.model_md, **PRIVATE)  # fmt: skip
+        loaded.success(**note)
+        loaded.success(**generate)
     shown = generation | {"disabled": p.disabled}
     gr.on([c.change for c in shown.values()], on.ui_snippet, inputs_kwargs=shown, outputs=p.snippet, **PRIVATE)
