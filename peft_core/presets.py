@@ -27,6 +27,8 @@ class Preset:
     note: str  # one line shown under the thumbnail
     offline: bool  # works without the Hub
     extra: dict = field(default_factory=dict)  # e.g. generation settings
+    # Minutes per image on a CPU (SDXL, FLUX, SD 3.5 at 1024 px): greyed with the reason where there is no GPU.
+    needs_gpu: bool = False
 
     @property
     def thumbnail(self) -> Path:
@@ -64,22 +66,22 @@ PRESETS: tuple[Preset, ...] = (
     Preset("SDXL + 3DRedmond", "images", SDXL,
            (AdapterRef("artificialguybr/3DRedmond-V1", "redmond"),),
            "a toy robot, 3D Render Style, 3DRenderAF", "needs the Hub and a GPU", False,
-           {"steps": 30, "guidance_scale": 7.0, "width": 1024, "height": 1024}),  # fmt: skip
+           {"steps": 30, "guidance_scale": 7.0, "width": 1024, "height": 1024}, needs_gpu=True),  # fmt: skip
     Preset("SDXL + super-cereal", "images", SDXL,
            (AdapterRef("ostris/super-cereal-sdxl-lora", "cereal"),),
            "a cereal box with a cat on it", "needs the Hub and a GPU", False,
-           {"steps": 30, "guidance_scale": 7.0, "width": 1024, "height": 1024}),  # fmt: skip
+           {"steps": 30, "guidance_scale": 7.0, "width": 1024, "height": 1024}, needs_gpu=True),  # fmt: skip
     # FLUX.1-dev and SD 3.5 are gated on the Hub: HF_TOKEN of an account that accepted their licences
     Preset("FLUX.1-dev + Jon Snow", "images", FLUX_DEV,
            (AdapterRef("TheLastBen/Jon_Snow_Flux_LoRA", "jon_snow", weight_name="jon_snow.safetensors"),),
            "jon snow eating pizza with ketchup", "needs the Hub and a GPU (gated)", False,
-           {"steps": 28, "guidance_scale": 3.5, "width": 1024, "height": 1024}),  # fmt: skip
+           {"steps": 28, "guidance_scale": 3.5, "width": 1024, "height": 1024}, needs_gpu=True),  # fmt: skip
     Preset("FLUX.1-schnell", "images", "black-forest-labs/FLUX.1-schnell", (), "a cat holding a sign",
            "needs the Hub and a GPU; 4 steps", False,
-           {"steps": 4, "guidance_scale": 0.0, "width": 1024, "height": 1024}),  # fmt: skip
+           {"steps": 4, "guidance_scale": 0.0, "width": 1024, "height": 1024}, needs_gpu=True),  # fmt: skip
     Preset("SD 3.5 Large", "images", "stabilityai/stable-diffusion-3.5-large", (), "a capybara in a wizard hat",
            "needs the Hub and a GPU (gated)", False,
-           {"steps": 28, "guidance_scale": 3.5, "width": 1024, "height": 1024}),  # fmt: skip
+           {"steps": 28, "guidance_scale": 3.5, "width": 1024, "height": 1024}, needs_gpu=True),  # fmt: skip
     Preset("OPT-350m + LoRA", "text", "ybelkada/opt-350m-lora", (), "Hello, my name is",
            "the adapter repo brings facebook/opt-350m", False),  # fmt: skip
 )

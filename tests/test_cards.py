@@ -19,9 +19,9 @@ def test_the_description_is_the_cards_first_prose_line():
     card = "---\nlicense: mit\n---\n\n# Title\n\n![pic](x.png)\n<p align=center>hi</p>\n\nThe real line.\nMore.\n"
     assert first_line(card) == "The real line."
     assert first_line("---\nonly: metadata\n---\n") == ""
-    # the Hub's (and peft's) card template: its placeholder lines are skipped, not shown as the description
-    template = "# Model Card\n\n<!-- summary -->\n\n- **Developed by:** [More Information Needed]\n\nReal words.\n"
-    assert first_line(template) == "Real words."
+    # the Hub's (and peft's) unfilled card template: boilerplate, no description
+    template = "# Model Card\n\n- **Developed by:** [More Information Needed]\n\nUsers (both direct and ...)\n"
+    assert first_line(template) == ""
 
 
 def test_a_strangers_card_shows_as_text_bounded():

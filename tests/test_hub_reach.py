@@ -143,3 +143,18 @@ def test_a_reachable_hub_is_not_held_up(image_studio, assets, tmp_path):
     assert progress.shown[0][1] == "contacting the Hub for test-org/lora…"
     captions = [caption for _, caption in gallery_items([p for p in presets("images") if not p.offline], "cpu")]
     assert all("needs a GPU" in c for c in captions)
+
+
+def test_only_presets_marked_needs_gpu_ask_for_one(monkeypatch):
+    """Each preset says whether it needs a GPU: on a CPU with the Hub reachable, exactly those are unavailable and
+    the reason names the GPU; on CUDA none is."""
+    from peft_core.presets import PRESETS
+    from ui.preset_gallery import unavailable
+
+    monkeypatch.setattr(hub, "unreachable_reason", lambda: None)
+    marked = {p.name for p in PRESETS if p.needs_gpu}
+    assert {"SDXL + 3DRedmond", "FLUX.1-schnell", "SD 3.5 Large"} <= marked and "OPT-350m + LoRA" not in marked
+    on_cpu = {p.name: unavailable(p, "cpu") for p in PRESETS}
+    assert {name for name, why in on_cpu.items() if why} == marked
+    assert all("needs a GPU" in on_cpu[name] for name in marked)
+    assert not any(unavailable(p, "cuda:0") for p in PRESETS)

@@ -16,8 +16,9 @@ from peft_core.image.lora_report import LoadReport
 DESCRIPTION_CHARS = 140
 _MARKUP = set("\\`*_{}[]()<>#+-.!|~")
 # The Hub's model card template (which peft's save_pretrained writes too) fills every field with this placeholder
-# ("- **Developed by:** [More Information Needed]"): a line holding it is not a description.
-TEMPLATE_PLACEHOLDER = "More Information Needed"
+# ("- **Developed by:** [More Information Needed]"). A card still holding it is the unfilled template: its prose is
+# boilerplate ("Users (both direct and downstream) should be made aware of the risks..."), not a description.
+TEMPLATE_PLACEHOLDER = "more information needed"
 
 
 def _card_path(repo_id: str, revision: str) -> Path | None:
@@ -35,7 +36,10 @@ def _card_path(repo_id: str, revision: str) -> Path | None:
 
 
 def first_line(card: str) -> str:
-    """The first line of prose after the YAML header: not a heading, a picture, a badge, HTML or a table."""
+    """The first line of prose after the YAML header: not a heading, a picture, a badge, HTML or a table; "" for
+    the unfilled Hub template."""
+    if TEMPLATE_PLACEHOLDER in card.lower():
+        return ""
     lines = card.splitlines()
     if lines and lines[0].strip() == "---":  # skip the metadata block
         end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), len(lines))
@@ -43,8 +47,7 @@ def first_line(card: str) -> str:
     for line in lines:
         line = line.strip()
         if line and not line.startswith(("#", "!", "<", "|", "[!", "```", "---", ">")):
-            if TEMPLATE_PLACEHOLDER not in line:
-                return line
+            return line
     return ""
 
 

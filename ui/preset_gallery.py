@@ -16,18 +16,12 @@ from peft_core.errors import HubError
 from peft_core.presets import Preset
 
 
-def needs_gpu(preset: Preset) -> bool:
-    """The Hub's image presets are SDXL, FLUX and SD 3.5 at 1024 px: minutes per image on a CPU. The text one
-    (OPT-350m) and the bundled demos run anywhere."""
-    return preset.side == "images" and not preset.offline
-
-
 def unavailable(preset: Preset, device: str) -> str | None:
     """Why `preset` cannot run here ("the Hub is unreachable: …; no GPU: this app runs on cpu"), or None."""
     if preset.offline:
         return None
     reasons = []
-    if needs_gpu(preset) and not str(device).startswith("cuda"):
+    if preset.needs_gpu and not str(device).startswith("cuda"):
         reasons.append(f"it needs a GPU and this app runs on {device}")
     why = hub.unreachable_reason()
     if why:
