@@ -1,7 +1,8 @@
-"""Draw the presets gallery's thumbnails into assets/presets/ (run once after the bundled assets change).
+"""Draw the Images tab's presets gallery thumbnails into assets/presets/ (run once after the bundled assets change).
 
-Bundled image presets get a real image from the bundled pipeline; text presets and Hub presets (which cannot be
-run offline) get a card with their name and note drawn with PIL.
+Bundled image presets get a real image from the bundled pipeline; Hub presets (which cannot be run offline) get a
+card with their name and note drawn with PIL. The Text tab's presets are captioned buttons drawn by the page
+(ui/text_tab.py): no pictures.
 
     python scripts/make_preset_thumbnails.py
 """
@@ -44,7 +45,7 @@ def _wrap(text: str, width: int) -> list[str]:
 def main() -> None:
     presets.THUMBNAILS.mkdir(parents=True, exist_ok=True)
     studio = ImageStudio(device="cpu")
-    for preset in presets.PRESETS:
+    for preset in presets.presets("images"):
         if preset.side == "images" and preset.offline:
             mix = presets.apply(preset, studio)
             image = studio.generate(ImageRequest(preset.prompt, mix, seed=0)).resize((SIZE, SIZE), Image.NEAREST)

@@ -15,8 +15,7 @@ from peft_core.image.studio import ImageStudio
 from peft_core.presets import presets
 from tests.hubserver import running_hub, use_endpoint
 from ui.image_handlers import ImageHandlers
-from ui.preset_gallery import gallery_items
-from ui.text_handlers import TextHandlers
+from ui.preset_gallery import card_caption, gallery_items
 
 # huggingface_hub's own timeouts in these tests: a load that waited for them would take this long per request.
 LIBRARY_TIMEOUT_S = 30
@@ -121,13 +120,14 @@ def test_hub_presets_are_greyed_with_the_reason_and_refused_at_once(image_studio
 
 
 def test_text_presets_from_the_hub_are_greyed_without_it(tmp_path):
-    text = [p for p in presets("text") if p.thumbnail.exists()]
+    """The Text tab's preset cards (captioned buttons, preset_gallery.card_caption): the Hub one says why it cannot
+    run, the bundled ones show their note."""
     with silent_endpoint(tmp_path):
-        items = gallery_items(text, "cpu")
-    shown = {p.name: caption for p, (_, caption) in zip(text, items, strict=True)}
-    assert "the Hub is unreachable" in shown["OPT-350m + LoRA"] and "GPU" not in shown["OPT-350m + LoRA"]
-    assert shown["Text: pirate"] == "Text: pirate: sprinkles 'arr'"
-    assert TextHandlers.preset_cards  # the text tab captions its cards the same way (preset_gallery.card_caption)
+        shown = {p.name: card_caption(p, "cpu") for p in presets("text")}
+    caption, why = shown["OPT-350m + LoRA"]
+    assert "the Hub is unreachable" in why and "GPU" not in why
+    assert caption == f"OPT-350m + LoRA\nunavailable here: {why}"
+    assert shown["Text: pirate"] == ("Text: pirate\nsprinkles 'arr'", None)
 
 
 @pytest.mark.hub
