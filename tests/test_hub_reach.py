@@ -11,7 +11,6 @@ import gradio as gr
 import pytest
 
 from peft_core import hub
-from peft_core.image.studio import ImageStudio
 from peft_core.presets import presets
 from tests.hubserver import running_hub, use_endpoint
 from ui.image_handlers import ImageHandlers
@@ -57,9 +56,8 @@ class Progress:
 
 
 @pytest.fixture
-def image_studio(allow_assets):
-    studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(allow_assets["pipeline"]))
+def image_studio(studio, allow_assets):
+    """conftest's tiny-pipeline studio with one adapter resident (what a refused load must leave as it was)."""
     studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="a")
     return studio
 

@@ -4,6 +4,7 @@ errors (user_errors, user_errors_gen, api_endpoint), PNG files for API clients, 
 import contextlib
 import functools
 import inspect
+import itertools
 import logging
 import tempfile
 import time
@@ -17,6 +18,15 @@ from gradio.data_classes import FileData
 from peft_core import StudioError, hub, sessions, turns
 
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "adapter-studio"
+PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
+# Each new set of cards (either tab) carries a new number, so its State always differs and the cards are redrawn.
+next_card_version = itertools.count(1).__next__
+
+
+def shared_tag() -> None:
+    """Where a card's Delete would be, on an adapter the visitor may use but never delete (docs/SESSIONS.md)."""
+    gr.HTML('<span class="shared-tag" title="bundled or the admin\'s: every visitor uses it, nobody deletes it">'
+            "shared</span>", scale=0, min_width=70)  # fmt: skip
 # Small demo images are shown enlarged with crisp pixels instead of a blur. The Images tab's first screen
 # (#first-screen: #ask, #result, #mix) is a grid: the prompt and the mix on the left, the result on the right
 # beside both; on a narrow window one column in the order prompt, result, mix. Cards stay compact. Fonts: the

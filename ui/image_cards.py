@@ -6,19 +6,16 @@ quick moves), and generate, compare, sweep, the snippet and export read it. The 
 which cards to draw, with the values to start them at.
 """
 
-import itertools
 import json
 
 import gradio as gr
 
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from ui.card_text import description, report_line
+from ui.common import PRIVATE, next_card_version, shared_tag
 
 WEIGHT_STEP = 0.05
 THUMB_PX = 56  # a card's picture on the page: small, beside the controls (the file is up to limits.THUMBNAIL_PX)
-PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
-
-_versions = itertools.count(1)  # every new card set differs from the last, so the cards are always redrawn
 
 
 def card_rows(adapters: list[dict], previous: dict | None = None) -> dict[str, list]:
@@ -37,7 +34,7 @@ def mix_of(rows: dict | None) -> dict[str, float]:
 
 def cards(adapters: list[dict], rows: dict) -> dict:
     """What the cards' State holds: the adapters to draw and the values to start them at."""
-    return {"adapters": adapters, "rows": rows, "version": next(_versions)}
+    return {"adapters": adapters, "rows": rows, "version": next_card_version()}
 
 
 def facts_markdown(a: dict) -> str:
@@ -76,7 +73,7 @@ def draw_cards(shown: dict, mix_rows: gr.JSON, on_delete) -> None:
                     w = gr.Slider(WEIGHT_MIN, WEIGHT_MAX, value=weight, step=WEIGHT_STEP, label="weight",
                                   interactive=True, scale=3, min_width=180, elem_classes="weight")  # fmt: skip
                     if a.get("shared"):
-                        gr.Markdown("shared", elem_classes="shared-tag", scale=0, min_width=70)
+                        shared_tag()
                     else:
                         delete = gr.Button("Delete", variant="stop", size="sm", scale=0, min_width=80)
             gr.Markdown(facts_markdown(a), elem_classes="facts")

@@ -12,7 +12,8 @@ import gradio as gr
 from peft_core import bundled, limits, settings
 from peft_core.image.studio import ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
-from ui.image_cards import PRIVATE, card_rows, cards, draw_cards
+from ui.common import PRIVATE
+from ui.image_cards import card_rows, cards, draw_cards
 from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, pipeline_markdown, size_range, y_choices
 
 # Bring the result into view when it is out of it (on a phone it sits above the presets); a desktop stays still.

@@ -8,16 +8,12 @@ at. Delete asks inline ("Delete x? [Delete] [Keep]") instead of offering an Undo
 merged here exists nowhere else and could not be loaded back.
 """
 
-import itertools
 import json
 
 import gradio as gr
 
 from ui.card_text import description, escape
-
-PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
-
-_versions = itertools.count(1)  # every new card set differs from the last, so the cards are always redrawn
+from ui.common import PRIVATE, next_card_version, shared_tag
 
 
 def kept_ticks(adapters: list[dict], active: list | None) -> list[str]:
@@ -31,7 +27,7 @@ def kept_ticks(adapters: list[dict], active: list | None) -> list[str]:
 
 def cards(adapters: list[dict], ticks: list[str]) -> dict:
     """What the cards' State holds: the adapters to draw and the ticks to start them at."""
-    return {"adapters": adapters, "ticks": list(ticks), "version": next(_versions)}
+    return {"adapters": adapters, "ticks": list(ticks), "version": next_card_version()}
 
 
 def is_own(a: dict) -> bool:
@@ -87,8 +83,7 @@ def draw_cards(shown: dict, ticks: gr.JSON, on_delete, on_export) -> None:
                 tick = gr.Checkbox(value=name in shown["ticks"], label=name, interactive=True, scale=3,
                                    min_width=120, elem_classes="active")  # fmt: skip
                 if not own:  # read-only to this visitor: the pool refuses its delete, train and export
-                    gr.HTML('<span class="shared-tag" title="bundled or the admin\'s: every visitor uses it, nobody '
-                            'deletes it">shared</span>', scale=0, min_width=70)  # fmt: skip
+                    shared_tag()
                 else:
                     export = gr.Button("Export", size="sm", scale=0, min_width=70, elem_classes="export")
                     ask = gr.Button("Delete", size="sm", scale=0, min_width=70, elem_classes="ask-delete")

@@ -13,11 +13,10 @@ import gradio as gr
 from peft_core import bundled, limits
 from peft_core.text.merge import MERGE_TYPES
 from peft_core.text.studio import TextStudio
+from ui.common import PRIVATE
 from ui.preset_gallery import card_caption
 from ui.text_cards import cards, draw_cards, kept_ticks
 from ui.text_handlers import TRAIN_EXAMPLE, TextHandlers, model_markdown
-
-PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
 
 
 class TextPage(SimpleNamespace):
