@@ -140,3 +140,17 @@ def test_size_sliders_fit_the_loaded_pipeline():
     assert size_range({"default_width": 32, "default_height": 32}, 32) == 128
     assert size_range({"default_width": 1024, "default_height": 1024}, 1024) == 1024
     assert size_range({"default_width": 32, "default_height": 48}, 512) == 512
+
+
+def test_the_pipeline_line_waits_for_the_pages_own_load(studio, allow_assets):
+    """A page of an app built with a pipeline in still says "Loading…" until its own load answers: the line naming
+    the pipeline is the sign that the cards and mix beside it are the server's current ones (another page may have
+    switched the base since the app was built), and the tests wait on it (open_page)."""
+    import app
+
+    studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="lora_a")
+    demo = app.build_demo(studio)
+    info = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "pipeline-info")
+    assert info.value == "Loading the pipeline…"
+    page_load = next(f.fn for f in demo.fns.values() if f.fn and f.fn.__name__ == "ui_page_load")
+    assert any(" @ " in str(v) for v in page_load().values())

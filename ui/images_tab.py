@@ -14,7 +14,7 @@ from peft_core.image.studio import ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from ui.common import PRIVATE
 from ui.image_cards import card_rows, cards, draw_cards
-from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, pipeline_markdown, size_range, y_choices
+from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, size_range, y_choices
 
 # Bring the result into view when it is out of it (on a phone it sits above the presets); a desktop stays still.
 SHOW_RESULT_JS = """() => {
@@ -47,7 +47,10 @@ def build_images_tab(images: ImageStudio):
         with gr.Column(elem_id="result"):
             _outputs(p)
         with gr.Column(elem_id="mix"):
-            p.pipeline_md = gr.Markdown(pipeline_markdown(info) if info else LOADING, elem_id="pipeline-info")
+            # "Loading…" until this page's own load answers (ImageHandlers.ui_page_load), even when the app was built
+            # with a pipeline in: the base and adapters may have changed since, and the line naming the pipeline is
+            # the sign that the cards and the mix beside it are the server's current ones.
+            p.pipeline_md = gr.Markdown(LOADING, elem_id="pipeline-info")
             _presets(p, on)
             _adapter_cards(p, images, on)
     with gr.Accordion("Settings: negative prompt, seed, steps, guidance, size", open=False, elem_id="settings"):
