@@ -3,8 +3,8 @@
 The real app (`app.build_demo`) is served on a free loopback port, as tests/conftest.py's `launch_app` does, and
 `/generate` is called with gradio_client; the direct call is `ImageStudio.generate` with the same request on the
 same studio. Both use one adapter at weight 0.8, so neither pays a switch. The round trip adds the queue, the
-PNG encoding (`ui.common.png_file`), the HTTP transfer and the client's download. The round trip of
-`/list_adapters`, which does next to nothing, is timed in the same rounds: the floor any endpoint pays.
+PNG encoding with its recipe chunk (`ui.recipe.recipe_png`), the HTTP transfer and the client's download. The round
+trip of `/list_adapters`, which does next to nothing, is timed in the same rounds: the floor any endpoint pays.
 
 Two clients: with one TLS context for every call (`ssl_verify=httpx.create_ssl_context()`, the README's
 "Performance notes"), and with gradio_client's defaults, as the page's "Use via API" snippet and the README's

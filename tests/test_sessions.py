@@ -445,14 +445,16 @@ def test_on_zerogpu_a_handler_runs_as_its_visitor(monkeypatch):
     it across as an argument (ui/common.py). Without that, a visitor's click ran as the admin on ZeroGPU."""
     from types import SimpleNamespace
 
+    import gradio as gr
+
     from ui.common import api_endpoint, gpu, user_errors
 
     monkeypatch.setitem(sys.modules, "spaces", _fake_spaces())
 
-    def whose(x: int) -> str:
+    def whose(x: int, request: gr.Request = None) -> str:
         return f"{sessions.current()}:{x}"
 
     visitor = SimpleNamespace(session_hash="visitor-1")
-    assert user_errors(gpu(whose))(1, _studio_request=visitor) == "visitor-1:1"  # a page handler
+    assert user_errors(gpu(whose))(1, request=visitor) == "visitor-1:1"  # a page handler
     assert api_endpoint(whose)(2, request=visitor) == "visitor-1:2"  # a named endpoint: gpu(binding wrapper)
     assert gpu(whose)(3) == "None:3"  # a call without gradio is the admin's, there too

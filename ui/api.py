@@ -6,6 +6,7 @@ README and docs/API.md document this contract; to add an endpoint, add a functio
 list: app.py registers each under its function's name.
 """
 
+import gradio as gr
 from gradio.data_classes import FileData
 
 from peft_core.image.studio import ImageRequest, ImageStudio
@@ -18,24 +19,25 @@ def image_api(images: ImageStudio) -> list:
     """The named endpoints of the image side, typed for gradio_client (see docs/API.md)."""
 
     @api_endpoint
-    def load_pipeline(model_id: str, revision: str = "main") -> dict:
+    def load_pipeline(model_id: str, revision: str = "main", http: gr.Request | None = None) -> dict:
         """Load a base diffusion pipeline by Hub id; resident adapters are cleared."""
         return images.load_pipeline(model_id, revision)
 
     @api_endpoint
     def load_adapter(
-        repo_id: str, weight_name: str = "", adapter_name: str = "", revision: str = "main"
+        repo_id: str, weight_name: str = "", adapter_name: str = "", revision: str = "main",
+        http: gr.Request | None = None,
     ) -> list[dict]:
         """Load a LoRA by Hub id and keep it resident; returns every resident adapter."""
         return images.load_adapter(repo_id, weight_name, adapter_name, revision)
 
     @api_endpoint
-    def list_adapters() -> list[dict]:
+    def list_adapters(http: gr.Request | None = None) -> list[dict]:
         """Every resident adapter with its facts."""
         return images.list_adapters()
 
     @api_endpoint
-    def delete_adapter(adapter_name: str) -> list[dict]:
+    def delete_adapter(adapter_name: str, http: gr.Request | None = None) -> list[dict]:
         """Remove one adapter; the others stay."""
         return images.delete_adapter(adapter_name)
 
@@ -50,6 +52,7 @@ def image_api(images: ImageStudio) -> list:
         width: int | None = None,
         height: int | None = None,
         negative_prompt: str = "",
+        http: gr.Request | None = None,
     ) -> FileData:
         """One PNG image. `adapters` is this request's mix (name -> weight); use_adapters=False gives the base.
         steps, guidance_scale, width and height default to the pipeline's own."""
@@ -67,6 +70,7 @@ def image_api(images: ImageStudio) -> list:
         width: int | None = None,
         height: int | None = None,
         negative_prompt: str = "",
+        http: gr.Request | None = None,
     ) -> tuple[FileData, FileData]:
         """Two PNG images with the same seed: the base, then the adapted one."""
         request = ImageRequest(prompt, adapters or {}, True, seed, steps, guidance_scale, width, height,
@@ -75,7 +79,7 @@ def image_api(images: ImageStudio) -> list:
         return recipe_png(base), recipe_png(adapted)
 
     @api_endpoint
-    def recipe(png: FileData) -> dict:
+    def recipe(png: FileData, http: gr.Request | None = None) -> dict:
         """Restore what a PNG made here was made with: loads its base and adapters where needed. Returns
         {"request": the /generate arguments that remake it, "recipe": the PNG's, "not_restored": [what could not
         be, and why]}."""
@@ -88,41 +92,47 @@ def text_api(studio: TextStudio) -> list:
     """The named endpoints of the text side, typed for gradio_client (see docs/API.md)."""
 
     @api_endpoint
-    def load_text_model(model_id: str, revision: str = "main") -> dict:
+    def load_text_model(model_id: str, revision: str = "main", http: gr.Request | None = None) -> dict:
         """Load a causal LM by Hub id; an adapter repo brings its base model and the adapter on it."""
         return studio.load_model(model_id, revision)
 
     @api_endpoint
-    def load_text_adapter(repo_id: str, adapter_name: str = "", revision: str = "main") -> list[dict]:
+    def load_text_adapter(
+        repo_id: str, adapter_name: str = "", revision: str = "main", http: gr.Request | None = None
+    ) -> list[dict]:
         """Load a PEFT adapter by Hub id; returns every adapter."""
         return studio.load_adapter(repo_id, adapter_name, revision)
 
     @api_endpoint
     def add_text_adapter(
-        adapter_name: str, r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0, target_modules: str = ""
+        adapter_name: str, r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0, target_modules: str = "",
+        http: gr.Request | None = None,
     ) -> list[dict]:
         """Add a new trainable LoRA (target_modules comma-separated; empty: peft's default for the model)."""
         return studio.add_adapter(adapter_name, r, lora_alpha, lora_dropout, target_modules)
 
     @api_endpoint
-    def train_text_adapter(adapter_name: str, text: str, steps: int, learning_rate: float) -> dict:
+    def train_text_adapter(
+        adapter_name: str, text: str, steps: int, learning_rate: float, http: gr.Request | None = None
+    ) -> dict:
         """Train an added adapter on the given text; returns the loss before and after, and the curve."""
         return studio.train_adapter(adapter_name, text, steps, learning_rate)
 
     @api_endpoint
     def merge_text_adapters(
-        adapters: dict[str, float], new_adapter_name: str, combination_type: str = "linear", density: float = 0.5
+        adapters: dict[str, float], new_adapter_name: str, combination_type: str = "linear", density: float = 0.5,
+        http: gr.Request | None = None,
     ) -> list[dict]:
         """peft's add_weighted_adapter: a new adapter from weighted existing ones (density for ties/dare/prune)."""
         return studio.merge_adapters(adapters, new_adapter_name, combination_type, density)
 
     @api_endpoint
-    def list_text_adapters() -> list[dict]:
+    def list_text_adapters(http: gr.Request | None = None) -> list[dict]:
         """Every adapter of the text model with its facts."""
         return studio.list_adapters()
 
     @api_endpoint
-    def delete_text_adapter(adapter_name: str) -> list[dict]:
+    def delete_text_adapter(adapter_name: str, http: gr.Request | None = None) -> list[dict]:
         """Remove one adapter; the others stay."""
         return studio.delete_adapter(adapter_name)
 
@@ -135,6 +145,7 @@ def text_api(studio: TextStudio) -> list:
         do_sample: bool = False,
         seed: int = 0,
         temperature: float = 1.0,
+        http: gr.Request | None = None,
     ) -> str:
         """The completion with `adapters` active for this request only; use_adapters=False gives the base."""
         return studio.generate(prompt, adapters or [], use_adapters, max_new_tokens, do_sample, seed, temperature)
@@ -147,6 +158,7 @@ def text_api(studio: TextStudio) -> list:
         do_sample: bool = False,
         seed: int = 0,
         temperature: float = 1.0,
+        http: gr.Request | None = None,
     ) -> tuple[str, str]:
         """Base text, then adapted text, with the same prompt, seed and settings."""
         return studio.compare(prompt, adapters or [], max_new_tokens, do_sample, seed, temperature)

@@ -1,23 +1,21 @@
 """What the tabs share: the visitor's session bound around each call and the core's refusals turned into Gradio
-errors (user_errors, user_errors_gen, api_endpoint), PNG files for API clients, the CSS."""
+errors (user_errors, user_errors_gen, api_endpoint), the API's argument types checked, the CSS. The one read
+of gradio's private parts (is a running call's visitor still there?) is in ui/gradio_private.py."""
 
 import contextlib
 import functools
 import inspect
 import itertools
 import logging
-import tempfile
 import time
 import typing
-import uuid
-from pathlib import Path
 
 import gradio as gr
-from gradio.data_classes import FileData
+import pydantic
 
 from peft_core import StudioError, hub, sessions, turns
+from ui.gradio_private import blocks_of, still_wanted
 
-OUTPUT_DIR = Path(tempfile.gettempdir()) / "adapter-studio"
 PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
 # Each new set of cards (either tab) carries a new number, so its State always differs and the cards are redrawn.
 next_card_version = itertools.count(1).__next__
@@ -91,9 +89,6 @@ def gpu(fn):
 
 
 log = logging.getLogger("adapter_studio")
-# The hidden parameter the wrappers add: gradio passes a gr.Request to a parameter annotated with it, and neither
-# the page's inputs nor API clients ever see it.
-_REQUEST = "_studio_request"
 
 
 def session_of(request: gr.Request | None) -> str | None:
@@ -104,27 +99,18 @@ def session_of(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def _with_request(fn):
-    """(fn's signature with the hidden request parameter added at the end, a function that splits the call's
-    arguments into (request, args, kwargs))."""
+def _request_parameter(fn):
+    """A function that finds, in a call of `fn`, the value of its parameter annotated `gr.Request`: gradio fills
+    that parameter with the visitor's request (and API clients never see it). A handler without one would run as
+    the admin, whose adapters every visitor shares, so it is refused when decorated."""
     signature = inspect.signature(fn)
-    hidden = inspect.Parameter(_REQUEST, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
-                               annotation=gr.Request | None)  # fmt: skip
-    params = list(signature.parameters.values())
-    # After the last positional parameter: gradio inserts special arguments by position among those.
-    at = max((i + 1 for i, p in enumerate(params) if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)),
-             default=0)  # fmt: skip
-    with_request = signature.replace(parameters=[*params[:at], hidden, *params[at:]])
-
-    def split(args, kwargs):
-        if _REQUEST in kwargs:
-            kwargs = dict(kwargs)
-            return kwargs.pop(_REQUEST), args, kwargs
-        if len(args) > at:  # gradio passed it by position
-            return args[at], args[:at] + args[at + 1 :], kwargs
-        return None, args, kwargs
-
-    return with_request, split
+    hints = typing.get_type_hints(fn)
+    name = next((n for n, p in signature.parameters.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                 and hints.get(n) in (gr.Request, gr.Request | None)), None)  # fmt: skip
+    if name is None:
+        raise TypeError(f"{fn.__qualname__} needs a parameter annotated gr.Request (e.g. `request: gr.Request = "
+                        "None`, before any * or **): its session is the visitor's")  # fmt: skip
+    return lambda args, kwargs: signature.bind_partial(*args, **kwargs).arguments.get(name)
 
 
 def _refused(endpoint: str, session, exc: StudioError):
@@ -135,7 +121,7 @@ def _refused(endpoint: str, session, exc: StudioError):
 
 def _seen(request, session) -> None:
     """Tell the app's session tracker (app.py) that `session` is here; it releases idle ones meanwhile."""
-    tracker = getattr(_blocks_of(request), "studio_sessions", None)
+    tracker = getattr(blocks_of(request), "studio_sessions", None)
     if tracker is not None:
         tracker.seen(session)
 
@@ -143,12 +129,12 @@ def _seen(request, session) -> None:
 def user_errors(fn):
     """Run a page handler as the visitor's session (peft_core/sessions.py) and show the core's refusals as Gradio
     errors (a toast on the page, an AppError for API clients), logged in one line; a real fault keeps its
-    traceback."""
-    with_request, split = _with_request(fn)
+    traceback. `fn` declares a gr.Request parameter (gradio fills it; None in a direct call: the admin)."""
+    request_in = _request_parameter(fn)
 
-    @functools.wraps(fn)
+    @functools.wraps(fn)  # gradio reads fn's own parameters through __wrapped__
     def wrapper(*args, **kwargs):
-        request, args, kwargs = split(args, kwargs)
+        request = request_in(args, kwargs)
         session = session_of(request)
         _seen(request, session)
         with sessions.bound(session):
@@ -157,151 +143,92 @@ def user_errors(fn):
             except StudioError as exc:
                 raise _refused(fn.__name__, session, exc) from None
 
-    wrapper.__signature__ = with_request
-    wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), _REQUEST: gr.Request | None}
     return wrapper
 
 
 def api_endpoint(fn):
     """A named API endpoint: its arguments' types checked against its annotations first, the core's refusals shown
     as Gradio errors, the visitor's departure passed on to the core (turns.watch), and on ZeroGPU a GPU lent.
+    `fn` declares a gr.Request parameter, as page handlers do (user_errors); API clients never see it.
 
     gradio hands the JSON a client sent to the function as it is: without the check, `adapters="a"` or a name given
     as a list reach the core as the wrong type and fail inside a library with gradio's generic message.
     """
     signature = inspect.signature(fn)
-    hints = typing.get_type_hints(fn)
-    # gradio passes a gr.Request to a parameter annotated with it (here, one more at the end); API clients never
-    # see that parameter.
-    request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
-                                annotation=gr.Request | None)  # fmt: skip
-    with_request = signature.replace(parameters=[*signature.parameters.values(), request])
+    request_in = _request_parameter(fn)
+    checks = _type_checks(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        arguments = with_request.bind(*args, **kwargs).arguments
-        request = arguments.pop("request", None)
+        arguments = signature.bind(*args, **kwargs).arguments
+        request = request_in(args, kwargs)
         session = session_of(request)
         _seen(request, session)
         with sessions.bound(session):  # the core reads whose names these are (peft_core/sessions.py)
             try:
                 for name, value in arguments.items():
-                    if name in hints:
-                        _check_type(fn.__name__, name, value, hints[name])
+                    if name in checks:
+                        checks[name](value)
                 with turns.watch(still_wanted(request, fn.__name__)):
                     return fn(**arguments)
             except StudioError as exc:
                 raise _refused(fn.__name__, session, exc) from None
 
-    wrapper.__signature__ = with_request
-    wrapper.__annotations__ = {**fn.__annotations__, "request": gr.Request | None}
     return gpu(wrapper)
 
 
-def still_wanted(request: gr.Request | None, api_name: str):
-    """A callable telling whether the visitor who sent `request` to /`api_name` still waits for the answer, or None.
-
-    gradio stops only generator functions itself. A closed browser tab marks the running job dead (`Event.alive`);
-    a client's cancel (`Job.cancel()`) cancels the job's asyncio task, named "<session>_<fn index><gradio-sep>
-    <event id>", which then ends while this thread runs on. There is no public API for either, so this reads both
-    (the tasks on the server's event loop, from the worker thread gradio runs the function in), at most every
-    CANCEL_CHECK_S, and long work stops at its next step (peft_core/turns.py).
-    """
-    session = getattr(request, "session_hash", None)
-    blocks = _blocks_of(request)
-    queue = getattr(blocks, "_queue", None)
-    fns = getattr(blocks, "fns", {})
-    fn_index = next((i for i, f in fns.items() if getattr(f, "api_name", None) == api_name), None)
-    if session is None or queue is None:
-        return None  # not a queued call: nobody can leave it
-    prefix = f"{session}_{fn_index}<gradio-sep>"
-    ours = (_job_tasks(prefix) or {}) if fn_index is not None else {}  # {}: gradio names its tasks otherwise
-    last = {"at": time.monotonic(), "wanted": True}
-
-    def wanted() -> bool:
-        if time.monotonic() - last["at"] < CANCEL_CHECK_S:
-            return last["wanted"]
-        jobs = [job for running in list(getattr(queue, "active_jobs", ())) for job in running or ()]
-        alive = all(getattr(job, "alive", True) for job in jobs if getattr(job, "session_hash", None) == session)
-        running = _job_tasks(prefix) if ours else None  # None: asked from a thread that cannot reach the loop
-        if running is not None:  # two calls of one endpoint by one session cannot be told apart: both must go
-            alive = alive and any(name in running and not running[name] for name in ours)
-        last.update(at=time.monotonic(), wanted=alive)
-        return alive
-
-    return wanted
+# What an endpoint's argument may be, by its annotation: (the type pydantic checks it against in strict mode, the
+# words a refusal says it wants). Strict: JSON's "3" is not an integer nor "false" a bool. Two allowances: a whole
+# float is an integer (JSON clients send 8.0), and a comma-separated string is the text box's spelling of a list of
+# names (the core splits it).
+def _whole(x: float) -> float:
+    if not x.is_integer():
+        raise ValueError("not a whole number")
+    return x
 
 
-# How often long work asks whether its visitor is still there: each ask is a hop to the server's event loop.
-CANCEL_CHECK_S = 0.2
+_WANTED = {
+    bool: (bool, "true or false"),
+    int: (int | typing.Annotated[float, pydantic.AfterValidator(_whole)], "an integer"),
+    float: (float, "a number"),
+    str: (str, "text"),
+    list[str]: (list[str] | str, "a list of names (or one comma-separated string)"),
+    dict[str, float]: (dict[str, float], "a mapping of adapter names to numbers, like {'style': 0.8}"),
+}
 
 
-def _job_tasks(prefix: str) -> dict[str, bool] | None:
-    """{name: being cancelled} of the asyncio tasks on the server's loop whose names start with `prefix`; None when
-    not called from one of anyio's worker threads (gradio runs functions in those)."""
-    import asyncio
+def _type_checks(fn) -> dict:
+    """{argument: a check raising StudioError unless the value fits its annotation (one of _WANTED, or None)} for
+    every argument of `fn` whose annotation is one of those; the others (gr.Request, FileData) are not checked."""
+    checks = {}
+    for name, hint in typing.get_type_hints(fn).items():
+        optional = type(None) in typing.get_args(hint)
+        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
+        if name == "return" or base not in _WANTED:
+            continue
+        wanted, words = _WANTED[base]
+        adapter = pydantic.TypeAdapter(wanted | None if optional else wanted, config=pydantic.ConfigDict(strict=True))
+        checks[name] = functools.partial(_check, adapter, f"argument {name!r} of /{fn.__name__}", words)
+    return checks
 
-    import anyio.from_thread
 
-    def tasks() -> dict[str, bool]:
-        return {t.get_name(): t.cancelling() > 0 for t in asyncio.all_tasks() if t.get_name().startswith(prefix)}
-
+def _check(adapter: pydantic.TypeAdapter, where: str, words: str, value) -> None:
     try:
-        return anyio.from_thread.run_sync(tasks)
-    except RuntimeError:
-        return None
-
-
-def _blocks_of(request):
-    try:
-        return request.request.app.get_blocks()
-    except AttributeError:  # no request (a direct call), or a gradio whose request does not reach the app
-        return None
-
-
-def _check_type(endpoint: str, name: str, value, hint) -> None:
-    """Refuse `value` unless it is of type `hint` (str, int, float, bool, X | None, list[str], dict[str, float])."""
-    where = f"argument {name!r} of /{endpoint}"
-    args = typing.get_args(hint)
-    if type(None) in args:
-        if value is None:
-            return
-        hint = next(a for a in args if a is not type(None))
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        ok, want = isinstance(value, bool), "true or false"
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer()
-        want = "an integer"
-    elif hint is float:
-        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    elif hint is str:
-        ok, want = isinstance(value, str), "text"
-    elif origin is list:
-        # A comma-separated string is the text box's spelling of a list of names; the core splits it.
-        ok = isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)
-        want = "a list of names (or one comma-separated string)"
-    elif origin is dict:
-        ok = isinstance(value, dict) and all(
-            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in value.items()
-        )
-        want = "a mapping of adapter names to numbers, like {'style': 0.8}"
-    else:
-        return
-    if not ok:
+        adapter.validate_python(value)
+    except pydantic.ValidationError:
         shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-        raise StudioError(f"{where} must be {want}, got {type(value).__name__} {shown}")
+        raise StudioError(f"{where} must be {words}, got {type(value).__name__} {shown}") from None
 
 
 def user_errors_gen(fn):
     """user_errors for generator handlers (streamed progress). The session is bound around each step, not once:
     gradio may run the steps of one generator in different worker threads, and a context variable set in one
     thread is not seen in the next."""
-    with_request, split = _with_request(fn)
+    request_in = _request_parameter(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        request, args, kwargs = split(args, kwargs)
+        request = request_in(args, kwargs)
         session = session_of(request)
         _seen(request, session)
         steps = fn(*args, **kwargs)
@@ -319,8 +246,6 @@ def user_errors_gen(fn):
             with sessions.bound(session):
                 steps.close()  # the visitor left: the handler's own clean-up runs as them
 
-    wrapper.__signature__ = with_request
-    wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), _REQUEST: gr.Request | None}
     return wrapper
 
 
@@ -355,14 +280,6 @@ def hub_progress(progress: gr.Progress, what: str, repos=()):
 
 def _mb(n: int) -> str:
     return f"{n / 2**20:,.1f}" if n >= 2**20 / 10 else f"{n / 2**20:.2g}"
-
-
-def png_file(image) -> FileData:
-    """A PNG on disk that gradio_client receives as a file (a PIL image would reach it as a repr string)."""
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    path = OUTPUT_DIR / f"{uuid.uuid4().hex}.png"
-    image.save(path, format="PNG")
-    return FileData(path=str(path), mime_type="image/png")
 
 
 def choices_update(names: list[str], value=None):

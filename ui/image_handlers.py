@@ -123,13 +123,14 @@ class ImageHandlers:
                             int(v[p.width]), int(v[p.height]), v[p.negative])  # fmt: skip
 
     @user_errors
-    def ui_load_pipeline(self, model_id, revision, progress=gr.Progress()):
+    def ui_load_pipeline(self, model_id, revision, progress=gr.Progress(), request: gr.Request = None):
         with hub_progress(progress, f"loading {model_id}", [(model_id, revision)]):
             info = self.images.load_pipeline(model_id, revision or "main")
         return {self.p.pipeline_md: pipeline_markdown(info), **self.refreshed([]), **self.settings(info)}
 
     @user_errors
-    def ui_load_adapter(self, repo_id, weight_name, adapter_name, revision, rows, progress=gr.Progress()):
+    def ui_load_adapter(self, repo_id, weight_name, adapter_name, revision, rows, progress=gr.Progress(),
+                        request: gr.Request = None):  # fmt: skip
         with hub_progress(progress, f"loading {repo_id}", [(repo_id, revision)]):
             adapters = self.images.load_adapter(repo_id, weight_name, adapter_name, revision or "main")
         new = adapters[-1]
@@ -160,7 +161,7 @@ class ImageHandlers:
 
     def deleter(self, name):
         @user_errors
-        def ui_delete_adapter(rows):
+        def ui_delete_adapter(rows, request: gr.Request = None):
             """Delete `name`, keeping what Undo needs to load it back as it was: its repo, file, revision, row."""
             gone = next((a for a in self.images.list_adapters() if a["adapter_name"] == name), None)
             shown = self.refreshed(self.images.delete_adapter(name), rows)
@@ -173,7 +174,7 @@ class ImageHandlers:
         return ui_delete_adapter
 
     @user_errors
-    def ui_undo_delete(self, undo, rows, progress=gr.Progress()):
+    def ui_undo_delete(self, undo, rows, progress=gr.Progress(), request: gr.Request = None):
         """Load the last deleted adapter back from where it came (the cache or the bundled folder: no download for
         a Hub repo just loaded), under its name, ticked and weighted as it was."""
         p = self.p
@@ -239,11 +240,11 @@ class ImageHandlers:
                              loads=self.images.list_adapters())  # fmt: skip
 
     @user_errors
-    def ui_export(self, rows):
+    def ui_export(self, rows, request: gr.Request = None):
         return str(self.images.export_mix(mix_of(rows), tempfile.mkdtemp(prefix="adapter-studio-mix-")))
 
     @user_errors
-    def ui_preset(self, rows, progress=gr.Progress(), evt: gr.SelectData = None):
+    def ui_preset(self, rows, progress=gr.Progress(), evt: gr.SelectData = None, request: gr.Request = None):
         p, preset = self.p, self.presets[evt.index]
         check_available(preset, self.images.device)
         needs = [(preset.base, "main"), *((a.repo_id, "main") for a in preset.adapters)]
@@ -257,7 +258,7 @@ class ImageHandlers:
                 **self.refreshed(adapters, rows=rows), **self.settings(info, preset.extra)}  # fmt: skip
 
     @user_errors
-    def ui_restore(self, png, rows, progress=gr.Progress()):
+    def ui_restore(self, png, rows, progress=gr.Progress(), request: gr.Request = None):
         """A PNG made here, dropped on the page: its recipe loaded (base, adapters) and set on the page."""
         p = self.p
         if png is None:
@@ -276,7 +277,7 @@ class ImageHandlers:
                 **self.refreshed(adapters, rows=rows)}  # fmt: skip
 
     @user_errors
-    def ui_page_load(self):
+    def ui_page_load(self, request: gr.Request = None):
         """What the page shows of the studio, read when the page loads: python app.py serves the page while the
         default pipeline is still loading (peft_core/startup.py), and other users may have changed it since."""
         p, images = self.p, self.images

@@ -1,18 +1,22 @@
 """PNGs that carry their recipe, for API clients and the page (the recipe itself: peft_core/image/recipe.py)."""
 
 import dataclasses
+import tempfile
 import uuid
+from pathlib import Path
 
 from gradio.data_classes import FileData
 
 from peft_core.errors import InputError
 from peft_core.image import recipe
 from peft_core.image.studio import ImageStudio
-from ui.common import OUTPUT_DIR
+
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "adapter-studio"  # the PNGs the API answers with
 
 
 def recipe_png(image) -> FileData:
-    """A PNG on disk for gradio_client, with the image's recipe as a text chunk (ui.common.png_file drops it)."""
+    """A PNG on disk for gradio_client (a PIL image would reach it as a repr string), with the image's recipe as a
+    text chunk."""
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUTPUT_DIR / f"{uuid.uuid4().hex}.png"
     image.save(path, format="PNG", pnginfo=recipe.png_info(image))

@@ -109,19 +109,20 @@ class TextHandlers:
         return {p.resident: cards(adapters, ticks), p.active: ticks, p.train_name: choices_update(trainable)}
 
     @user_errors
-    def ui_load_model(self, model_id, revision, progress=gr.Progress()):
+    def ui_load_model(self, model_id, revision, progress=gr.Progress(), request: gr.Request = None):
         with hub_progress(progress, f"loading {model_id}", [(model_id, revision)]):
             info = self.studio.load_model(model_id, revision or "main")
         return {self.p.model_md: model_markdown(info), **self.refreshed(self.studio.list_adapters())}
 
     # Adding, loading, merging, training or deleting an adapter keeps the page's ticks (`active`) as they were.
     @user_errors
-    def ui_load_adapter(self, repo_id, adapter_name, revision, active, progress=gr.Progress()):
+    def ui_load_adapter(self, repo_id, adapter_name, revision, active, progress=gr.Progress(),
+                        request: gr.Request = None):  # fmt: skip
         with hub_progress(progress, f"loading {repo_id}", [(repo_id, revision)]):
             return self.refreshed(self.studio.load_adapter(repo_id, adapter_name, revision or "main"), active or [])
 
     @user_errors
-    def ui_add_adapter(self, adapter_name, r, alpha, dropout, targets, active):
+    def ui_add_adapter(self, adapter_name, r, alpha, dropout, targets, active, request: gr.Request = None):
         adapters = self.studio.add_adapter(adapter_name, int(r), float(alpha), float(dropout), targets)
         return self.refreshed(adapters, active or [])
 
@@ -129,7 +130,7 @@ class TextHandlers:
         """The handler of one card's confirmed Delete: the card goes, the other cards keep their ticks."""
 
         @user_errors
-        def ui_delete(active):
+        def ui_delete(active, request: gr.Request = None):
             return self.refreshed(self.studio.delete_adapter(adapter_name), active or [])
 
         return ui_delete
@@ -138,7 +139,7 @@ class TextHandlers:
         """The handler of one card's Export: the adapter as a zipped PEFT folder, offered for download."""
 
         @user_errors
-        def ui_export():
+        def ui_export(request: gr.Request = None):
             path = self.studio.export_adapter(adapter_name, tempfile.mkdtemp(dir=EXPORT_DIR))
             return gr.update(value=str(path), visible=True)
 
@@ -146,14 +147,14 @@ class TextHandlers:
 
     @user_errors
     @gpu
-    def ui_merge(self, weights, new_name, combination_type, density, active):
+    def ui_merge(self, weights, new_name, combination_type, density, active, request: gr.Request = None):
         weights = parse_weights(weights)
         adapters = self.studio.merge_adapters(weights, new_name, combination_type, density)
         made = next(a for a in adapters if a["adapter_name"] == limits.check_adapter_name(new_name))
         return {self.p.merge_md: merge_note(weights, combination_type, made), **self.refreshed(adapters, active or [])}
 
     @user_errors
-    def ui_train_note(self, to_learn):
+    def ui_train_note(self, to_learn, request: gr.Request = None):
         """The note under the training text, updated as it changes: tokens, <unk>, blocks (train_note)."""
         try:
             return train_note(self.studio.training_preview(to_learn or ""))
@@ -222,7 +223,7 @@ class TextHandlers:
         those), set its prompt; the page then generates (ui/text_tab.py)."""
 
         @user_errors
-        def ui_preset(progress=gr.Progress()):
+        def ui_preset(progress=gr.Progress(), request: gr.Request = None):
             p, preset = self.p, self.presets[index]
             check_available(preset, self.studio.device)
             needs = [(preset.base, "main"), *((a.repo_id, "main") for a in preset.adapters)]
@@ -242,7 +243,7 @@ class TextHandlers:
                             int(seed), float(temperature), own=own)  # fmt: skip
 
     @user_errors
-    def ui_page_load(self):
+    def ui_page_load(self, request: gr.Request = None):
         """What the page shows of the studio, read when the page loads (the defaults may still be loading)."""
         studio = self.studio
         studio.startup.wait()
