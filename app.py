@@ -19,16 +19,20 @@ from peft_core import StudioError, bundled, sessions
 from peft_core.image.studio import ImageStudio
 from peft_core.text.studio import TextStudio
 from ui.api import image_api, text_api
-from ui.common import CSS
+from ui.common import CSS, seen_by, session_of
 from ui.images_tab import build_images_tab
 from ui.text_tab import build_text_tab
 
 __all__ = ["CSS", "build_demo", "load_defaults", "load_defaults_in_background", "main"]
 
 
-def build_demo(images: ImageStudio, text: TextStudio | None = None) -> gr.Blocks:
-    """The whole app around an image studio and a text studio; either may hold no model yet."""
+def build_demo(
+    images: ImageStudio, text: TextStudio | None = None, tracker: sessions.Tracker | None = None
+) -> gr.Blocks:
+    """The whole app around an image studio and a text studio; either may hold no model yet. `tracker` ends the
+    visitors' sessions in both (one is made if not given)."""
     text = text if text is not None else TextStudio(device=images.device)
+    tracker = tracker if tracker is not None else sessions.Tracker([images, text])
     with gr.Blocks(title="Adapter Studio") as demo:
         gr.Markdown(
             "# Adapter Studio\nLoad a base model, load LoRA adapters by Hub id, name them, mix them with weights, "
@@ -40,16 +44,19 @@ def build_demo(images: ImageStudio, text: TextStudio | None = None) -> gr.Blocks
             on_load.append(build_text_tab(text))
         for fn, outputs in on_load:
             demo.load(fn, None, outputs, api_visibility="private")
-        # The named API (ui/api.py): the contract documented in docs/API.md.
+        # The named API (ui/api.py): the contract documented in docs/API.md. Each visitor's adapters are released
+        # when their tab closes (gradio's load and unload), or, for a gradio_client Client, which never says
+        # goodbye, after STUDIO_SESSION_IDLE_S without a call to the API (docs/SESSIONS.md).
         for fn in image_api(images) + text_api(text):
-            gr.api(fn, api_name=fn.__name__)
-        # Each visitor's adapters are released when their tab closes, or after STUDIO_SESSION_IDLE_S without a
-        # call (a gradio_client Client never says goodbye); the wrappers in ui/common.py find the tracker here.
-        demo.studio_sessions = sessions.Tracker([images, text])
+            gr.api(seen_by(tracker, fn), api_name=fn.__name__)
+
+        def open_session(request: gr.Request):
+            tracker.opened(session_of(request))
 
         def end_session(request: gr.Request):
-            demo.studio_sessions.end(request.session_hash)
+            tracker.end(session_of(request))
 
+        demo.load(open_session, api_visibility="private")
         demo.unload(end_session)
     return demo
 

@@ -131,8 +131,10 @@ def check_held(session: str | None, count: int, megabytes: float, adding_mb: flo
 class Tracker:
     """The sessions of one app: when each was last seen, and releasing the adapters of those that ended.
 
-    `studios` are objects with `release_session(session)` (both studios). Idle sessions are looked for when any
-    call arrives, at most every IDLE_SWEEP_S, so an app nobody uses does no work.
+    `studios` are objects with `release_session(session)` (both studios). A browser tab's session is `opened` when
+    its page loads and `end`ed when the tab closes (gradio's load and unload); an API client's is `seen` at each call
+    and ended once idle. Idle sessions are looked for when a session opens or calls, at most every IDLE_SWEEP_S, so
+    an app nobody uses does no work.
     """
 
     IDLE_SWEEP_S = 10.0
@@ -141,7 +143,16 @@ class Tracker:
         self.studios = list(studios)
         self._lock = threading.Lock()
         self._seen: dict[str, float] = {}
+        self._tabs: set[str] = set()  # sessions that say goodbye: never ended for being idle
         self._swept = time.monotonic()
+
+    def opened(self, session: str | None) -> None:
+        """Note a browser tab's session: it ends when the tab closes (`end`), however long it goes without a call."""
+        if session is ADMIN:
+            return
+        with self._lock:
+            self._tabs.add(session)
+        self.seen(session)
 
     def seen(self, session: str | None) -> None:
         """Note a call from `session`, and release the sessions idle for longer than STUDIO_SESSION_IDLE_S."""
@@ -154,7 +165,7 @@ class Tracker:
                 return
             self._swept = now
             idle_s = settings.current().session_idle_s
-            idle = [s for s, at in self._seen.items() if now - at > idle_s]
+            idle = [s for s, at in self._seen.items() if now - at > idle_s and s not in self._tabs]
         for other in idle:
             self.end(other)
 
@@ -164,6 +175,7 @@ class Tracker:
             return
         with self._lock:
             self._seen.pop(session, None)
+            self._tabs.discard(session)
         quotas.forget(session)
         for studio in self.studios:
             studio.release_session(session)

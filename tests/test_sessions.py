@@ -30,7 +30,7 @@ LORA, LORA_B = "test-org/lora", "test-org/lora-b"
 @contextlib.contextmanager
 def served(assets, lm_assets):
     """The real app around studios we can look into: the tiny pipeline with the admin's `lora_a` (shared), the tiny
-    LM with the admin's text `lora_a`; yields (url, image studio, text studio, demo)."""
+    LM with the admin's text `lora_a`; yields (url, image studio, text studio, the session tracker)."""
     import app
     from peft_core.image.studio import ImageStudio
     from peft_core.text.studio import TextStudio
@@ -40,10 +40,11 @@ def served(assets, lm_assets):
     images.load_adapter(str(assets["lora_a"]), adapter_name="shared_a")
     text.load_model(str(lm_assets["lm"]))
     text.load_adapter(str(lm_assets["lora_a"]), adapter_name="shared_t")
-    demo = app.build_demo(images, text)
+    tracker = sessions.Tracker([images, text])
+    demo = app.build_demo(images, text, tracker)
     demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
-        yield demo.local_url, images, text, demo
+        yield demo.local_url, images, text, tracker
     finally:
         demo.close()
 
@@ -60,9 +61,9 @@ def world(tmp_path_factory, assets, lm_assets, one_thread):
             with (
                 FaultProxy(hub.endpoint) as proxy,
                 use_endpoint(proxy.endpoint, tmp_path_factory.mktemp("hf_home"), timeout=10),
-                served(assets, lm_assets) as (url, images, text, demo),
+                served(assets, lm_assets) as (url, images, text, tracker),
             ):
-                yield {"url": url, "images": images, "text": text, "demo": demo, "proxy": proxy}
+                yield {"url": url, "images": images, "text": text, "tracker": tracker, "proxy": proxy}
     finally:
         if old is None:
             os.environ.pop("STUDIO_LOCAL_DIRS", None)
@@ -155,7 +156,7 @@ def test_quotas_refuse_with_their_name_and_value_and_change_nothing(world, monke
 
 
 def test_ending_a_session_frees_its_adapters(world, monkeypatch):
-    images, text, tracker = world["images"], world["text"], world["demo"].studio_sessions
+    images, text, tracker = world["images"], world["text"], world["tracker"]
     before = len(images.slots.residents), len(text.pool)
     leaving, idle, staying = client(world), client(world), client(world)
     for c in (leaving, idle, staying):
@@ -174,6 +175,24 @@ def test_ending_a_session_frees_its_adapters(world, monkeypatch):
     assert names(staying.predict(api_name="/list_adapters")) == ["shared_a", "b"]
     staying.predict(adapter_name="b", api_name="/delete_adapter")
     assert len(images.slots.residents) == before[0]
+
+
+def test_a_tab_ends_when_it_closes_a_client_when_idle(monkeypatch):
+    """A browser tab says goodbye (app.py: gradio's load opens its session, unload ends it), so it is never ended for
+    going without a call; a gradio_client Client never does, so it is ended once idle."""
+    from types import SimpleNamespace
+
+    released = []
+    tracker = sessions.Tracker([SimpleNamespace(release_session=released.append)])
+    monkeypatch.setenv("STUDIO_SESSION_IDLE_S", "0.2")
+    monkeypatch.setattr(sessions.Tracker, "IDLE_SWEEP_S", 0.0)
+    tracker.opened("tab")
+    tracker.seen("client")
+    time.sleep(0.4)
+    tracker.seen("another client")  # any call looks for idle sessions
+    assert released == ["client"] and sorted(tracker.sessions()) == ["another client", "tab"]
+    tracker.end("tab")  # the tab closed
+    assert released == ["client", "tab"] and tracker.sessions() == ["another client"]
 
 
 def test_ending_a_session_gives_its_memory_back(assets, tmp_path):

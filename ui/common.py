@@ -14,7 +14,7 @@ import gradio as gr
 import pydantic
 
 from peft_core import StudioError, hub, sessions, turns
-from ui.gradio_private import blocks_of, still_wanted
+from ui.gradio_private import still_wanted
 
 PRIVATE = {"api_visibility": "private"}  # the page's own events; the named API is ui/api.py
 # Each new set of cards (either tab) carries a new number, so its State always differs and the cards are redrawn.
@@ -119,11 +119,17 @@ def _refused(endpoint: str, session, exc: StudioError):
     return gr.Error(str(exc), print_exception=False)
 
 
-def _seen(request, session) -> None:
-    """Tell the app's session tracker (app.py) that `session` is here; it releases idle ones meanwhile."""
-    tracker = getattr(blocks_of(request), "studio_sessions", None)
-    if tracker is not None:
-        tracker.seen(session)
+def seen_by(tracker: sessions.Tracker, fn):
+    """The API endpoint `fn`, telling `tracker` at each call that the caller's session is still here: a
+    gradio_client Client never says goodbye, so its session ends once idle (app.py: a tab's ends when it closes)."""
+    request_in = _request_parameter(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        tracker.seen(session_of(request_in(args, kwargs)))
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def user_errors(fn):
@@ -136,7 +142,6 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         request = request_in(args, kwargs)
         session = session_of(request)
-        _seen(request, session)
         with sessions.bound(session):
             try:
                 return fn(*args, **kwargs)
@@ -163,7 +168,6 @@ def api_endpoint(fn):
         arguments = signature.bind(*args, **kwargs).arguments
         request = request_in(args, kwargs)
         session = session_of(request)
-        _seen(request, session)
         with sessions.bound(session):  # the core reads whose names these are (peft_core/sessions.py)
             try:
                 for name, value in arguments.items():
@@ -230,7 +234,6 @@ def user_errors_gen(fn):
     def wrapper(*args, **kwargs):
         request = request_in(args, kwargs)
         session = session_of(request)
-        _seen(request, session)
         steps = fn(*args, **kwargs)
         try:
             while True:
