@@ -154,3 +154,24 @@ def test_refused_sweeps_name_the_value_and_make_nothing(studio, allow_assets, mo
         with pytest.raises(InputError, match=message):
             sweep_axes(studio, request, x, y, progress=lambda i, n: made.append(i))
     assert made == [] and studio.list_adapters() == before
+
+
+def test_the_pages_axis_pickers_and_the_loaded_familys_ranges(studio):
+    """The page's X/Y pickers: each adapter's weight, then the settings (values no adapter name can take); a picked
+    setting's values are checked against the loaded pipeline's family ranges, as /load_pipeline answers them."""
+    from ui.image_handlers import sweep_axis, x_choices, y_choices
+
+    assert x_choices(["night"]) == [("weight of night", "night"), ("seed", ":seed"), ("steps", ":steps"),
+                                    ("guidance", ":guidance"), ("prompt S/R", ":prompt")]  # fmt: skip
+    assert y_choices(["night"])[0] == ("none (X only)", "") and y_choices(["night"])[1:] == x_choices(["night"])
+    for _, value in x_choices([]):
+        with pytest.raises(InputError):
+            limits.check_adapter_name(value)
+    info = studio.info.to_dict()
+    assert sweep_axis("Y", "night", "0, 1", info) == parse_axis("Y", "weight", "0, 1", "night")
+    assert sweep_axis("X", ":prompt", "red, blue", info).values == ("red", "blue")
+    low, top = info["steps_min"], info["steps_max"]
+    with pytest.raises(InputError, match=rf"X steps must be an integer in \[{low}, {top}\], got {top + 1}"):
+        sweep_axis("X", ":steps", f"4, {top + 1}", info)
+    with pytest.raises(InputError, match=rf"Y guidance must be a finite number in \[.*{info['guidance_max']}\]"):
+        sweep_axis("Y", ":guidance", str(info["guidance_max"] + 1), info)
