@@ -8,6 +8,7 @@ import pytest
 
 from peft_core import limits
 from peft_core.errors import InputError
+from peft_core.image import families
 from peft_core.image.prompts import with_trigger_words
 from peft_core.image.studio import ImageRequest
 from peft_core.image.sweep import MAX_CELLS, parse_axis, parse_values, sweep, sweep_axes
@@ -175,3 +176,22 @@ def test_the_pages_axis_pickers_and_the_loaded_familys_ranges(studio):
         sweep_axis("X", ":steps", f"4, {top + 1}", info)
     with pytest.raises(InputError, match=rf"Y guidance must be a finite number in \[.*{info['guidance_max']}\]"):
         sweep_axis("Y", ":guidance", str(info["guidance_max"] + 1), info)
+
+
+@pytest.mark.parametrize("name", sorted(families.FAMILIES))
+def test_each_familys_ranges_bound_the_steps_and_guidance_axes(name):
+    """The steps and guidance axes take a family's own ranges (as /load_pipeline answers them for its pipelines):
+    its ends are accepted, one past each refused naming the family's range."""
+    from ui.image_handlers import sweep_axis
+
+    family = families.FAMILIES[name]
+    info = {"steps_min": family.steps[0], "steps_max": family.steps[1],
+            "guidance_min": family.guidance[0], "guidance_max": family.guidance[1]}  # fmt: skip
+    (lo, hi), (g_lo, g_hi) = family.steps, family.guidance
+    assert sweep_axis("X", ":steps", f"{lo}, {hi}", info).values == (lo, hi)
+    assert sweep_axis("Y", ":guidance", f"{g_lo}, {g_hi}", info).values == (g_lo, g_hi)
+    with pytest.raises(InputError, match=rf"X steps must be an integer in \[{lo}, {hi}\], got {hi + 1}"):
+        sweep_axis("X", ":steps", f"{lo}, {hi + 1}", info)
+    past = g_hi + 1
+    with pytest.raises(InputError, match=rf"Y guidance must be a finite number in \[{g_lo}, {g_hi}\], got '{past}'"):
+        sweep_axis("Y", ":guidance", f"{past}", info)
