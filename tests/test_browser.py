@@ -119,7 +119,7 @@ def test_generate_load_weight_disable_compare(page):
 
 
 def test_sweep_grid(page):
-    page.get_by_text("Weight sweep (X/Y grid)").click()
+    page.get_by_text("X/Y sweep: adapter weights").click()
     values = page.locator("#sweep-x-values textarea, #sweep-x-values input").first
     # The accordion gives its boxes their defaults as it opens; a fill that lands first was overwritten once.
     page.wait_for_function(
@@ -144,6 +144,47 @@ def test_sweep_grid(page):
     assert len({c[top:].tobytes() for c in columns}) == 3
     page.locator("#prompt-sent").get_by_text("other adapters on: none").wait_for()
     shot(page, "4-sweep")
+
+
+def choose(page, elem_id: str, option: str):
+    """Pick `option` (its label) in the dropdown #elem_id, as a user does: open it, click the entry."""
+    page.locator(f"#{elem_id} input").first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input`)?.value === v", arg=[elem_id, option])
+
+
+def test_sweep_over_the_seed(page):
+    """The seed on X: one PNG whose column headers read seed=0, seed=1, seed=2 (drawn as the core draws them) over
+    three different images."""
+    from PIL import ImageDraw
+
+    from peft_core.image.sweep import _font
+
+    values = page.locator("#sweep-x-values textarea, #sweep-x-values input").first
+    if not values.is_visible():  # run alone: the accordion is still closed
+        page.get_by_text("X/Y sweep: adapter weights").click()
+        page.wait_for_function(
+            "() => document.querySelector('#sweep-x-values textarea, #sweep-x-values input')?.value === '-1:1.5:6'"
+        )
+    previous = image_bytes(page, "sweep-grid") if page.locator("#sweep-grid img").count() else None
+    choose(page, "sweep-x", "seed")
+    for _ in range(20):  # as in test_sweep_grid: type again until the box keeps what was typed
+        values.fill("0, 1, 2")
+        values.press("Tab")
+        page.wait_for_timeout(250)
+        if values.input_value() == "0, 1, 2":
+            break
+    assert values.input_value() == "0, 1, 2"
+    click(page, "Run sweep")
+    sheet = np.asarray(Image.open(io.BytesIO(image_bytes(page, "sweep-grid", previous))).convert("RGB"))
+    top, cw = HEADER_PX + 2 * PAD, CELL_MIN_PX
+    assert sheet.shape[:2] == (top + cw, 3 * cw)
+    for j in range(3):
+        box = Image.new("RGB", (cw, top), "white")
+        ImageDraw.Draw(box).text((cw / 2, top / 2), f"seed={j}", fill="black", font=_font(), anchor="mm")
+        assert np.array_equal(sheet[:top, j * cw : (j + 1) * cw], np.asarray(box)), f"header seed={j}"
+    assert len({sheet[top:, j * cw : (j + 1) * cw].tobytes() for j in range(3)}) == 3
+    shot(page, "4-sweep-seed")
 
 
 def test_bad_id_shows_a_toast_and_keeps_the_cards(page):

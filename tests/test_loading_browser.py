@@ -34,7 +34,11 @@ def test_the_training_note_names_unknown_words_as_the_text_changes(browser_app):
     page.get_by_role("tab", name="Text").click()
     page.get_by_text("Add a LoRA and train it").click()  # the accordion holding the training text
     note = page.locator("#train-note")
-    note.get_by_text("every word is in the model's vocabulary").wait_for()  # the prefilled example
+    # The prefilled example is in the bundled LM's words (test_text_page.py), not all in this suite's tiny LM's:
+    # a text in this LM's words draws no warning, one with words it lacks names them.
+    note.get_by_text("(a run trains on at most").wait_for()  # the prefilled example's note is up
+    page.get_by_label("Text to learn").fill("the captain sails the pirate ship to the island . arr !")
+    note.get_by_text("every word is in the model's vocabulary").wait_for()
     page.get_by_label("Text to learn").fill("the captain zorblax sails the ship qwfp zorblax")
     note.get_by_text("3 tokens are outside the model's vocabulary").wait_for()
     assert "`zorblax`" not in note.inner_text() and "zorblax" in note.inner_text()  # rendered as code, not raw

@@ -3,9 +3,9 @@ with crisp pixels, under its column's header and beside its row's."""
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from peft_core.image.sweep import CELL_MIN_PX, HEADER_PX, PAD, composite
+from peft_core.image.sweep import CELL_MIN_PX, HEADER_PX, PAD, _font, composite, composite_axes, parse_axis
 
 
 def cells(n: int, size: int = 32) -> list:
@@ -42,3 +42,32 @@ def test_an_x_sweep_has_no_row_headers_and_wide_labels_widen_columns():
     assert sheet.width > 2 * CELL_MIN_PX  # each column as wide as its header
     with pytest.raises(ValueError, match="3 images for a 2 × 1 sweep"):
         composite(cells(3), "a", [0.0, 1.0])
+
+
+def header(text: str, width: int, height: int) -> np.ndarray:
+    """`text` drawn as composite draws a header, centred on a white box of the header's size."""
+    box = Image.new("RGB", (width, height), "white")
+    ImageDraw.Draw(box).text((width / 2, height / 2), text, fill="black", font=_font(), anchor="mm")
+    return np.asarray(box)
+
+
+def test_headers_name_the_axis_and_the_value():
+    """A seed on X and a prompt S/R on Y: each column's header reads "seed=N", each row's "prompt: word", drawn
+    exactly where composite puts a header; an adapter's weight on Y reads "night=0.5"."""
+    x, y = parse_axis("X", "seed", "3, 4294967295"), parse_axis("Y", "prompt", "circle, square")
+    sheet = composite_axes(cells(4), x, y)
+    top = HEADER_PX + 2 * PAD
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    cw = max(CELL_MIN_PX, int(max(measure.textlength(t, font=_font()) for t in ("seed=3", "seed=4294967295")))
+             + 2 * PAD)  # fmt: skip
+    left = sheet.width - 2 * cw
+    assert left > 0 and sheet.height == top + 2 * CELL_MIN_PX
+    for j, text in enumerate(["seed=3", "seed=4294967295"]):
+        crop = np.asarray(sheet.crop((left + j * cw, 0, left + (j + 1) * cw, top)))
+        assert np.array_equal(crop, header(text, cw, top)), text
+    for i, text in enumerate(["prompt: circle", "prompt: square"]):
+        crop = np.asarray(sheet.crop((0, top + i * CELL_MIN_PX, left, top + (i + 1) * CELL_MIN_PX)))
+        assert np.array_equal(crop, header(text, left, CELL_MIN_PX)), text
+    weights = composite_axes(cells(2), x, parse_axis("Y", "weight", "0.5", adapter_name="night"))
+    crop = np.asarray(weights.crop((0, top, weights.width - 2 * cw, top + CELL_MIN_PX)))
+    assert np.array_equal(crop, header("night=0.5", weights.width - 2 * cw, CELL_MIN_PX))

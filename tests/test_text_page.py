@@ -19,11 +19,14 @@ def test_merge_note_names_what_was_made():
     assert note.startswith("Made **both** = 0.7 × pirate + 0.3 × formal (linear, rank 8)")
 
 
-def test_the_training_example_is_in_the_bundled_models_vocabulary(lm_assets):
-    """The prefilled text trains on real tokens: none of it becomes <unk> in the tiny LM's word-level tokenizer."""
+def test_the_training_example_is_in_the_bundled_models_vocabulary():
+    """The prefilled text trains on real tokens: none of it becomes <unk> in the word-level tokenizer of the LM the
+    page loads by default (assets/hub/adapter-studio/tiny-shapes-lm; the suite's own tiny LM has other words)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(lm_assets["lm"])
+    from peft_core import bundled
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled.bundled_path(bundled.DEFAULT_TEXT_MODEL))
     ids = tokenizer(TRAIN_EXAMPLE)["input_ids"]
     assert len(ids) > 20 and tokenizer.unk_token_id not in ids
 
@@ -59,8 +62,31 @@ def test_unknown_words_are_counted_and_named_before_training(text_studio):
     assert "**3 tokens are outside the model's vocabulary** and become `<unk>`" in note
     assert "(words: `zorblax`, `qwfp`)" in note
     assert note.startswith("**")
-    assert "every word is in the model's vocabulary" in note_for(text_studio, TRAIN_EXAMPLE)
-    assert "<unk>" not in note_for(text_studio, TRAIN_EXAMPLE)
+    known = "the captain sails the pirate ship to the island . arr , the gold map ! "  # the suite's LM's words
+    assert "every word is in the model's vocabulary" in note_for(text_studio, known)
+    assert "<unk>" not in note_for(text_studio, known)
+
+
+@pytest.fixture(scope="module")
+def bundled_studio():
+    """A text studio holding the LM the page loads by default (the bundled one, read offline from assets/hub/)."""
+    from peft_core import bundled
+    from peft_core.text.studio import TextStudio
+
+    studio = TextStudio(device="cpu")
+    studio.load_model(bundled.DEFAULT_TEXT_MODEL)
+    return studio
+
+
+def test_the_prefilled_text_draws_no_warning_and_trains_on_the_bundled_lm(bundled_studio):
+    """What a visitor sees on the Text tab as it opens: the note under the prefilled text names no unknown word,
+    and Train at the page's defaults (r 8, alpha 16, 60 steps, rate 0.01) lowers the loss on it."""
+    note = note_for(bundled_studio, TRAIN_EXAMPLE)
+    assert "every word is in the model's vocabulary" in note and "<unk>" not in note
+    assert "outside the model's vocabulary" in note_for(bundled_studio, "the captain sails the pirate ship")
+    bundled_studio.add_adapter("mine", r=8, lora_alpha=16)
+    result = bundled_studio.train_adapter("mine", TRAIN_EXAMPLE, 60, 0.01)
+    assert result["loss_end"] < 0.5 * result["loss_start"], result
 
 
 def test_length_blocks_and_the_token_limit_are_shown_before_training(text_studio):

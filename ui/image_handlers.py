@@ -12,7 +12,7 @@ import gradio as gr
 from peft_core import bundled, limits, presets, turns
 from peft_core.image.prompts import with_trigger_words
 from peft_core.image.studio import ImageRequest, ImageStudio
-from peft_core.image.sweep import composite, parse_values, sweep
+from peft_core.image.sweep import Axis, composite_axes, parse_axis, sweep_axes
 from ui.common import gpu, hub_progress, page_url, still_wanted, user_errors
 from ui.image_cards import card_rows, cards, mix_of
 from ui.preset_gallery import check_available, gallery_items
@@ -59,9 +59,28 @@ def ranges(info: dict, values: dict) -> dict:
     }  # fmt: skip
 
 
+# The sweep's axis pickers: an adapter's name sweeps its weight; these values (each with a ':', which no adapter
+# name holds, peft_core/limits.py) sweep a setting of the request (peft_core/image/sweep.py, AXIS_KINDS).
+SETTING_AXES = {":seed": "seed", ":steps": "steps", ":guidance": "guidance", ":prompt": "prompt"}
+SETTING_AXIS_LABELS = {":seed": "seed", ":steps": "steps", ":guidance": "guidance", ":prompt": "prompt S/R"}
+
+
+def x_choices(names: list[str]) -> list:
+    """The X axis's choices: each adapter's weight, then the seed, steps, guidance and a prompt search-and-replace."""
+    return [(f"weight of {n}", n) for n in names] + [(label, v) for v, label in SETTING_AXIS_LABELS.items()]
+
+
 def y_choices(names: list[str]) -> list:
-    """The Y adapter's choices: a named "none" first (a blank entry read as a glitch), then every adapter."""
-    return [("none (X only)", "")] + names
+    """The Y axis's choices: a named "none" first (a blank entry read as a glitch), then X's."""
+    return [("none (X only)", "")] + x_choices(names)
+
+
+def sweep_axis(which: str, choice: str, text: str, info: dict | None) -> Axis:
+    """The axis picked as `choice` (an adapter's name or a SETTING_AXES value) with the values typed as `text`,
+    checked against the loaded pipeline's ranges (`info`, PipelineInfo.to_dict())."""
+    if choice in SETTING_AXES:
+        return parse_axis(which, SETTING_AXES[choice], text, ranges=info)
+    return parse_axis(which, "weight", text, adapter_name=choice)
 
 
 def prompt_note(r: ImageRequest) -> str:
@@ -101,7 +120,7 @@ class ImageHandlers:
         rows = card_rows(adapters, previous) if rows is None else rows
         names = [a["adapter_name"] for a in adapters]
         return {p.resident: cards(self.pictured(adapters), rows), p.mix_rows: rows,
-                p.x_name: gr.update(choices=names, value=names[0] if names else None),
+                p.x_name: gr.update(choices=x_choices(names), value=names[0] if names else None),
                 p.y_name: gr.update(choices=y_choices(names), value="")}  # fmt: skip
 
     def settings(self, info: dict, values: dict | None = None) -> dict:
@@ -219,17 +238,20 @@ class ImageHandlers:
         p = self.p
         x_name, y_name = values[p.x_name], values[p.y_name]
         if not x_name:
-            raise gr.Error("choose the adapter to sweep on X")
+            raise gr.Error("choose what to sweep on X: an adapter's weight, the seed, steps, guidance or a prompt S/R")
         r = self.request(values, use_adapters=True)
         if not values[p.sweep_others]:  # only the swept adapters
             r = dataclasses.replace(r, adapters={})
-        x_values = parse_values("X", values[p.x_text])
-        y_values = parse_values("Y", values[p.y_text]) if y_name else None
+        info = self.images.info.to_dict() if self.images.info else None
+        x = sweep_axis("X", x_name, values[p.x_text], info)
+        y = sweep_axis("Y", y_name, values[p.y_text], info) if y_name else None
         with turns.watch(still_wanted(http, "ui_sweep")):
-            cells = sweep(self.images, r, x_name, x_values, y_name or "", y_values,
-                          progress=lambda i, n: progress((i, n), desc=f"cell {min(i + 1, n)} of {n}"))  # fmt: skip
-        others = ", ".join(f"{k}={v:g}" for k, v in r.adapters.items() if k not in (x_name, y_name)) or "none"
-        return {p.grid: composite(cells, x_name, x_values, y_name or "", y_values),
+            cells = sweep_axes(
+                self.images, r, x, y, progress=lambda i, n: progress((i, n), desc=f"cell {min(i + 1, n)} of {n}")
+            )
+        swept = {a.adapter_name for a in (x, y) if a is not None and a.kind == "weight"}
+        others = ", ".join(f"{k}={v:g}" for k, v in r.adapters.items() if k not in swept) or "none"
+        return {p.grid: composite_axes(cells, x, y),
                 p.sent: f"{prompt_note(r)}; other adapters on: {others}"}  # fmt: skip
 
     @user_errors  # binds the visitor's session: its own adapters' trigger words, and the loads its snippet needs

@@ -14,7 +14,7 @@ from peft_core.image.studio import ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from ui.common import PRIVATE
 from ui.image_cards import card_rows, cards, draw_cards
-from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, size_range, y_choices
+from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, size_range, x_choices, y_choices
 
 # Bring the result into view when it is out of it (on a phone it sits above the presets); a desktop stays still.
 SHOW_RESULT_JS = """() => {
@@ -182,14 +182,14 @@ def _restore(p: ImagesPage) -> None:
 
 
 def _sweep(p: ImagesPage, names: list[str]) -> None:
-    with gr.Accordion("Weight sweep (X/Y grid)", open=False):
+    with gr.Accordion("X/Y sweep: adapter weights, seed, steps, guidance, prompt S/R", open=False):
         gr.Markdown(SWEEP_HELP)
         with gr.Row():
-            p.x_name = gr.Dropdown(label="X adapter", choices=names, value=names[0] if names else None,
+            p.x_name = gr.Dropdown(label="X axis", choices=x_choices(names), value=names[0] if names else None,
                                    elem_id="sweep-x")  # fmt: skip
-            p.x_text = gr.Textbox(label="X weights", value="-1:1.5:6", elem_id="sweep-x-values")
-            p.y_name = gr.Dropdown(label="Y adapter (optional)", choices=y_choices(names), value="")
-            p.y_text = gr.Textbox(label="Y weights", value="0, 0.5, 1")
+            p.x_text = gr.Textbox(label="X values", value="-1:1.5:6", elem_id="sweep-x-values")
+            p.y_name = gr.Dropdown(label="Y axis (optional)", choices=y_choices(names), value="", elem_id="sweep-y")
+            p.y_text = gr.Textbox(label="Y values", value="0, 0.5, 1", elem_id="sweep-y-values")
         with gr.Row():
             p.sweep_others = gr.Checkbox(label="Keep the other active adapters on, at their weights", value=True,
                                          elem_id="sweep-others")  # fmt: skip
@@ -199,8 +199,11 @@ def _sweep(p: ImagesPage, names: list[str]) -> None:
 
 
 SWEEP_HELP = (
-    "Weights are a list, `-1, 0, 0.5, 1`, or a range `start:stop:count`: `-1:1.5:6` is six weights evenly from -1 "
-    "to 1.5. Each cell is one image with the same seed and prompt; at most 12 weights an axis, 36 cells."
+    "An axis is an adapter's weight, the seed, the steps, the guidance or a prompt search-and-replace (S/R). "
+    "Numbers are a list, `-1, 0, 0.5, 1`, or a range `start:stop:count`: `-1:1.5:6` is six weights evenly from -1 "
+    "to 1.5, `0:7:8` seeds 0 to 7. A prompt S/R lists the text to find in the prompt, then what replaces it: "
+    "`cat, dog, fox` (quote a value holding a comma). Each cell is one image with the rest of the settings as "
+    "they are; at most 12 values an axis, 36 cells."
 )
 
 

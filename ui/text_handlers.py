@@ -53,9 +53,14 @@ def merge_note(weights: dict[str, float], combination_type: str, made: dict) -> 
     return f"Made **{made['adapter_name']}** = {parts} ({combination_type}, rank {made.get('r')}); tick it to use it."
 
 
-# The training box's example: words the bundled tiny LM knows (any other model's tokenizer knows them too), so the
-# first run learns something instead of training on <unk>.
-TRAIN_EXAMPLE = "the captain sails the pirate ship to the island . arr , the gold map ! " * 3
+# The training box's example: a pirate's sentences about the bundled tiny LM's own shapes, every word in its
+# word-level vocabulary (assets/hub/adapter-studio/tiny-shapes-lm), so the first run learns a style ("arr", "be" for
+# "is", "matey !") instead of training on <unk>. Another model's tokenizer splits these everyday words too.
+TRAIN_EXAMPLE = (
+    "arr , the red circle be next to the blue square , matey ! "
+    "the small green triangle be above the big yellow circle , arr ! "
+    "arr , the purple square be left of the orange triangle , matey ! "
+)
 
 
 def train_note(seen: dict) -> str:

@@ -11,5 +11,6 @@ the slots are consulted and changed, then `pipeline.py` calls diffusers, and the
 - lora_files.py LoRA file layouts (peft, kohya, old diffusers ...), the checked read, AdapterInfo, trigger words.
                 A new adapter file layout starts here.
 - checks.py     a pipeline repo's configs and declared sizes, checked before anything is downloaded or built.
-- export.py     a mix written out as one LoRA file. sweep.py: X/Y grids of weights. prompts.py: trigger words.
+- export.py     a mix written out as one LoRA file. prompts.py: trigger words.
+- sweep.py      X/Y grids over adapter weights, seed, steps, guidance, a prompt search-and-replace.
 """
