@@ -15,7 +15,7 @@ import threading
 
 import gradio as gr
 
-from peft_core import StudioError, bundled, sessions
+from peft_core import StudioError, bundled, sessions, settings
 from peft_core.image.studio import ImageStudio
 from peft_core.text.studio import TextStudio
 from ui.api import image_api, text_api
@@ -80,15 +80,17 @@ def load_defaults_in_background(images: ImageStudio, text: TextStudio) -> thread
 
 
 def _load_image_defaults(images: ImageStudio) -> None:
-    images.load_pipeline(bundled.DEFAULT_PIPELINE)
+    pipeline = settings.current().default_pipeline
+    images.load_pipeline(pipeline)
     # The demo adapters fit only the bundled bases, not a Hub model an admin chose instead.
-    if bundled.bundled_path(bundled.DEFAULT_PIPELINE) is not None:
+    if bundled.bundled_path(pipeline) is not None:
         _load_demo_adapters(images, bundled.DEFAULT_IMAGE_ADAPTERS)
 
 
 def _load_text_defaults(text: TextStudio) -> None:
-    text.load_model(bundled.DEFAULT_TEXT_MODEL)
-    if bundled.bundled_path(bundled.DEFAULT_TEXT_MODEL) is not None:
+    model = settings.current().default_text_model
+    text.load_model(model)
+    if bundled.bundled_path(model) is not None:
         _load_demo_adapters(text, bundled.DEFAULT_TEXT_ADAPTERS)
 
 

@@ -16,6 +16,7 @@ from peft_core import hub, limits
 from peft_core.errors import HubError, InputError, StudioError
 from peft_core.image.studio import ImageRequest, ImageStudio
 from peft_core.text.studio import TextStudio
+from tests.conftest import EnvPatch
 
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHEAP = settings(max_examples=200, deadline=None)
@@ -48,7 +49,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def env(assets, lm_assets):
-    with pytest.MonkeyPatch.context() as mp:
+    with EnvPatch.context() as mp:
         mp.setenv("STUDIO_LOCAL_DIRS", f"{assets['root']}:{lm_assets['root']}")
         for name in ("STUDIO_ALLOWED_ORGS", "STUDIO_LOCK_BASE", "STUDIO_MAX_ADAPTER_MB", "STUDIO_MAX_MODEL_MB"):
             mp.delenv(name, raising=False)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from peft_core import sessions
 from peft_core.errors import HubError, InputError
-from tests.conftest import ALL, gen
+from tests.conftest import ALL, EnvPatch, gen
 from tests.faultproxy import FaultProxy
 from tests.hubserver import running_hub, use_endpoint
 
@@ -51,9 +51,8 @@ def served(assets, lm_assets):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, assets, lm_assets, one_thread):
     """The app, with the Hub (olah) behind a proxy that records every file download."""
-    old = os.environ.get("STUDIO_LOCAL_DIRS")
-    os.environ["STUDIO_LOCAL_DIRS"] = os.pathsep.join(str(a["root"]) for a in (assets, lm_assets))
-    try:
+    with EnvPatch.context() as env:
+        env.setenv("STUDIO_LOCAL_DIRS", os.pathsep.join(str(a["root"]) for a in (assets, lm_assets)))
         with running_hub(tmp_path_factory.mktemp("hub")) as hub:
             hub.add_repo(LORA, assets["lora_a"])
             hub.add_repo(LORA_B, assets["lora_b"])
@@ -63,11 +62,6 @@ def world(tmp_path_factory, assets, lm_assets, one_thread):
                 served(assets, lm_assets) as (url, images, text, demo),
             ):
                 yield {"url": url, "images": images, "text": text, "demo": demo, "proxy": proxy}
-    finally:
-        if old is None:
-            os.environ.pop("STUDIO_LOCAL_DIRS", None)
-        else:
-            os.environ["STUDIO_LOCAL_DIRS"] = old
 
 
 def client(world):

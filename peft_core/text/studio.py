@@ -114,7 +114,8 @@ class TextStudio:
     def _require_model(self) -> TextModelInfo:
         self.startup.wait()
         if self.lm is None:
-            raise InputError(f"no text model is loaded; load one first (for example {bundled.DEFAULT_TEXT_MODEL!r})")
+            example = settings.current().default_text_model
+            raise InputError(f"no text model is loaded; load one first (for example {example!r})")
         return self.lm.info
 
     # --- adapters ------------------------------------------------------------------------------------------------
