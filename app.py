@@ -28,7 +28,7 @@ __all__ = ["CSS", "build_demo", "load_defaults", "load_defaults_in_background", 
 
 def build_demo(images: ImageStudio, text: TextStudio | None = None) -> gr.Blocks:
     """The whole app around an image studio and a text studio; either may hold no model yet."""
-    text = text if text is not None else TextStudio(device=images.device)
+    text = text if text is not None else TextStudio(device=images.device, quotas=images.quotas)
     with gr.Blocks(title="Adapter Studio") as demo:
         gr.Markdown(
             "# Adapter Studio\nLoad a base model, load LoRA adapters by Hub id, name them, mix them with weights, "
@@ -115,7 +115,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-defaults", action="store_true", help="start without loading the bundled models")
     args = parser.parse_args(argv)
 
-    images, text = ImageStudio(), TextStudio()
+    quotas = sessions.Quotas()  # one per app: a session's downloads and training count across both tabs
+    images, text = ImageStudio(quotas=quotas), TextStudio(quotas=quotas)
     demo = build_demo(images, text)
     if not args.no_defaults:
         load_defaults_in_background(images, text)

@@ -63,8 +63,11 @@ class PipelineInfo:
 class ImageStudio:
     """Owns the diffusion pipeline and its resident adapters; safe to share between threads."""
 
-    def __init__(self, device: str | None = None):
+    def __init__(self, device: str | None = None, quotas: sessions.Quotas | None = None):
+        """`quotas`: the app's per-session counters, shared with the text studio (app.py); a studio of its own
+        otherwise (scripts, tests)."""
         self.device, self.dtype = pick_device(device)
+        self.quotas = quotas if quotas is not None else sessions.Quotas()
         # Served in arrival order; a generation hands it over between denoising steps (turns.py), so one visitor's
         # big request delays another's small one by a step, not by the whole request.
         self._lock = TurnLock()
@@ -153,7 +156,7 @@ class ImageStudio:
             hub.check_file_size(repo, weight_name, entry.file_bytes, settings.current().max_adapter_mb)
             sessions.check_held(session, *self.pool.held(session), info.size_mb)
         else:
-            sessions.quotas.check_download(session)
+            self.quotas.check_download(session)
             sizes = repo.file_sizes()
             weight_name = hub.pick_weight_name(repo, weight_name or "", list(sizes))
             file_bytes = sizes[weight_name]
@@ -165,7 +168,7 @@ class ImageStudio:
             card = repo.card_data(sizes) if "README.md" in sizes else {}
             words = trigger_words(card)
             picture = card_picture(card, sizes, words)  # checks its widget image; downloads nothing
-            sessions.quotas.count_download(session)
+            self.quotas.count_download(session)
         source = (repo.repo_id, repo.revision, weight_name)
         with self._lock:
             if not adapter_name or not adapter_name.strip():
@@ -223,7 +226,9 @@ class ImageStudio:
             return self.list_adapters()
 
     def release_session(self, session) -> None:
-        """A session ended: drop its names, and the weights nobody else uses (sessions.Tracker calls this)."""
+        """A session ended: drop its names, and the weights nobody else uses (sessions.Tracker calls this), and
+        forget its counts."""
+        self.quotas.forget(session)
         if self.slots is None:
             return
         with self._lock:
