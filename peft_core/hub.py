@@ -18,9 +18,7 @@ from pathlib import Path, PurePosixPath
 from peft_core import bundled, settings
 from peft_core.errors import AdapterError, HubError
 
-REPO_ID_MAX = 96
-_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
-REPO_ID_RE = re.compile(rf"^(?:{_REPO_PART}/)?{_REPO_PART}$")
+REPO_ID_MAX = 96  # huggingface_hub checks each part against 96; the whole id is held to it here
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 # Pickle-based formats run code when loaded: they are listed in errors but never downloaded.
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
@@ -32,7 +30,15 @@ logger = logging.getLogger(__name__)
 
 
 def check_repo_id(repo_id) -> str:
-    """A Hub repo id ("org/name" or "name"), stripped; anything else is refused with the reason."""
+    """A Hub repo id ("org/name" or "name"), stripped; anything else is refused with the reason.
+
+    huggingface_hub's `validate_repo_id` decides what a Hub id is (its characters, '--', '..', '.git'). The checks
+    before it give the usual mistakes (a URL, a path, a pasted essay) a message of their own, and every message
+    shows the id cut to 80 characters: the library's would repeat a stranger's text whole.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     if not isinstance(repo_id, str) or not repo_id.strip():
         raise HubError(f"repo id must be a Hub id like 'org/name', got {repo_id!r}")
     repo_id = repo_id.strip()
@@ -45,11 +51,13 @@ def check_repo_id(repo_id) -> str:
         raise HubError(f"repo id {shown!r} contains '..'; a Hub id is 'org/name', never a path")
     if repo_id.count("/") > 1:
         raise HubError(f"repo id {shown!r} has too many '/': a Hub id is 'org/name'")
-    if "--" in repo_id or not REPO_ID_RE.match(repo_id):
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
         raise HubError(
             f"repo id {shown!r} is not a valid Hub id: use 'org/name' with letters, digits, '-', '_' or '.', "
-            "no '..' or '--', not starting or ending with '-' or '.'"
-        )
+            "no '..' or '--', not starting or ending with '-' or '.', not ending with '.git'"
+        ) from None
     return repo_id
 
 
