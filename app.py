@@ -15,7 +15,7 @@ import threading
 
 import gradio as gr
 
-from peft_core import StudioError, bundled, sessions
+from peft_core import StudioError, bundled, sessions, settings
 from peft_core.image.studio import ImageStudio
 from peft_core.text.studio import TextStudio
 from ui.api import image_api, text_api
@@ -31,7 +31,7 @@ def build_demo(
 ) -> gr.Blocks:
     """The whole app around an image studio and a text studio; either may hold no model yet. `tracker` ends the
     visitors' sessions in both (one is made if not given)."""
-    text = text if text is not None else TextStudio(device=images.device)
+    text = text if text is not None else TextStudio(device=images.device, quotas=images.quotas)
     tracker = tracker if tracker is not None else sessions.Tracker([images, text])
     with gr.Blocks(title="Adapter Studio") as demo:
         gr.Markdown(
@@ -87,15 +87,17 @@ def load_defaults_in_background(images: ImageStudio, text: TextStudio) -> thread
 
 
 def _load_image_defaults(images: ImageStudio) -> None:
-    images.load_pipeline(bundled.DEFAULT_PIPELINE)
+    pipeline = settings.current().default_pipeline
+    images.load_pipeline(pipeline)
     # The demo adapters fit only the bundled bases, not a Hub model an admin chose instead.
-    if bundled.bundled_path(bundled.DEFAULT_PIPELINE) is not None:
+    if bundled.bundled_path(pipeline) is not None:
         _load_demo_adapters(images, bundled.DEFAULT_IMAGE_ADAPTERS)
 
 
 def _load_text_defaults(text: TextStudio) -> None:
-    text.load_model(bundled.DEFAULT_TEXT_MODEL)
-    if bundled.bundled_path(bundled.DEFAULT_TEXT_MODEL) is not None:
+    model = settings.current().default_text_model
+    text.load_model(model)
+    if bundled.bundled_path(model) is not None:
         _load_demo_adapters(text, bundled.DEFAULT_TEXT_ADAPTERS)
 
 
@@ -120,7 +122,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-defaults", action="store_true", help="start without loading the bundled models")
     args = parser.parse_args(argv)
 
-    images, text = ImageStudio(), TextStudio()
+    quotas = sessions.Quotas()  # one per app: a session's downloads and training count across both tabs
+    images, text = ImageStudio(quotas=quotas), TextStudio(quotas=quotas)
     demo = build_demo(images, text)
     if not args.no_defaults:
         load_defaults_in_background(images, text)

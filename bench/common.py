@@ -212,8 +212,13 @@ def studio_env(cfg: BenchConfig):
 
 @contextlib.contextmanager
 def environ(**values):
+    """The block with these environment variables set; peft_core's settings (read once) are read again on the way
+    in and on the way out."""
+    from peft_core import settings
+
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
+    settings.reload()
     try:
         yield
     finally:
@@ -222,6 +227,7 @@ def environ(**values):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        settings.reload()
 
 
 @contextlib.contextmanager

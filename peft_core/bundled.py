@@ -4,15 +4,15 @@
 exactly as on the Hub, so the same code reads a bundled repo and a downloaded snapshot.
 """
 
-import os
 from pathlib import Path
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "hub"
 BUNDLED_ORG = "adapter-studio"
-# The defaults the app opens with; `STUDIO_*` env vars let a Space admin pick others (see README).
-DEFAULT_PIPELINE = os.environ.get("STUDIO_DEFAULT_PIPELINE", f"{BUNDLED_ORG}/tiny-shapes")
+# The bundled defaults the app opens with; an admin picks others with STUDIO_DEFAULT_PIPELINE and
+# STUDIO_DEFAULT_TEXT_MODEL (settings.py: `settings.current().default_pipeline`, `.default_text_model`).
+BUNDLED_PIPELINE = f"{BUNDLED_ORG}/tiny-shapes"
 DEFAULT_IMAGE_ADAPTERS = ("shapes-night", "shapes-outline", "shapes-stripes", "shapes-pastel")
-DEFAULT_TEXT_MODEL = os.environ.get("STUDIO_DEFAULT_TEXT_MODEL", f"{BUNDLED_ORG}/tiny-shapes-lm")
+BUNDLED_TEXT_MODEL = f"{BUNDLED_ORG}/tiny-shapes-lm"
 DEFAULT_TEXT_ADAPTERS = ("lm-pirate", "lm-formal", "lm-shouting")
 # Bundled repos have no git history: only this revision exists for them.
 BUNDLED_REVISION = "main"

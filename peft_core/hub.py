@@ -7,6 +7,7 @@ Errors are turned into `HubError`s that name the repo and say what was wrong.
 
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import re
@@ -18,9 +19,7 @@ from pathlib import Path, PurePosixPath
 from peft_core import bundled, settings
 from peft_core.errors import AdapterError, HubError
 
-REPO_ID_MAX = 96
-_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
-REPO_ID_RE = re.compile(rf"^(?:{_REPO_PART}/)?{_REPO_PART}$")
+REPO_ID_MAX = 96  # huggingface_hub checks each part against 96; the whole id is held to it here
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 # Pickle-based formats run code when loaded: they are listed in errors but never downloaded.
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
@@ -32,7 +31,15 @@ logger = logging.getLogger(__name__)
 
 
 def check_repo_id(repo_id) -> str:
-    """A Hub repo id ("org/name" or "name"), stripped; anything else is refused with the reason."""
+    """A Hub repo id ("org/name" or "name"), stripped; anything else is refused with the reason.
+
+    huggingface_hub's `validate_repo_id` decides what a Hub id is (its characters, '--', '..', '.git'). The checks
+    before it give the usual mistakes (a URL, a path, a pasted essay) a message of their own, and every message
+    shows the id cut to 80 characters: the library's would repeat a stranger's text whole.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     if not isinstance(repo_id, str) or not repo_id.strip():
         raise HubError(f"repo id must be a Hub id like 'org/name', got {repo_id!r}")
     repo_id = repo_id.strip()
@@ -45,11 +52,13 @@ def check_repo_id(repo_id) -> str:
         raise HubError(f"repo id {shown!r} contains '..'; a Hub id is 'org/name', never a path")
     if repo_id.count("/") > 1:
         raise HubError(f"repo id {shown!r} has too many '/': a Hub id is 'org/name'")
-    if "--" in repo_id or not REPO_ID_RE.match(repo_id):
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
         raise HubError(
             f"repo id {shown!r} is not a valid Hub id: use 'org/name' with letters, digits, '-', '_' or '.', "
-            "no '..' or '--', not starting or ending with '-' or '.'"
-        )
+            "no '..' or '--', not starting or ending with '-' or '.', not ending with '.git'"
+        ) from None
     return repo_id
 
 
@@ -513,8 +522,8 @@ def _reported(repo_id: str, filename: str | None):
 
 
 class _ByteCounter:
-    """Stands in for tqdm through huggingface_hub's `tqdm_class`: every bar it makes is a plain counter, and the
-    byte bars ("B") are forwarded to the sink as one DownloadProgress (the file-count bar of a snapshot is not).
+    """The bytes of one download, from the bars huggingface_hub makes with the `tqdm_class` we pass (`bar_class`):
+    the byte bars ("B") are forwarded to the sink as one DownloadProgress (the file-count bar of a snapshot is not).
 
     hf_hub_download makes one byte bar; snapshot_download makes two that add up all its files, one for the bytes
     received and one for the bytes written, which differ when Xet deduplicates. The bar expecting the most bytes
@@ -542,41 +551,36 @@ class _ByteCounter:
         self.sink(DownloadProgress(self.repo_id, self.filename, done, total, finished))
 
     def bar_class(self) -> type:
-        counter = self
+        """A tqdm class whose bars report to this counter."""
+        return type("ReportedBar", (_reported_bar(),), {"counter": self})
 
-        class Bar:
-            """The part of tqdm's interface that huggingface_hub uses."""
 
-            def __init__(self, *args, total=None, initial=0, unit="it", **kwargs):
-                self.total, self.n, self.unit = total, initial or 0, unit
-                self.format_dict = {"rate": None}
-                if unit == "B":
-                    counter.bars.append(self)
-                    counter.report()
+@functools.cache
+def _reported_bar() -> type:
+    """huggingface_hub's own tqdm, made to draw nothing and to send its count to `counter` (a _ByteCounter).
 
-            def update(self, n=1):
-                self.n += n or 0
-                self.refresh()
+    A real tqdm (the class huggingface_hub draws its bars with), so every method it calls on a bar exists. Disabled,
+    tqdm keeps `n` at `initial` and draws nothing: `update` counts here, and `refresh` (which huggingface_hub calls
+    after changing a bar's `total`) reports.
+    """
+    from huggingface_hub.utils import tqdm
 
-            def update_transfer(self, n=1):
-                """Bytes received: huggingface_hub reports the bytes written through update() as well."""
+    class ReportedBar(tqdm):
+        counter: _ByteCounter
 
-            def refresh(self, *args, **kwargs):
-                if self.unit == "B":
-                    counter.report()
+        def __init__(self, *args, unit="it", **kwargs):
+            self.counts_bytes = unit == "B"  # (not `unit`: a disabled tqdm without one answers format_dict simply)
+            super().__init__(*args, unit=unit, **{**kwargs, "disable": True})
+            if self.counts_bytes:
+                self.counter.bars.append(self)
+                self.counter.report()
 
-            def close(self):
-                pass
+        def update(self, n=1):
+            self.n += n or 0
+            self.refresh()
 
-            def set_description(self, *args, **kwargs):
-                pass
+        def refresh(self, *args, **kwargs):
+            if self.counts_bytes:
+                self.counter.report()
 
-            set_description_str = set_postfix = set_postfix_str = set_transfer_postfix_str = set_description
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return False
-
-        return Bar
+    return ReportedBar

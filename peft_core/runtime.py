@@ -1,7 +1,8 @@
 """Device and dtype choice, and quieting the libraries' load-time chatter."""
 
 import contextlib
-import os
+
+from peft_core import settings
 
 
 def pick_device(device: str | None = None):
@@ -17,12 +18,8 @@ def pick_device(device: str | None = None):
 
 
 def default_device() -> str:
-    """`STUDIO_DEVICE`, else "cuda" when torch sees a GPU, else "cpu"."""
-    if os.environ.get("STUDIO_DEVICE"):
-        return os.environ["STUDIO_DEVICE"]
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """`STUDIO_DEVICE`, else "cuda" when torch sees a GPU, else "cpu" (read once, in settings.py)."""
+    return settings.current().device
 
 
 @contextlib.contextmanager

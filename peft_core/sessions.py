@@ -7,8 +7,10 @@ may run the steps of a generator in different threads, and a context variable do
 it with `current()`. Outside the app (scripts, tests, the defaults loaded at start) nothing is bound: that is the
 admin, whose adapters are shared with every session, read-only to them (pool.py).
 
-A `Tracker` per app counts each session's use against its quotas, remembers when it was last seen, and releases
-the adapters of a session that ended (gradio's unload) or went idle (STUDIO_SESSION_IDLE_S) in every studio.
+One `Quotas` per app counts each session's downloads and training steps; it is handed to both studios when they are
+built (app.py), so the counts cover both sides. A `Tracker` per app remembers when each session was last seen, and
+releases the adapters of a session that ended (gradio's unload) or went idle (STUDIO_SESSION_IDLE_S) in every studio,
+which also forget its counts.
 """
 
 import contextlib
@@ -53,7 +55,9 @@ def prefix(session: str | None) -> str:
 
 class Quotas:
     """Per-session counters: downloads in the last minute and training steps in all. The adapters a session holds
-    and their megabytes are counted from the pool itself (pool.py), so they can never drift from it."""
+    and their megabytes are counted from the pool itself (pool.py), so they can never drift from it. A studio gets
+    one when it is built (`ImageStudio(quotas=...)`, `TextStudio(quotas=...)`); studios given the same one count a
+    session's use on both sides together."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -176,13 +180,10 @@ class Tracker:
         with self._lock:
             self._seen.pop(session, None)
             self._tabs.discard(session)
-        quotas.forget(session)
-        for studio in self.studios:
+        for studio in self.studios:  # each also forgets the session's counts in its quotas
             studio.release_session(session)
 
     def sessions(self) -> list[str]:
         with self._lock:
             return list(self._seen)
 
-
-quotas = Quotas()  # one per process: a session's downloads and training count across both studios

@@ -1,4 +1,9 @@
-"""Admin settings for a public Space, read from the environment at each use so tests and admins can change them.
+"""Admin settings for a public Space: every environment variable the studio reads, read here only, once, into one
+frozen `Settings` (`current()`).
+
+The settings do not change while the app runs. A test or a tool that changes a variable in a running process calls
+`reload()` afterwards (tests/conftest.py's `monkeypatch` does it on every setenv and delenv); the next `current()`
+reads the environment again. A bad value is refused, naming it, by the `current()` that reads it.
 
 | env var                      | default | what it does                                                        |
 |------------------------------|---------|---------------------------------------------------------------------|
@@ -22,13 +27,17 @@
 | STUDIO_SESSION_TRAIN_STEPS   | 2000    | training steps one session may run in all                            |
 | STUDIO_SESSION_IDLE_S        | 3600    | a session unseen this long has its adapters released                 |
 | STUDIO_THUMBNAILS            | auto    | card pictures: auto (widget, else made once where cheap), hub, off   |
+| STUDIO_DEVICE                | auto    | the studios' device: cuda when torch sees a GPU, else cpu            |
+| STUDIO_DEFAULT_PIPELINE      | bundled | the image pipeline app.py loads at start (bundled.BUNDLED_PIPELINE)  |
+| STUDIO_DEFAULT_TEXT_MODEL    | bundled | the causal LM app.py loads at start (bundled.BUNDLED_TEXT_MODEL)     |
 """
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from peft_core import runtime
+from peft_core import bundled
 from peft_core.errors import InputError
 
 
@@ -59,10 +68,13 @@ class Settings:
     # The image cards' pictures (image/thumbnails.py): "auto" the card's widget image, else one made at load on a GPU
     # or a small pipeline; "hub" widget images only; "off" none.
     thumbnails: str
+    device: str  # where a studio built without a device runs (runtime.pick_device): "cuda", "cuda:1", "cpu" ...
+    default_pipeline: str  # what app.py loads at start; the bundled demo adapters come only with the bundled one
+    default_text_model: str
 
 
-def _number(name: str, default: str, cast, zero_ok=False):
-    value = os.environ.get(name, default)
+def _number(env: Mapping[str, str], name: str, default: str, cast, zero_ok=False):
+    value = env.get(name, default)
     try:
         number = cast(value)
     except ValueError:
@@ -80,8 +92,8 @@ THUMBNAIL_MODES = ("auto", "hub", "off")
 DEFAULT_PROMPT = "a red circle"
 
 
-def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = os.environ.get(name, default).strip().lower() or default
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, default).strip().lower() or default
     if value not in choices:
         raise InputError(f"admin setting {name}={value!r} must be one of {', '.join(choices)}")
     return value
@@ -103,9 +115,17 @@ SLOT_GPU_MB = 1024
 SLOTS_MIN, SLOTS_MAX = 4, 16
 
 
-def _gpu_total_mb() -> float | None:
-    """The default device's memory in MB when it is a CUDA device; None on a CPU."""
-    device = runtime.default_device()
+def _device(env: Mapping[str, str]) -> str:
+    """STUDIO_DEVICE, else "cuda" when torch sees a GPU, else "cpu"."""
+    if env.get("STUDIO_DEVICE", "").strip():
+        return env["STUDIO_DEVICE"].strip()
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _gpu_total_mb(device: str) -> float | None:
+    """The memory of `device` in MB when it is a CUDA device; None on a CPU."""
     if not device.startswith("cuda"):
         return None
     import torch
@@ -113,50 +133,75 @@ def _gpu_total_mb() -> float | None:
     return torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**20
 
 
-def _default_fuse_mb() -> str:
-    total_mb = None if "STUDIO_FUSE_MAX_MB" in os.environ else _gpu_total_mb()
+def _default_fuse_mb(env: Mapping[str, str], device: str) -> str:
+    total_mb = None if "STUDIO_FUSE_MAX_MB" in env else _gpu_total_mb(device)
     if total_mb is None:
         return "4096"
     return str(max(4096, int(total_mb * FUSE_GPU_SHARE)))
 
 
-def _default_lora_slots() -> str:
-    total_mb = None if "STUDIO_LORA_SLOTS" in os.environ else _gpu_total_mb()
+def _default_lora_slots(env: Mapping[str, str], device: str) -> str:
+    total_mb = None if "STUDIO_LORA_SLOTS" in env else _gpu_total_mb(device)
     if total_mb is None:
         return str(SLOTS_MIN)
     return str(min(SLOTS_MAX, max(SLOTS_MIN, int(total_mb * SLOTS_GPU_SHARE / SLOT_GPU_MB))))
 
 
-def current() -> Settings:
-    dirs = os.environ.get("STUDIO_LOCAL_DIRS", "")
-    orgs = os.environ.get("STUDIO_ALLOWED_ORGS", "")
+def read(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings in `env` (the process's environment by default), checked; raises InputError naming a bad one."""
+    env = os.environ if env is None else env
+    dirs = env.get("STUDIO_LOCAL_DIRS", "")
+    orgs = env.get("STUDIO_ALLOWED_ORGS", "")
+    device = _device(env)
     return Settings(
         local_dirs=tuple(Path(p).expanduser().resolve() for p in dirs.split(os.pathsep) if p.strip()),
         allowed_orgs=frozenset(o.strip() for o in orgs.split(",") if o.strip()),
-        lock_base=os.environ.get("STUDIO_LOCK_BASE", "0").strip().lower() in ("1", "true", "yes"),
-        max_adapter_mb=_number("STUDIO_MAX_ADAPTER_MB", "2048", float),
-        max_model_mb=_number("STUDIO_MAX_MODEL_MB", "32768", float),
-        max_resident_adapters=_number("STUDIO_MAX_RESIDENT_ADAPTERS", "32", int),
-        lora_slots=_number("STUDIO_LORA_SLOTS", _default_lora_slots(), int),
-        fuse=os.environ.get("STUDIO_FUSE", "1").strip().lower() not in ("0", "false", "no"),
-        fuse_max_mb=_number("STUDIO_FUSE_MAX_MB", _default_fuse_mb(), float, zero_ok=True),
-        max_image_cost=_number("STUDIO_MAX_IMAGE_COST", "4" if runtime.default_device() != "cpu" else "2", float),
-        dtype=_choice("STUDIO_DTYPE", "auto", DTYPES),
-        offload=_choice("STUDIO_OFFLOAD", "none", OFFLOADS),
-        public=_public(),
-        bases=tuple(b.strip() for b in os.environ.get("STUDIO_BASES", "").split(",") if b.strip()),
-        session_max_adapters=_number("STUDIO_SESSION_MAX_ADAPTERS", "8", int),
-        session_max_mb=_number("STUDIO_SESSION_MAX_MB", "1024", float),
-        session_downloads_per_minute=_number("STUDIO_SESSION_DOWNLOADS_PER_MINUTE", "6", int),
-        session_train_steps=_number("STUDIO_SESSION_TRAIN_STEPS", "2000", int),
-        session_idle_s=_number("STUDIO_SESSION_IDLE_S", "3600", float),
-        thumbnails=_choice("STUDIO_THUMBNAILS", "auto", THUMBNAIL_MODES),
+        lock_base=env.get("STUDIO_LOCK_BASE", "0").strip().lower() in ("1", "true", "yes"),
+        max_adapter_mb=_number(env, "STUDIO_MAX_ADAPTER_MB", "2048", float),
+        max_model_mb=_number(env, "STUDIO_MAX_MODEL_MB", "32768", float),
+        max_resident_adapters=_number(env, "STUDIO_MAX_RESIDENT_ADAPTERS", "32", int),
+        lora_slots=_number(env, "STUDIO_LORA_SLOTS", _default_lora_slots(env, device), int),
+        fuse=env.get("STUDIO_FUSE", "1").strip().lower() not in ("0", "false", "no"),
+        fuse_max_mb=_number(env, "STUDIO_FUSE_MAX_MB", _default_fuse_mb(env, device), float, zero_ok=True),
+        max_image_cost=_number(env, "STUDIO_MAX_IMAGE_COST", "4" if device != "cpu" else "2", float),
+        dtype=_choice(env, "STUDIO_DTYPE", "auto", DTYPES),
+        offload=_choice(env, "STUDIO_OFFLOAD", "none", OFFLOADS),
+        public=_public(env),
+        bases=tuple(b.strip() for b in env.get("STUDIO_BASES", "").split(",") if b.strip()),
+        session_max_adapters=_number(env, "STUDIO_SESSION_MAX_ADAPTERS", "8", int),
+        session_max_mb=_number(env, "STUDIO_SESSION_MAX_MB", "1024", float),
+        session_downloads_per_minute=_number(env, "STUDIO_SESSION_DOWNLOADS_PER_MINUTE", "6", int),
+        session_train_steps=_number(env, "STUDIO_SESSION_TRAIN_STEPS", "2000", int),
+        session_idle_s=_number(env, "STUDIO_SESSION_IDLE_S", "3600", float),
+        thumbnails=_choice(env, "STUDIO_THUMBNAILS", "auto", THUMBNAIL_MODES),
+        device=device,
+        default_pipeline=env.get("STUDIO_DEFAULT_PIPELINE", "").strip() or bundled.BUNDLED_PIPELINE,
+        default_text_model=env.get("STUDIO_DEFAULT_TEXT_MODEL", "").strip() or bundled.BUNDLED_TEXT_MODEL,
     )
 
 
-def _public() -> bool:
+def _public(env: Mapping[str, str]) -> bool:
     """STUDIO_PUBLIC=1/0 when set; else on when running on a Hugging Face Space (which sets SPACE_ID)."""
-    value = os.environ.get("STUDIO_PUBLIC", "").strip().lower()
+    value = env.get("STUDIO_PUBLIC", "").strip().lower()
     if value:
         return value in ("1", "true", "yes")
-    return bool(os.environ.get("SPACE_ID"))
+    return bool(env.get("SPACE_ID"))
+
+
+_current: Settings | None = None  # read at the first current(), dropped by reload()
+
+
+def current() -> Settings:
+    """The settings: read from the environment at the first call, the same object at every call after."""
+    global _current
+    if _current is None:
+        _current = read()  # a bad value raises here, and again at the next call: nothing is kept of it
+    return _current
+
+
+def reload() -> None:
+    """Forget the settings read so far: the next current() reads the environment again. For tests and tools that
+    change STUDIO_* variables in a running process (tests/conftest.py, bench/common.py, scripts/soak.py); the app
+    itself never changes them."""
+    global _current
+    _current = None

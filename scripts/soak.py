@@ -38,7 +38,7 @@ def bundled_setup() -> tuple[str, list[str]] | None:
     """The bundled pipeline and its LoRA repos, or None when assets/hub does not hold them."""
     from peft_core import bundled
 
-    pipeline = bundled.DEFAULT_PIPELINE
+    pipeline = bundled.BUNDLED_PIPELINE
     loras = [f"{bundled.BUNDLED_ORG}/{name}" for name in bundled.DEFAULT_IMAGE_ADAPTERS]
     loras = [repo for repo in loras if bundled.bundled_path(repo) is not None]
     if bundled.bundled_path(pipeline) is None or not loras:
@@ -48,6 +48,7 @@ def bundled_setup() -> tuple[str, list[str]] | None:
 
 def tiny_setup(folder: Path) -> tuple[str, list[str]]:
     """A tiny pipeline and two LoRAs built from configs (tiny_models/image.py), allowed as local paths."""
+    from peft_core import settings
     from tiny_models.image import build_tiny_pipeline, lora_state_dict, write_repo
 
     pipe = build_tiny_pipeline(folder / "tiny-sd")
@@ -56,6 +57,7 @@ def tiny_setup(folder: Path) -> tuple[str, list[str]]:
         for seed in (1, 2)
     ]
     os.environ["STUDIO_LOCAL_DIRS"] = str(folder)
+    settings.reload()  # read once (peft_core/settings.py): this process changed its environment
     return str(folder / "tiny-sd"), [str(p) for p in loras]
 
 

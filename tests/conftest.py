@@ -8,12 +8,40 @@ import numpy as np
 import pytest
 import torch
 
+from peft_core import settings
 from tiny_models.image import build_tiny_pipeline, lora_state_dict, write_repo
 from tiny_models.text import build_tiny_lm, rename_keys, write_adapter
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # The Hub is unreachable here; a test that forgot the olah fixture must fail fast, not hang.
 os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+
+
+
+class EnvPatch(pytest.MonkeyPatch):
+    """pytest's MonkeyPatch whose environment changes reach peft_core's settings, which are read once
+    (peft_core/settings.py): every setenv, delenv and undo is followed by `settings.reload()`. Every test's
+    `monkeypatch` is one; a fixture of a wider scope uses `with EnvPatch.context() as mp:`."""
+
+    def setenv(self, name, value, prepend=None):
+        super().setenv(name, value, prepend)
+        settings.reload()
+
+    def delenv(self, name, raising=True):
+        super().delenv(name, raising)
+        settings.reload()
+
+    def undo(self):
+        super().undo()
+        settings.reload()
+
+
+@pytest.fixture
+def monkeypatch():
+    """pytest's own fixture, as an EnvPatch: a test's STUDIO_* setenv is what the code under test reads."""
+    with EnvPatch.context() as patch:
+        yield patch
+
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]  # the tiny LM's linear layers
 
@@ -159,9 +187,8 @@ def launch_app(assets, adapters=(), lm_assets=None, text_adapters=()):
     from peft_core.image.studio import ImageStudio
     from peft_core.text.studio import TextStudio
 
-    old = os.environ.get("STUDIO_LOCAL_DIRS")
-    os.environ["STUDIO_LOCAL_DIRS"] = os.pathsep.join(str(a["root"]) for a in (assets, lm_assets) if a)
-    try:
+    with EnvPatch.context() as env:
+        env.setenv("STUDIO_LOCAL_DIRS", os.pathsep.join(str(a["root"]) for a in (assets, lm_assets) if a))
         studio, text = ImageStudio(device="cpu"), TextStudio(device="cpu")
         studio.load_pipeline(str(assets["pipeline"]))
         for name in adapters:
@@ -178,11 +205,6 @@ def launch_app(assets, adapters=(), lm_assets=None, text_adapters=()):
             yield demo.local_url
         finally:
             demo.close()
-    finally:
-        if old is None:
-            os.environ.pop("STUDIO_LOCAL_DIRS", None)
-        else:
-            os.environ["STUDIO_LOCAL_DIRS"] = old
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from peft_core.errors import AdapterError, HubError, InputError, StudioError
 from peft_core.image.studio import ImageStudio
 from peft_core.text.studio import TextStudio
-from tests.conftest import ALL, gen
+from tests.conftest import ALL, EnvPatch, gen
 from tests.hubserver import running_hub
 from tiny_models.image import write_repo
 
@@ -462,7 +462,7 @@ def where(tmp_path_factory, assets, lm_assets):
     where.update({name: str(path) for name, path in assets.items()})
     where.update({p.name: str(p) for p in root.iterdir()})
     where.update({"text-default": str(root / "text-dir" / "default"), "out": str(root / "out"), "root": root})
-    with pytest.MonkeyPatch.context() as mp:
+    with EnvPatch.context() as mp:
         mp.setenv("STUDIO_LOCAL_DIRS", ":".join(str(p) for p in (assets["root"], lm_assets["root"], root)))
         for name in ("STUDIO_ALLOWED_ORGS", "STUDIO_LOCK_BASE", "STUDIO_MAX_ADAPTER_MB", "STUDIO_MAX_MODEL_MB"):
             mp.delenv(name, raising=False)

@@ -327,6 +327,7 @@ def test_fusion_budget_follows_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=140 * 2**30))
     assert settings.current().fuse_max_mb == 140 * 1024 * settings.FUSE_GPU_SHARE
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=8 * 2**30))
+    settings.reload()  # another GPU: the settings are read again (an env change does it by itself, conftest.py)
     assert settings.current().fuse_max_mb == 4096  # never below the CPU's default
     monkeypatch.setenv("STUDIO_FUSE_MAX_MB", "1000")  # the admin's number wins
     assert settings.current().fuse_max_mb == 1000

@@ -20,7 +20,7 @@ from peft_core import hub as studio_hub
 from peft_core.errors import HubError
 from peft_core.image.studio import ImageStudio
 from peft_core.text.studio import TextStudio
-from tests.conftest import gen
+from tests.conftest import EnvPatch, gen
 from tests.faultproxy import FaultProxy
 from tests.hubserver import running_hub, use_endpoint
 
@@ -74,7 +74,7 @@ def studio_hub_cache() -> str:
 @pytest.fixture(scope="module")
 def reference(assets, lm_assets):
     """The image and text the Hub adapters must give, from the same files loaded by local path."""
-    with pytest.MonkeyPatch.context() as mp:
+    with EnvPatch.context() as mp:
         mp.setenv("STUDIO_LOCAL_DIRS", f"{assets['root']}:{lm_assets['root']}")
         images = ImageStudio(device="cpu")
         images.load_pipeline(str(assets["pipeline"]))

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from peft_core.errors import AdapterError, HubError
 from peft_core.image.studio import ImageStudio
-from tests.conftest import gen
+from tests.conftest import EnvPatch, gen
 from tests.test_bad_inputs import LORA, E, _refused, image_state, request
 from tiny_models.image import write_repo
 
@@ -237,7 +237,7 @@ def where(tmp_path_factory, assets):
     _hostile_files(root, outside, assets)
     where = {name: str(path) for name, path in assets.items()} | {p.name: str(p) for p in root.iterdir()}
     where.update(root=root, outside=outside)
-    with pytest.MonkeyPatch.context() as mp:
+    with EnvPatch.context() as mp:
         mp.setenv("STUDIO_LOCAL_DIRS", ":".join(str(p) for p in (assets["root"], root)))
         for name in ("STUDIO_ALLOWED_ORGS", "STUDIO_LOCK_BASE", "STUDIO_MAX_ADAPTER_MB", "STUDIO_MAX_MODEL_MB"):
             mp.delenv(name, raising=False)

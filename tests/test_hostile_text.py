@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from peft_core.errors import AdapterError, HubError
 from peft_core.text.studio import TextStudio
-from tests.conftest import ALL
+from tests.conftest import ALL, EnvPatch
 from tests.hubserver import running_hub
 from tests.test_bad_inputs import E, _refused, fingerprint, text_state
 from tiny_models.text import write_adapter
@@ -255,7 +255,7 @@ def where(tmp_path_factory, lm_assets, methods):
     generation = json.loads((beams / "generation_config.json").read_text())
     generation.update(num_beams=16, num_return_sequences=16, penalty_alpha=0.6, top_k=7)
     (beams / "generation_config.json").write_text(json.dumps(generation))
-    with pytest.MonkeyPatch.context() as mp:
+    with EnvPatch.context() as mp:
         mp.setenv("STUDIO_LOCAL_DIRS", ":".join(str(p) for p in (lm_assets["root"], root, *methods.values())))
         for name in ("STUDIO_ALLOWED_ORGS", "STUDIO_LOCK_BASE", "STUDIO_MAX_ADAPTER_MB", "STUDIO_MAX_MODEL_MB"):
             mp.delenv(name, raising=False)

@@ -18,6 +18,8 @@ from peft_core.errors import HubError
         ("org/-name", "not a valid Hub id"),
         ("org/na me", "not a valid Hub id"),
         ("org--x/name", "not a valid Hub id"),
+        ("org/name.git", "not a valid Hub id: .* not ending with '.git'"),  # huggingface_hub's rule
+        ("café/lora", "not a valid Hub id"),
         (None, "must be a Hub id"),
     ],
 )
@@ -29,6 +31,32 @@ def test_bad_repo_ids(repo_id, message):
 @pytest.mark.parametrize("repo_id", ["gpt2", "ybelkada/opt-350m-lora", "stabilityai/stable-diffusion-xl-base-1.0"])
 def test_good_repo_ids(repo_id):
     assert hub.check_repo_id(f"  {repo_id} ") == repo_id
+
+
+@pytest.mark.parametrize(
+    "repo_id", ["org/x", "org/-x", "org/x-", "_org/x_", "org/a.b_c-d", "o/x.git", "org/x.gi", "é/x", "o/ x", "a" * 90]
+)
+def test_huggingface_hub_decides_what_a_hub_id_is(repo_id):
+    """Past the checks for the usual mistakes, check_repo_id accepts exactly what validate_repo_id accepts."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+        valid = True
+    except HFValidationError:
+        valid = False
+    if valid:
+        assert hub.check_repo_id(repo_id) == repo_id
+    else:
+        with pytest.raises(HubError, match=f"repo id '{repo_id}' is not a valid Hub id: use 'org/name'"):
+            hub.check_repo_id(repo_id)
+
+
+def test_a_refusal_shows_at_most_80_characters_of_the_id():
+    with pytest.raises(HubError) as caught:
+        hub.check_repo_id("org/" + "x" * 88 + ".git")
+    assert "org/" + "x" * 73 + "..." in str(caught.value) and "x" * 74 not in str(caught.value)
 
 
 @pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "0123abcd" * 5])

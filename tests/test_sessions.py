@@ -18,7 +18,7 @@ from PIL import Image
 
 from peft_core import sessions
 from peft_core.errors import HubError, InputError
-from tests.conftest import ALL, gen
+from tests.conftest import ALL, EnvPatch, gen
 from tests.faultproxy import FaultProxy
 from tests.hubserver import running_hub, use_endpoint
 
@@ -35,7 +35,8 @@ def served(assets, lm_assets):
     from peft_core.image.studio import ImageStudio
     from peft_core.text.studio import TextStudio
 
-    images, text = ImageStudio(device="cpu"), TextStudio(device="cpu")
+    quotas = sessions.Quotas()  # as app.main: one for both sides
+    images, text = ImageStudio(device="cpu", quotas=quotas), TextStudio(device="cpu", quotas=quotas)
     images.load_pipeline(str(assets["pipeline"]))
     images.load_adapter(str(assets["lora_a"]), adapter_name="shared_a")
     text.load_model(str(lm_assets["lm"]))
@@ -52,9 +53,8 @@ def served(assets, lm_assets):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, assets, lm_assets, one_thread):
     """The app, with the Hub (olah) behind a proxy that records every file download."""
-    old = os.environ.get("STUDIO_LOCAL_DIRS")
-    os.environ["STUDIO_LOCAL_DIRS"] = os.pathsep.join(str(a["root"]) for a in (assets, lm_assets))
-    try:
+    with EnvPatch.context() as env:
+        env.setenv("STUDIO_LOCAL_DIRS", os.pathsep.join(str(a["root"]) for a in (assets, lm_assets)))
         with running_hub(tmp_path_factory.mktemp("hub")) as hub:
             hub.add_repo(LORA, assets["lora_a"])
             hub.add_repo(LORA_B, assets["lora_b"])
@@ -64,11 +64,6 @@ def world(tmp_path_factory, assets, lm_assets, one_thread):
                 served(assets, lm_assets) as (url, images, text, tracker),
             ):
                 yield {"url": url, "images": images, "text": text, "tracker": tracker, "proxy": proxy}
-    finally:
-        if old is None:
-            os.environ.pop("STUDIO_LOCAL_DIRS", None)
-        else:
-            os.environ["STUDIO_LOCAL_DIRS"] = old
 
 
 def client(world):
@@ -477,3 +472,26 @@ def test_on_zerogpu_a_handler_runs_as_its_visitor(monkeypatch):
     assert user_errors(gpu(whose))(1, request=visitor) == "visitor-1:1"  # a page handler
     assert api_endpoint(whose)(2, request=visitor) == "visitor-1:2"  # a named endpoint: gpu(binding wrapper)
     assert gpu(whose)(3) == "None:3"  # a call without gradio is the admin's, there too
+
+
+def test_one_quotas_counts_a_session_on_both_sides(studio, assets, lm_assets, monkeypatch):
+    """The studios get their Quotas when built: given the same one (as app.main does, and build_demo for a text
+    studio it makes), a download on the Images tab counts on the Text tab; a session's end forgets its counts."""
+    from peft_core.text.studio import TextStudio
+
+    monkeypatch.setenv("STUDIO_LOCAL_DIRS", os.pathsep.join(str(a["root"]) for a in (assets, lm_assets)))
+    monkeypatch.setenv("STUDIO_SESSION_DOWNLOADS_PER_MINUTE", "1")
+    text = TextStudio(device="cpu", quotas=studio.quotas)
+    text.load_model(str(lm_assets["lm"]))
+    with sessions.bound("both"):
+        studio.load_adapter(str(assets["lora_a"]), adapter_name="a")
+        with pytest.raises(InputError, match=r"1 downloads in the last minute, its quota"):
+            text.load_adapter(str(lm_assets["lora_a"]), adapter_name="t")
+        assert names(text.list_adapters()) == []
+    with sessions.bound("apart"):  # a studio with quotas of its own counts only its own side
+        studio.load_adapter(str(assets["lora_b"]), adapter_name="b")
+        TextStudio(device="cpu").quotas.check_download("apart")
+    studio.release_session("both")  # (sessions.Tracker.end calls it for each studio)
+    with sessions.bound("both"):
+        text.load_adapter(str(lm_assets["lora_a"]), adapter_name="t")
+        assert names(text.list_adapters()) == ["t"]

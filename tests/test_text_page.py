@@ -33,18 +33,14 @@ def test_the_training_example_is_in_the_bundled_models_vocabulary():
 
 @pytest.fixture(scope="module")
 def text_studio(lm_assets):
-    import os
-
     from peft_core.text.studio import TextStudio
+    from tests.conftest import EnvPatch
 
-    old = os.environ.get("STUDIO_LOCAL_DIRS")
-    os.environ["STUDIO_LOCAL_DIRS"] = str(lm_assets["root"])
-    try:
+    with EnvPatch.context() as env:
+        env.setenv("STUDIO_LOCAL_DIRS", str(lm_assets["root"]))
         studio = TextStudio(device="cpu")
         studio.load_model(str(lm_assets["lm"]))
         yield studio
-    finally:
-        os.environ.pop("STUDIO_LOCAL_DIRS") if old is None else os.environ.update(STUDIO_LOCAL_DIRS=old)
 
 
 def note_for(studio, text: str) -> str:

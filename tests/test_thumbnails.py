@@ -108,7 +108,7 @@ def test_the_widget_image_is_the_cards_picture_resized(hub_studio, downloads, mo
     hub_studio.load_adapter("test-org/widget", adapter_name="widget")
     calls = []
     monkeypatch.setattr(hub_studio, "generate", lambda *a, **k: calls.append(a))
-    path = hub_studio.thumbnails.make(hub_studio, adapter(hub_studio, "widget"))
+    path = hub_studio.thumbnails.make(adapter(hub_studio, "widget"))
     expected = Image.open(io.BytesIO(png())).convert("RGB")
     expected.thumbnail((limits.THUMBNAIL_PX, limits.THUMBNAIL_PX))
     made = Image.open(path)
@@ -131,7 +131,7 @@ def test_a_hostile_widget_gives_no_picture_and_changes_nothing(hub_studio, downl
         hub_studio.load_adapter("test-org/widget", adapter_name="widget")
     base, reference = gen(hub_studio), gen(hub_studio, {"widget": 1.0})
     hub_studio.load_adapter(f"test-org/{name}", adapter_name=name)  # the load succeeds
-    assert hub_studio.thumbnails.make(hub_studio, adapter(hub_studio, name)) is None
+    assert hub_studio.thumbnails.make(adapter(hub_studio, name)) is None
     # same weights as the clean repo: the same image, and the base is as it was
     assert np.array_equal(gen(hub_studio, {name: 1.0}), reference) and np.array_equal(gen(hub_studio), base)
     pictures = [f for f in downloads if f not in (WEIGHTS, "README.md")]
@@ -143,7 +143,7 @@ def test_a_hostile_widget_gives_no_picture_and_changes_nothing(hub_studio, downl
 def test_off_reads_no_widget(hub_studio, downloads, no_generation, monkeypatch):
     monkeypatch.setenv("STUDIO_THUMBNAILS", "off")
     hub_studio.load_adapter("test-org/widget", revision="main", adapter_name="widget_off")
-    assert hub_studio.thumbnails.make(hub_studio, adapter(hub_studio, "widget_off")) is None
+    assert hub_studio.thumbnails.make(adapter(hub_studio, "widget_off")) is None
     assert "images/x.png" not in downloads
 
 
@@ -165,7 +165,7 @@ def test_a_made_picture_is_the_generation_it_stands_for_made_once(studio, allow_
     monkeypatch.setenv("STUDIO_THUMBNAILS", "auto")
     studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="a")
     row = adapter(studio, "a")
-    path = studio.thumbnails.make(studio, row)
+    path = studio.thumbnails.make(row)
     request = studio.thumbnails.request(row)
     assert request.adapters == {"a": 1.0} and request.seed == limits.THUMBNAIL_SEED and request.use_adapters
     assert request.prompt == "sks style" and request.steps is None  # its trigger words; the pipeline's defaults
@@ -176,10 +176,10 @@ def test_a_made_picture_is_the_generation_it_stands_for_made_once(studio, allow_
     # another session loading the same file, and a reload, reuse it: no generation
     with sessions.bound("visitor-1"):
         studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="mine")
-        assert studio.thumbnails.make(studio, adapter(studio, "mine")) == path
+        assert studio.thumbnails.make(adapter(studio, "mine")) == path
     studio.delete_adapter("a")
     studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="again")
-    assert studio.thumbnails.make(studio, adapter(studio, "again")) == path and len(counted) == 3
+    assert studio.thumbnails.make(adapter(studio, "again")) == path and len(counted) == 3
 
 
 def test_hub_and_off_make_none_and_auto_skips_a_large_pipeline_on_a_cpu(studio, allow_assets, counted, monkeypatch):
@@ -187,13 +187,13 @@ def test_hub_and_off_make_none_and_auto_skips_a_large_pipeline_on_a_cpu(studio, 
     row = adapter(studio, "b")
     for mode in ("off", "hub"):
         monkeypatch.setenv("STUDIO_THUMBNAILS", mode)
-        assert studio.thumbnails.make(studio, row) is None
+        assert studio.thumbnails.make(row) is None
     monkeypatch.setenv("STUDIO_THUMBNAILS", "auto")
     monkeypatch.setattr(limits, "THUMBNAIL_CPU_MAX_WORK", 32 * 32 * 25 - 1)  # just under the tiny default image
-    assert studio.thumbnails.make(studio, row) is None and not counted
+    assert studio.thumbnails.make(row) is None and not counted
     monkeypatch.setattr(limits, "THUMBNAIL_CPU_MAX_WORK", 32 * 32 * 25)  # (a key tried in vain is not tried again)
     studio.load_adapter(str(allow_assets["unet_only_a"]), adapter_name="small_enough")
-    assert studio.thumbnails.make(studio, adapter(studio, "small_enough")) is not None and len(counted) == 1
+    assert studio.thumbnails.make(adapter(studio, "small_enough")) is not None and len(counted) == 1
 
 
 def test_a_bad_setting_is_refused_naming_the_choices(monkeypatch):

@@ -9,7 +9,7 @@ import tempfile
 
 import gradio as gr
 
-from peft_core import bundled, limits, presets, turns
+from peft_core import limits, presets, settings, turns
 from peft_core.image.prompts import with_trigger_words
 from peft_core.image.studio import ImageRequest, ImageStudio
 from peft_core.image.sweep import Axis, composite_axes, parse_axis, sweep_axes
@@ -176,7 +176,7 @@ class ImageHandlers:
     @gpu  # on ZeroGPU a picture made here needs a GPU lent, as a generation does
     def _make_thumbnails(self, adapters: list[dict]) -> None:
         for a in adapters:
-            self.images.thumbnails.make(self.images, a)
+            self.images.thumbnails.make(a)
 
     def deleter(self, name):
         @user_errors
@@ -306,7 +306,7 @@ class ImageHandlers:
         images.startup.wait()
         info = images.info.to_dict() if images.info else None
         shown = info or FALLBACK_DEFAULTS
-        return {p.model_id: info["model_id"] if info else bundled.DEFAULT_PIPELINE,
+        return {p.model_id: info["model_id"] if info else settings.current().default_pipeline,
                 p.pipeline_md: pipeline_markdown(info), p.gallery: self.gallery(),
                 **self.settings(shown),
                 **self.refreshed(images.list_adapters() if info else [])}  # fmt: skip

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from peft_core import bundled, limits, settings
+from peft_core import limits, settings
 from peft_core.image.studio import ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from ui.common import PRIVATE
@@ -79,7 +79,7 @@ def _presets(p: ImagesPage, on: ImageHandlers) -> None:
 def _pipeline_form(p: ImagesPage, info: dict | None) -> None:
     with gr.Row():
         p.model_id = gr.Textbox(label="Base pipeline (Hub id)", value=info["model_id"] if info else
-                                bundled.DEFAULT_PIPELINE, scale=3)  # fmt: skip
+                                settings.current().default_pipeline, scale=3)  # fmt: skip
         p.model_revision = gr.Textbox(label="Revision", value="main", scale=1)
         p.load_pipeline_btn = gr.Button("Load pipeline", scale=1)
 

@@ -12,7 +12,7 @@ import time
 
 import gradio as gr
 
-from peft_core import StudioError, bundled, limits, presets, turns
+from peft_core import StudioError, limits, presets, settings, turns
 from peft_core.text.studio import TextStudio
 from ui.common import choices_update, gpu, hub_progress, page_url, still_wanted, user_errors, user_errors_gen
 from ui.preset_gallery import card_caption, check_available
@@ -253,7 +253,7 @@ class TextHandlers:
         studio = self.studio
         studio.startup.wait()
         info = studio.model_info() if studio.info else None
-        return {self.p.model_id: info["model_id"] if info else bundled.DEFAULT_TEXT_MODEL,
+        return {self.p.model_id: info["model_id"] if info else settings.current().default_text_model,
                 self.p.model_md: model_markdown(info), **self.preset_cards(),
                 self.p.train_note: self.ui_train_note.__wrapped__(self, TRAIN_EXAMPLE) if info else "",
                 **self.refreshed(studio.list_adapters() if info else [])}  # fmt: skip

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from peft_core import bundled, limits
+from peft_core import limits, settings
 from peft_core.text.merge import MERGE_TYPES
 from peft_core.text.studio import TextStudio
 from ui.common import PRIVATE
@@ -56,7 +56,7 @@ def _presets(p: TextPage, on: TextHandlers) -> None:
 def _model_form(p: TextPage, info: dict | None) -> None:
     with gr.Row():
         p.model_id = gr.Textbox(label="Causal LM or adapter repo (Hub id)", scale=3,
-                                value=info["model_id"] if info else bundled.DEFAULT_TEXT_MODEL)  # fmt: skip
+                                value=info["model_id"] if info else settings.current().default_text_model)  # fmt: skip
         p.model_revision = gr.Textbox(label="Revision", value="main", scale=1)
         p.load_model_btn = gr.Button("Load model", scale=1)
     p.model_md = gr.Markdown(model_markdown(info))

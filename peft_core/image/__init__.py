@@ -3,14 +3,21 @@
 A request flows one way: `studio.py` validates it, then under the lock the adapter pool (peft_core/pool.py) and
 the slots are consulted and changed, then `pipeline.py` calls diffusers, and the image comes back. Open:
 
-- studio.py     ImageStudio and ImageRequest: the public calls (load_pipeline, load_adapter, generate ...); start here.
+- studio.py     ImageStudio: the public calls (load_pipeline, load_adapter, generate ...); start here.
+- requests.py   ImageRequest, what one generation asks for (the studio re-exports it).
+- families.py   one Family record per pipeline family: defaults, call arguments, ranges, dtype. A new family
+                starts here.
 - pipeline.py   every call into diffusers: build a pipeline, its defaults, load a LoRA into a slot and check it,
-                run one request. A new pipeline family starts here.
+                run one request.
 - slots.py      the resident adapters' weights in RAM, the few slots in the pipeline.
 - fusion.py     the applied mix merged into the base weights, undone bit for bit; recent mixes' merged weights.
 - lora_files.py LoRA file layouts (peft, kohya, old diffusers ...), the checked read, AdapterInfo, trigger words.
                 A new adapter file layout starts here.
+- lycoris_files.py  LyCORIS files (LoHa, LoKr): the algorithm, checked per module, and the peft config.
+- lora_report.py    what a LoRA file says about itself (its family, alpha, metadata) and the load report.
 - checks.py     a pipeline repo's configs and declared sizes, checked before anything is downloaded or built.
+- recipe.py     the recipe every PNG carries (a text chunk), read back and restored.
+- thumbnails.py each card's picture: the model card's widget image, else one made once with the adapter alone.
 - export.py     a mix written out as one LoRA file. prompts.py: trigger words.
 - sweep.py      X/Y grids over adapter weights, seed, steps, guidance, a prompt search-and-replace.
 """

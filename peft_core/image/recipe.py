@@ -10,6 +10,7 @@ with a line for each part it could not restore.
 import json
 
 from peft_core.errors import InputError, StudioError
+from peft_core.image.requests import ImageRequest
 
 RECIPE_KEY = "adapter-studio-recipe"
 RECIPE_VERSION = 1
@@ -109,11 +110,10 @@ def _check(made) -> dict:
 
 
 def restore(studio, made: dict) -> tuple:
-    """Load what `made` (a checked recipe) needs into `studio` and return the request that remakes its image,
+    """Load what `made` (a checked recipe) needs into `studio` (an ImageStudio, handed in by the caller: this module
+    never imports it) and return the request that remakes its image,
     with a line for each part not restored. A base that will not load keeps the current one; an adapter that will
     not load is left out of the mix. Answers (ImageRequest, [note])."""
-    from peft_core.image.studio import ImageRequest  # the studio stamps with this module: imported late
-
     notes = []
     base = made["base"]
     info = studio.info

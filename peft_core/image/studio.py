@@ -15,7 +15,7 @@ revision, file) loaded by several sessions shares. Each step has its file:
 """
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from peft_core import bundled, hub, limits, sessions, settings
@@ -23,27 +23,13 @@ from peft_core.errors import HubError, InputError
 from peft_core.image import checks, families, pipeline, recipe
 from peft_core.image.export import save_mix
 from peft_core.image.lora_files import AdapterInfo, read_lora_file, trigger_words
+from peft_core.image.requests import ImageRequest  # re-exported: callers import it from here too
 from peft_core.image.slots import LoraSlots
 from peft_core.image.thumbnails import Thumbnails, card_picture
 from peft_core.pool import AdapterPool, check_base_change, check_base_lock
 from peft_core.runtime import pick_device
 from peft_core.startup import Startup
 from peft_core.turns import TurnLock, between_steps
-
-
-@dataclass(frozen=True)
-class ImageRequest:
-    """One generation: everything that decides the image, so equal requests give equal images."""
-
-    prompt: str
-    adapters: dict = field(default_factory=dict)  # this request's mix: adapter_name -> weight
-    use_adapters: bool = True  # False is the disable toggle: exactly the base output
-    seed: int = 0
-    steps: int | None = None  # None: the pipeline's default
-    guidance_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    negative_prompt: str = ""
 
 
 @dataclass
@@ -77,8 +63,11 @@ class PipelineInfo:
 class ImageStudio:
     """Owns the diffusion pipeline and its resident adapters; safe to share between threads."""
 
-    def __init__(self, device: str | None = None):
+    def __init__(self, device: str | None = None, quotas: sessions.Quotas | None = None):
+        """`quotas`: the app's per-session counters, shared with the text studio (app.py); a studio of its own
+        otherwise (scripts, tests)."""
         self.device, self.dtype = pick_device(device)
+        self.quotas = quotas if quotas is not None else sessions.Quotas()
         # Served in arrival order; a generation hands it over between denoising steps (turns.py), so one visitor's
         # big request delays another's small one by a step, not by the whole request.
         self._lock = TurnLock()
@@ -89,9 +78,12 @@ class ImageStudio:
         self.family = families.GENERIC  # the loaded pipeline's (image/families.py): its call arguments and ranges
         self.pool = AdapterPool()  # the resident adapters' facts (AdapterInfo), in load order, and their use order
         self.slots: LoraSlots | None = None  # their weights: in RAM, and the few in use in the pipeline's slots
-        self.thumbnails = Thumbnails()  # the cards' pictures, made once per (base, adapter file) (thumbnails.py)
+        # the cards' pictures, made once per (base, adapter file) (thumbnails.py), through this studio's own calls
+        # (looked up at each use, so a wrapped generate is the one used)
+        self.thumbnails = Thumbnails(self.device, lambda: self.info.to_dict() if self.info else None,
+                                     lambda request: self.generate(request), lambda: self.list_adapters())  # fmt: skip
         # the defaults' pictures, made after they loaded in the background (app.py), while the page is served
-        self.startup.after("the default adapters' pictures", lambda: self.thumbnails.make_all(self))
+        self.startup.after("the default adapters' pictures", self.thumbnails.make_all)
 
     # --- base pipeline -------------------------------------------------------------------------------------------
 
@@ -164,7 +156,7 @@ class ImageStudio:
             hub.check_file_size(repo, weight_name, entry.file_bytes, settings.current().max_adapter_mb)
             sessions.check_held(session, *self.pool.held(session), info.size_mb)
         else:
-            sessions.quotas.check_download(session)
+            self.quotas.check_download(session)
             sizes = repo.file_sizes()
             weight_name = hub.pick_weight_name(repo, weight_name or "", list(sizes))
             file_bytes = sizes[weight_name]
@@ -176,7 +168,7 @@ class ImageStudio:
             card = repo.card_data(sizes) if "README.md" in sizes else {}
             words = trigger_words(card)
             picture = card_picture(card, sizes, words)  # checks its widget image; downloads nothing
-            sessions.quotas.count_download(session)
+            self.quotas.count_download(session)
         source = (repo.repo_id, repo.revision, weight_name)
         with self._lock:
             if not adapter_name or not adapter_name.strip():
@@ -234,7 +226,9 @@ class ImageStudio:
             return self.list_adapters()
 
     def release_session(self, session) -> None:
-        """A session ended: drop its names, and the weights nobody else uses (sessions.Tracker calls this)."""
+        """A session ended: drop its names, and the weights nobody else uses (sessions.Tracker calls this), and
+        forget its counts."""
+        self.quotas.forget(session)
         if self.slots is None:
             return
         with self._lock:

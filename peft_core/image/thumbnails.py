@@ -9,10 +9,11 @@ stranger's bytes are never served. Any refusal or failure means no widget pictur
 load.
 
 Otherwise (STUDIO_THUMBNAILS=auto, on a GPU or a pipeline small enough for a CPU) the picture is made once through
-the studio's own generate path: the adapter alone at weight 1, THUMBNAIL_SEED, the pipeline's defaults, the card's
-prompt (the widget's text, else the trigger words, else settings.DEFAULT_PROMPT). Pictures are cached per
-(base id, base revision, repo, revision, weight_name): another session loading the same file, or a reload, reuses
-it. Called from a follow-up event after the load answered, so a card shows at once and its picture after.
+the studio's own generate path (the studio hands `Thumbnails` its generate callable; this module never imports the
+studio): the adapter alone at weight 1, THUMBNAIL_SEED, the pipeline's defaults, the card's prompt (the widget's
+text, else the trigger words, else settings.DEFAULT_PROMPT). Pictures are cached per (base id, base revision, repo,
+revision, weight_name): another session loading the same file, or a reload, reuses it. Called from a follow-up
+event after the load answered, so a card shows at once and its picture after.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import shutil
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from peft_core import hub, limits, settings
 from peft_core.errors import StudioError
+from peft_core.image.requests import ImageRequest
 
 log = logging.getLogger("adapter_studio")
 
@@ -114,9 +117,18 @@ def can_generate(device: str, info: dict) -> bool:
 
 
 class Thumbnails:
-    """One studio's card pictures: what each loaded repo's card offers, and the pictures made, in its own folder."""
+    """One studio's card pictures: what each loaded repo's card offers, and the pictures made, in its own folder.
 
-    def __init__(self):
+    Args:
+        device: the studio's device (a CPU makes pictures only for a small default image, `can_generate`).
+        info: the loaded pipeline's PipelineInfo as a dict, or None before one is loaded.
+        generate: the studio's generate(ImageRequest) -> PIL image, in the calling session.
+        adapters: the studio's list_adapters() in the calling session.
+    """
+
+    def __init__(self, device: str, info: Callable[[], dict | None], generate: Callable[[ImageRequest], object],
+                 adapters: Callable[[], list[dict]]):  # fmt: skip
+        self.device, self._info, self._generate, self._adapters = device, info, generate, adapters
         self._cards: dict[tuple, CardPicture] = {}  # (repo_id, revision, weight_name) -> what its card offers
         self._made: dict[tuple, Path] = {}  # key() -> the PNG
         self._tried: set[tuple] = set()  # (key(), mode) that gave no picture: not tried again
@@ -149,18 +161,16 @@ class Thumbnails:
     def request(self, adapter: dict):
         """The generation a thumbnail of `adapter` is: it alone at weight 1, the fixed seed, the pipeline's
         defaults, the card's prompt."""
-        from peft_core.image.studio import ImageRequest
-
         card = self._cards.get((adapter["repo_id"], adapter["revision"], adapter["weight_name"]))
         words = ", ".join(adapter.get("trigger_words", []))
         prompt = (card.prompt if card else "") or words or settings.DEFAULT_PROMPT
         return ImageRequest(prompt, {adapter["adapter_name"]: 1.0}, True, limits.THUMBNAIL_SEED)
 
-    def make(self, studio, adapter: dict) -> Path | None:
-        """The picture of `adapter` (a row of studio.list_adapters() in the calling session): made once per key,
-        per STUDIO_THUMBNAILS; None when there is none to have. Never raises for a repo's fault."""
+    def make(self, adapter: dict) -> Path | None:
+        """The picture of `adapter` (a row of the studio's list_adapters() in the calling session): made once per
+        key, per STUDIO_THUMBNAILS; None when there is none to have. Never raises for a repo's fault."""
         mode = settings.current().thumbnails
-        info = studio.info.to_dict() if studio.info else None
+        info = self._info()
         if mode == "off" or info is None:
             return None
         key = self.key(info, adapter)
@@ -170,8 +180,8 @@ class Thumbnails:
             if key in self._made or (key, mode) in self._tried:
                 return self._made.get(key)
             picture = self._widget(adapter)
-            if picture is None and mode == "auto" and can_generate(studio.device, info):
-                picture = self._generated(studio, adapter)
+            if picture is None and mode == "auto" and can_generate(self.device, info):
+                picture = self._generated(adapter)
                 if picture is None:  # the adapter went meanwhile, or the request was refused: try again later
                     return None
             if picture is None:
@@ -181,11 +191,11 @@ class Thumbnails:
             self._made[key] = path
             return path
 
-    def make_all(self, studio) -> None:
+    def make_all(self) -> None:
         """The pictures of every adapter the calling session sees (after the defaults load: the shared ones)."""
-        if studio.info is not None:
-            for adapter in studio.list_adapters():
-                self.make(studio, adapter)
+        if self._info() is not None:
+            for adapter in self._adapters():
+                self.make(adapter)
 
     def _widget(self, adapter: dict):
         card = self._cards.get((adapter["repo_id"], adapter["revision"], adapter["weight_name"]))
@@ -198,9 +208,9 @@ class Thumbnails:
             log.warning("%s: no widget picture from %r: %s", adapter["repo_id"], card.widget, str(exc)[:200])
             return None
 
-    def _generated(self, studio, adapter: dict):
+    def _generated(self, adapter: dict):
         try:
-            image = studio.generate(self.request(adapter))
+            image = self._generate(self.request(adapter))
         except StudioError as exc:
             log.info("%s: no thumbnail made: %s", adapter["repo_id"], exc)
             return None

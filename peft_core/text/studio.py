@@ -49,8 +49,11 @@ class TextRequest:
 class TextStudio:
     """Owns the causal LM, its tokenizer and its adapters; safe to share between threads."""
 
-    def __init__(self, device: str | None = None):
+    def __init__(self, device: str | None = None, quotas: sessions.Quotas | None = None):
+        """`quotas`: the app's per-session counters, shared with the image studio (app.py); a studio of its own
+        otherwise (scripts, tests)."""
         self.device, self.dtype = pick_device(device)
+        self.quotas = quotas if quotas is not None else sessions.Quotas()
         # Served in arrival order; generation hands it over between tokens and training between steps (turns.py).
         self._lock = TurnLock()
         self.startup = Startup()  # app.py loads the defaults in the background; calls wait for them
@@ -114,7 +117,8 @@ class TextStudio:
     def _require_model(self) -> TextModelInfo:
         self.startup.wait()
         if self.lm is None:
-            raise InputError(f"no text model is loaded; load one first (for example {bundled.DEFAULT_TEXT_MODEL!r})")
+            example = settings.current().default_text_model
+            raise InputError(f"no text model is loaded; load one first (for example {example!r})")
         return self.lm.info
 
     # --- adapters ------------------------------------------------------------------------------------------------
@@ -136,12 +140,12 @@ class TextStudio:
         if entry is not None:  # held already: no request to the Hub; the size cap still holds
             hub.check_file_size(repo, ADAPTER_WEIGHTS, entry.file_bytes, settings.current().max_adapter_mb)
         else:
-            sessions.quotas.check_download(session)
+            self.quotas.check_download(session)
             sizes = repo.file_sizes()
             adapter = fetch_adapter(repo, sizes)
             megabytes = sum(t.numel() * t.element_size() for t in adapter.state_dict.values()) / 2**20
             sessions.check_held(session, *self.pool.held(session), megabytes)
-            sessions.quotas.count_download(session)
+            self.quotas.count_download(session)
         with self._lock:
             self._require_model()
             if not adapter_name or not adapter_name.strip():
@@ -206,7 +210,7 @@ class TextStudio:
                 f"text is {len(text):,} characters long; at most {limits.TRAIN_TEXT_MAX_CHARS:,} are allowed"
             )
         session = sessions.current()
-        sessions.quotas.check_train_steps(session, steps)
+        self.quotas.check_train_steps(session, steps)
         with self._lock:
             self._require_model()
             record = self.pool.get(adapter_name)
@@ -235,7 +239,7 @@ class TextStudio:
                     progress(step, total, loss)
                 between_steps(self._lock, f"training of {adapter_name!r}", resume)
 
-            sessions.quotas.count_train_steps(session, steps)  # counted when it starts: a stopped run used them too
+            self.quotas.count_train_steps(session, steps)  # counted when it starts: a stopped run used them too
             result = lm.train(key, batch, steps, learning_rate, each_step)
             record.steps_trained += steps
             self.pool.touch([key])
@@ -301,7 +305,9 @@ class TextStudio:
             return self.list_adapters()
 
     def release_session(self, session) -> None:
-        """A session ended: drop its names, and the adapters nobody else uses (sessions.Tracker calls this)."""
+        """A session ended: drop its names, and the adapters nobody else uses (sessions.Tracker calls this), and
+        forget its counts."""
+        self.quotas.forget(session)
         with self._lock:
             if self.lm is None:
                 return
