@@ -2,8 +2,8 @@
 
 - build a pipeline from a checked snapshot (`build`: diffusers' from_pretrained, on the device or offloaded) and
   the defaults and ranges a request starts from (`pipeline_defaults`, through the pipeline's family: families.py);
-- the pipeline parts a LoRA can go in (`lora_components`: the one place that reads diffusers' private
-  `_lora_loadable_modules`; slots.py and export.py walk the parts through it);
+- the pipeline parts a LoRA can go in (`lora_components`, through peft_core/private.py: diffusers keeps the list
+  private; slots.py and export.py walk the parts through it);
 - load a LoRA into a slot with diffusers' `load_lora_weights`, check that every layer landed, and undo a failed
   load (`load_lora`);
 - run the pipeline for one checked request (`run`): the call arguments the family's pipeline takes, the seeded
@@ -14,6 +14,7 @@ The studio calls these under its lock, with every input already checked; none of
 Heavy libraries are imported inside the functions, so importing this module (and app.py) stays cheap.
 """
 
+from peft_core import private
 from peft_core.errors import AdapterError, HubError, first_line
 from peft_core.image import families
 from peft_core.runtime import quiet_libraries
@@ -74,7 +75,7 @@ def pipeline_defaults(pipe, family, card: dict, repo_id: str) -> dict:
 
 def lora_components(pipe):
     """(component, model) for each part of `pipe` a LoRA can go in, e.g. ("unet", ...), ("text_encoder", ...)."""
-    for component in pipe._lora_loadable_modules:
+    for component in private.lora_loadable_modules(pipe):
         model = getattr(pipe, component, None)
         if model is not None:
             yield component, model
@@ -319,9 +320,8 @@ def drop_adapter_config(pipe, adapter_name: str) -> None:
         config = getattr(model, "peft_config", None)
         if isinstance(config, dict):
             config.pop(adapter_name, None)
-            if not config and getattr(model, "_hf_peft_config_loaded", False):
-                del model.peft_config
-                model._hf_peft_config_loaded = None
+            if not config and private.peft_config_loaded(model):
+                private.forget_peft_config(model)
 
 
 # --- running it ------------------------------------------------------------------------------------------------------
