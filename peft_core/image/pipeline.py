@@ -8,7 +8,7 @@
   load (`load_lora`);
 - run the pipeline for one checked request (`run`): the call arguments the family's pipeline takes, the seeded
   generator, inference mode, and a hook after each denoising step, with what must be put back when another
-  request ran in between (`CallState`).
+  request ran in between (`CallState`: the scheduler and the attributes the family declares, families.py).
 
 The studio calls these under its lock, with every input already checked; none of them keeps state of its own.
 Heavy libraries are imported inside the functions, so importing this module (and app.py) stays cheap.
@@ -329,23 +329,30 @@ def drop_adapter_config(pipe, adapter_name: str) -> None:
 
 class CallState:
     """What another request may change on the shared pipeline between two steps of this call, to put back before
-    the next one: the scheduler (each call steps its own copy, made here) and the pipeline's per-call attributes
-    (`_guidance_scale`, `_num_timesteps` ...)."""
+    the next one: the scheduler (each call steps its own copy, made here) and the attributes the family declares
+    its `__call__` keeps on the pipeline (`Family.call_state`: `_guidance_scale`, `_num_timesteps` ...). A family
+    that declares none cannot be resumed after another call: `can_hand_over` is False and it runs in one turn."""
 
-    def __init__(self, pipe, scheduler):
+    def __init__(self, pipe, scheduler, names: tuple[str, ...] | None):
         import copy
 
         self.pipe = pipe
         self.scheduler = copy.deepcopy(scheduler)
+        self.names = names
         self._attributes: dict = {}
+
+    @property
+    def can_hand_over(self) -> bool:
+        return self.names is not None
 
     def save(self) -> None:
         pipe_vars = vars(self.pipe)
-        self._attributes = {k: v for k, v in pipe_vars.items() if k.startswith("_") and not k.startswith("__")}
+        self._attributes = {name: pipe_vars[name] for name in self.names or () if name in pipe_vars}
 
     def restore(self) -> None:
         self.pipe.scheduler = self.scheduler
-        vars(self.pipe).update(self._attributes)
+        for name, value in self._attributes.items():
+            setattr(self.pipe, name, value)
 
 
 def run(pipe, scheduler, request, after_step, family=families.GENERIC):
@@ -355,11 +362,12 @@ def run(pipe, scheduler, request, after_step, family=families.GENERIC):
         family: the pipeline's (families.py): which call arguments the request's fields become.
         scheduler: the pipeline's scheduler as loaded; this call steps a copy of it.
         after_step: `after_step(step, call)` after each denoising step (0-based), with this call's CallState: the
-            studio hands its lock over there, saving and restoring what others may change through `call`.
+            studio hands its lock over there when `call.can_hand_over`, saving and restoring what others may
+            change through `call`.
     """
     import torch
 
-    call = CallState(pipe, scheduler)
+    call = CallState(pipe, scheduler, family.call_state)
     pipe.scheduler = call.scheduler
 
     def callback(pipe, step, timestep, kwargs):

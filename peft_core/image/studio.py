@@ -334,7 +334,8 @@ class ImageStudio:
 
         Between denoising steps it hands the lock to whoever waits (turns.py). What they may change in between is
         put back before the next step: the mix (they apply their own), and through pipeline.CallState the
-        scheduler and the pipeline's per-call attributes.
+        scheduler and the per-call attributes the pipeline's family declares (families.Family.call_state). A
+        pipeline of a family that declares none keeps the lock to its last step (docs/DEVELOPMENT.md#turns).
         """
         pipe = self.pipe
         self._apply_mix(request)
@@ -349,6 +350,8 @@ class ImageStudio:
         def after_step(step: int, call: pipeline.CallState):
             if progress is not None:
                 progress(step + 1, request.steps)
-            between_steps(self._lock, "the generation", lambda: resume(call), before=call.save)
+            between_steps(
+                self._lock, "the generation", lambda: resume(call), before=call.save, hand_over=call.can_hand_over
+            )
 
         return pipeline.run(pipe, self._scheduler, request, after_step, self.family)
