@@ -80,7 +80,8 @@ class ImageStudio:
     def __init__(self, device: str | None = None):
         self.device, self.dtype = pick_device(device)
         # Served in arrival order; a generation hands it over between denoising steps (turns.py), so one visitor's
-        # big request delays another's small one by a step, not by the whole request.
+        # big request delays another's small one by a step, not by the whole request (on a pipeline whose family
+        # declares its per-call state, families.Family.call_state; any other runs each request in one turn).
         self._lock = TurnLock()
         self.startup = Startup()  # app.py loads the defaults in the background; calls wait for them
         self.pipe = None
