@@ -10,8 +10,8 @@
   in the same round, and the rest, per adapted layer (Python work that does not shrink on a GPU).
 - **real sizes**: what a switch copies for SDXL and FLUX.1 (the adapted layers' base weights, every attention
   projection, built on the meta device from the published configs), the LoRA bytes at rank 16 and 32, and the
-  switch time (bytes at a copy rate + layers x the per-layer cost measured here) on this machine and on an assumed
-  GPU, against a step's FLOPs at an assumed GPU throughput.
+  switch time (bytes at a copy rate + layers x a per-layer cost) on this machine (both measured) and on an
+  assumed GPU, against a step's FLOPs at an assumed GPU throughput.
 """
 
 import dataclasses
@@ -61,6 +61,10 @@ ANCHORS = [
 # optimistic GPU makes the switch a larger share of a step, so the estimate errs against step-level turns).
 GPU_COPY_BYTES_PER_S = 3.35e12 * 0.8 / 2
 GPU_FLOPS_PER_S = 989e12 * 0.4
+# The host's work per adapted layer in a switch on a GPU: one or two copy kernels launched (~5 us each) and the
+# slots' Python for the layer (3 us per layer on the bundled pipeline, whose copies fit in the CPU's cache; the
+# figure measured on the medium pipeline also holds its copies' cache misses, which a GPU does not pay on the host).
+GPU_PER_LAYER_S = 15e-6
 RANKS = (16, 32)
 # The attention projections a LoRA on "every attention layer" adapts: diffusers' Attention's four, and FLUX's joint
 # attention's text-side four (diffusers' FLUX LoRA training script targets these eight).
@@ -85,11 +89,11 @@ def run(cfg: BenchConfig) -> dict:
                           entry["wait_turns_x"] < 3, spec.name))  # fmt: skip
         goals.append(Goal("a mix switch per step costs < 10 % of a step", f"{entry['switch_per_step'] * 100:.1f} %",
                           entry["switch_per_step"] < 0.10, spec.name))  # fmt: skip
-    copy_rate = median([copy_rate] + [e["copy_rate_bytes_per_s"] for e in results.values()])
+    copy_rate = max([copy_rate] + [e["copy_rate_bytes_per_s"] for e in results.values()])
     per_layer = max(e["switch_per_layer_s"] for e in results.values())  # the larger: the estimate errs high
     rate = f"{copy_rate / 1e9:.1f} GB/s copied"
     table("This machine, for the real-size estimate", ["what", "figure"],
-          [["torch copy_ of 256 MiB, median of the rounds", rate],
+          [["torch copy_ of 256 MiB, the best of the rounds", rate],
            ["a switch's work per adapted layer, beyond the bytes", f"{per_layer * 1e6:.0f} µs"]])  # fmt: skip
     real = real_size_estimates(copy_rate, per_layer, cfg)
     write_result(cfg, "turns", {"pipelines": results, "real_size": real, "copy_rate_bytes_per_s": copy_rate,
@@ -124,7 +128,7 @@ def measure_pipeline(studio, spec, cfg: BenchConfig) -> dict:
             studio.family = fam
             row[mode] = _short_behind_long(studio, spec, long_steps, short_steps)
         studio.family = family
-        row["switch_s"] = _switch(studio, spec)
+        row["switch_s"], row["switch_fastest_s"] = _switch(studio, spec)
         row["copy_rate"] = measure_copy_rate(cfg)  # beside the switch: the machine's load of the moment
         rounds.append(row)
     rounds = rounds[cfg.warmup :]
@@ -134,8 +138,10 @@ def measure_pipeline(studio, spec, cfg: BenchConfig) -> dict:
     switch = median(r["switch_s"] for r in rounds)
     switch_bytes = sum(p.numel() * p.element_size() for p in studio.slots.fusion._originals)
     layers = len(studio.slots._lora_layers())
-    copied = median(switch_bytes / r["copy_rate"] for r in rounds)
-    per_layer = median(max(0.0, r["switch_s"] - switch_bytes / r["copy_rate"]) / layers for r in rounds)
+    # The split, from the least disturbed figures (a busy machine inflates both): the fastest switch, the best rate.
+    best_rate = max(r["copy_rate"] for r in rounds)
+    copied = switch_bytes / best_rate
+    per_layer = max(0.0, min(r["switch_fastest_s"] for r in rounds) - copied) / layers
     entry = {
         "spec": spec.describe(),
         "short_alone_s": short_alone,
@@ -150,7 +156,7 @@ def measure_pipeline(studio, spec, cfg: BenchConfig) -> dict:
         "adapted_layers": layers,
         "switch_copy_s": copied,
         "switch_per_layer_s": per_layer,
-        "copy_rate_bytes_per_s": median(r["copy_rate"] for r in rounds),
+        "copy_rate_bytes_per_s": best_rate,
         "rounds": rounds,
     }
     table(f"{spec.name}: a {short_steps}-step request arriving after step {ARRIVES_AFTER} of a {long_steps}-step one",
@@ -164,8 +170,8 @@ def measure_pipeline(studio, spec, cfg: BenchConfig) -> dict:
           [["one denoising step", ms(step)],
            ["a switch between two recent fused mixes", f"{ms(switch)} = {switch / step * 100:.1f} % of a step"],
            ["bytes it copies (the adapted layers' weights)", f"{switch_bytes / 2**20:,.1f} MiB, {layers} layers"],
-           ["of which the copy, at this machine's copy rate", ms(copied)],
-           ["the rest, per adapted layer", f"{per_layer * 1e6:.0f} µs"]])  # fmt: skip
+           ["the fastest switch: the copy, at this machine's best copy rate", ms(copied)],
+           ["the fastest switch: the rest, per adapted layer", f"{per_layer * 1e6:.0f} µs"]])  # fmt: skip
     return entry
 
 
@@ -205,23 +211,23 @@ def _short_behind_long(studio, spec, long_steps: int, short_steps: int) -> dict:
     return out
 
 
-def _switch(studio, spec) -> float:
-    """The median time of the studio's switch between the two visitors' mixes, both fused and kept (as when they
-    alternate), over 10 switches."""
+def _switch(studio, spec) -> tuple[float, float]:
+    """The median and the fastest of 20 of the studio's switches between the two visitors' mixes, both fused and
+    kept (as when they alternate). The fastest is the one least slowed by other jobs on the machine."""
     a, b = _request(spec, "v0", 1), _request(spec, "v1", 1)
     times = []
     with studio._lock:
         studio._apply_mix(a)
         studio._apply_mix(b)
-        for i in range(10):
+        for i in range(20):
             times.append(_timed(lambda i=i: studio._apply_mix(a if i % 2 == 0 else b)))
-    return median(times)
+    return median(times), min(times)
 
 
 def real_size_estimates(copy_rate: float, per_layer: float, cfg: BenchConfig) -> dict:
     """Per real-size family: the bytes a switch copies (float16/bfloat16), the LoRA bytes per rank, the switch time
-    (the bytes at this machine's copy rate or the assumed GPU's, plus `per_layer` seconds per adapted layer, as
-    measured here), and a step's FLOPs at 1024x1024 (meta tensors, nothing run)."""
+    (here: the bytes at this machine's copy rate plus `per_layer` seconds per adapted layer, as measured; on the
+    GPU: the assumed copy rate and per-layer cost), and a step's FLOPs at 1024x1024 (meta tensors, nothing run)."""
     import torch
     from diffusers import FluxTransformer2DModel, UNet2DConditionModel
     from torch.utils.flop_counter import FlopCounterMode
@@ -245,7 +251,7 @@ def real_size_estimates(copy_rate: float, per_layer: float, cfg: BenchConfig) ->
             flops = counter.get_total_flops()
         gpu_step = flops / GPU_FLOPS_PER_S if flops else None
         here = base / copy_rate + len(layers) * per_layer
-        gpu = base / GPU_COPY_BYTES_PER_S + len(layers) * per_layer
+        gpu = base / GPU_COPY_BYTES_PER_S + len(layers) * GPU_PER_LAYER_S
         out[name] = {"layers": len(layers), "switch_bytes": base, "lora_bytes": lora, "step_flops": flops,
                      "switch_here_s": here, "switch_gpu_s": gpu, "gpu_step_s": gpu_step}  # fmt: skip
         rows.append([name, len(layers), f"{base / 2**30:.2f} GiB",
@@ -255,7 +261,7 @@ def real_size_estimates(copy_rate: float, per_layer: float, cfg: BenchConfig) ->
         del model
     table("Real sizes: what a mix switch copies (every attention projection adapted, 2-byte weights)",
           ["family", "adapted layers", "switch copies", "LoRA rank 16 / 32", "switch, this machine",
-           "switch, GPU (copy at 1.34 TB/s)", "step at 1024x1024, GPU (40 % of 989 TFLOP/s)",
+           "switch, GPU (1.34 TB/s, 15 µs per layer)", "step at 1024x1024, GPU (40 % of 989 TFLOP/s)",
            "switch / step"], rows)  # fmt: skip
     return out
 

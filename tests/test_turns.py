@@ -57,7 +57,7 @@ def test_a_small_image_does_not_wait_for_a_long_one_and_both_are_as_alone(studio
     studio.load_adapter(str(assets["lora_a"]), adapter_name="a")
     studio.load_adapter(str(assets["lora_b"]), adapter_name="b")
     alone_long = _image(studio, {"a": 1.0}, LONG)
-    alone_short = _image(studio, {"b": -1.0}, 3, seed=7)
+    alone_short = _image(studio, {"b": -1.0}, 4, seed=7)
 
     long_steps, results, short_may_start = [], {}, threading.Event()
 
@@ -71,7 +71,7 @@ def test_a_small_image_does_not_wait_for_a_long_one_and_both_are_as_alone(studio
 
     def short_request():
         short_may_start.wait()
-        results["short"] = _image(studio, {"b": -1.0}, 3, seed=7)
+        results["short"] = _image(studio, {"b": -1.0}, 4, seed=7)
         results["long steps when short was done"] = len(long_steps)
 
     threads = [threading.Thread(target=long_request), threading.Thread(target=short_request)]
