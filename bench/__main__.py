@@ -18,6 +18,7 @@ BENCHMARKS = {
     "text": "tokens per second: base, one adapter unmerged, merged (item 7)",
     "profile": "why time grows with N: cProfile at N = 1 and N = max, and the culprits timed alone",
     "plot": "docs/switch_latency.png from bench/results/resident.json",
+    "turns": "a short request behind a long one, step-level against whole-request turns; the mix switch per step",
     "gpu": "every family, studio against bare diffusers: real-size SDXL and FLUX.1 on CUDA, or --tiny (issue 16)",
 }
 

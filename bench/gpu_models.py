@@ -16,6 +16,13 @@ CLIP_BIG_G = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=
 T5_XXL = dict(d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24, feed_forward_proj="gated-gelu",
               vocab_size=32128, relative_attention_num_buckets=32, pad_token_id=0, eos_token_id=1,
               decoder_start_token_id=0)  # fmt: skip
+# SDXL base 1.0's UNet (its unet/config.json, the fields that set its shapes)
+SDXL_UNET = dict(sample_size=128, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                 block_out_channels=(320, 640, 1280), layers_per_block=2, attention_head_dim=(5, 10, 20),
+                 transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048, use_linear_projection=True,
+                 addition_embed_type="text_time", addition_time_embed_dim=256,
+                 projection_class_embeddings_input_dim=2816)  # fmt: skip
 VAE = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, sample_size=1024)  # fmt: skip
 
@@ -56,20 +63,7 @@ def _clip_tokenizer(folder: Path):
 def _sdxl(tok_dir: Path, dtype):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
-    unet = UNet2DConditionModel(
-        sample_size=128,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(320, 640, 1280),
-        layers_per_block=2,
-        attention_head_dim=(5, 10, 20),
-        transformer_layers_per_block=(1, 2, 10),
-        cross_attention_dim=2048,
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=256,
-        projection_class_embeddings_input_dim=2816,
-    ).to(dtype)
+    unet = UNet2DConditionModel(**SDXL_UNET).to(dtype)
     tokenizer = _clip_tokenizer(tok_dir)
     return StableDiffusionXLPipeline(
         vae=AutoencoderKL(**VAE, latent_channels=4, scaling_factor=0.13025).to(dtype),

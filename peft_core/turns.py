@@ -115,11 +115,22 @@ def check_wanted(what: str) -> None:
         raise Cancelled(f"{what} stopped: the visitor who asked for it has left")
 
 
-def between_steps(lock: TurnLock, what: str, on_resume: Callable[[], None], before: Callable[[], None] | None = None):
+def between_steps(
+    lock: TurnLock,
+    what: str,
+    on_resume: Callable[[], None],
+    before: Callable[[], None] | None = None,
+    hand_over: bool = True,
+):
     """Call between two steps of long work holding `lock`: stop if its visitor left; if others wait, `before()`
-    (to note what they may change), let them go first, then `on_resume()` to put it back."""
+    (to note what they may change), let them go first, then `on_resume()` to put it back.
+
+    Args:
+        hand_over: False for work that cannot be put back after another's (a pipeline whose per-call state is not
+            declared): only the visitor check, and the work keeps the lock to its end.
+    """
     check_wanted(what)
-    if not lock.contended:
+    if not hand_over or not lock.contended:
         return
     if before is not None:
         before()

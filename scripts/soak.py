@@ -63,8 +63,10 @@ def tiny_setup(folder: Path) -> tuple[str, list[str]]:
 
 def leftovers(studio) -> int:
     """LoRA entries still held by the pipeline's layers and configs (0 when nothing is loaded)."""
+    from peft_core import private
+
     pipe, count = studio.pipe, 0
-    for component in pipe._lora_loadable_modules:
+    for component in private.lora_loadable_modules(pipe):
         model = getattr(pipe, component, None)
         if model is None:
             continue

@@ -212,6 +212,38 @@ def test_eight_parallel_clients_get_their_solo_images_on_flux(studios):
     assert all(np.array_equal(r, s) for r, s in zip(results, solo, strict=True))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_two_visitors_alternating_step_by_step_get_their_solo_images(studios, family):
+    """Each family's declared call state (families.Family.call_state) at work: two visitors with other adapters,
+    seeds and guidance hand the pipeline to each other between steps and still get what each gets alone."""
+    studio = studios(family)
+    visitors = {"A": dict(mix={"a": 1.0}, seed=0, guidance_scale=4.0), "B": dict(mix={"b": 1.0}, seed=5,
+                guidance_scale=1.5)}  # fmt: skip
+    solo = {name: gen(studio, steps=4, **v) for name, v in visitors.items()}
+    order, results, first_stepped = [], {}, threading.Event()
+
+    def visitor(name):
+        if name == "B":
+            first_stepped.wait()
+        v = dict(visitors[name])
+        req = request(v.pop("mix"), steps=4, **v)
+
+        def progress(step, total):
+            order.append(name)
+            first_stepped.set()
+
+        results[name] = pixels(studio.generate(req, progress))
+
+    threads = [threading.Thread(target=visitor, args=(name,)) for name in visitors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert order.index("B") < len(order) - 1 - order[::-1].index("A")  # A stepped again after B's first step
+    for name in visitors:
+        np.testing.assert_array_equal(results[name], solo[name])
+
+
 # --- the family rules that need no pipeline ----------------------------------------------------------------------
 
 
@@ -234,6 +266,46 @@ def test_dtype_on_cuda_follows_the_family(family, configs, card, expected, monke
     monkeypatch.setenv("STUDIO_DTYPE", "float16")  # the admin's choice wins everywhere
     assert families.dtype_name(families.FAMILIES[family], "cuda", configs, card) == "float16"
     assert families.dtype_name(families.FAMILIES[family], "cpu", configs, card) == "float16"
+
+
+# What a family's __call__ assigns on the pipeline object and does not read again between two steps, so it is no
+# call state: SDXL upcasts its VAE for decoding, after the last step, and casts it back in the same turn.
+ASSIGNED_OUTSIDE_THE_LOOP = {"vae"}
+
+
+def _assigned_on_self(function) -> set[str]:
+    """The attributes `function` assigns on `self` (`self._guidance_scale = ...`), read from its source."""
+    import ast
+    import inspect
+    import textwrap
+
+    names = set()
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(function)))):
+        targets = node.targets if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        for target in targets if isinstance(targets, list) else [targets] if targets is not None else []:
+            for part in ast.walk(target):
+                if isinstance(part, ast.Attribute) and isinstance(part.value, ast.Name) and part.value.id == "self":
+                    names.add(part.attr)
+    return names
+
+
+@pytest.mark.parametrize("family", sorted(families.FAMILIES))
+def test_each_family_declares_exactly_the_state_its_call_keeps_on_the_pipeline(family):
+    """A visitor's call resumed after another's gets its own images only if every attribute its `__call__` keeps on
+    the shared pipeline is saved and put back (tests/test_turns.py): the day diffusers sets another one, or stops
+    setting one, this fails naming it."""
+    import diffusers
+
+    declared = families.FAMILIES[family].call_state
+    assert declared is not None and len(set(declared)) == len(declared)
+    for cls in families.FAMILIES[family].classes:
+        assigned = _assigned_on_self(getattr(diffusers, cls).__call__) - ASSIGNED_OUTSIDE_THE_LOOP
+        assert assigned == set(declared), f"{cls}: assigns {sorted(assigned)}, declared {sorted(declared)}"
+
+
+def test_a_pipeline_of_no_known_family_declares_nothing_so_runs_in_one_turn():
+    assert families.GENERIC.call_state is None
+    assert families.family_of("StableDiffusionUpscalePipeline") is families.GENERIC
 
 
 def test_call_arguments_are_the_ones_each_pipeline_takes():

@@ -1,6 +1,9 @@
 """Visitors take turns on the shared models (peft_core/turns.py): a long request steps aside between its steps for
-whoever waits, gets exactly the output it would have got alone, and stops when its visitor leaves."""
+whoever waits, gets exactly the output it would have got alone, and stops when its visitor leaves. On the image side
+what makes "exactly" hold is the per-call state the pipeline's family declares (families.Family.call_state); a family
+that declares none runs each request in one turn (docs/DEVELOPMENT.md#turns)."""
 
+import dataclasses
 import threading
 import time
 
@@ -45,8 +48,8 @@ def test_turn_lock_serves_in_arrival_order_and_hands_over():
         lock.release()
 
 
-def _image(studio, mix, steps, progress=None, seed=0):
-    request = ImageRequest("a red circle", mix, True, seed, steps=steps, guidance_scale=5.0, width=32, height=32)
+def _image(studio, mix, steps, progress=None, seed=0, guidance=5.0):
+    request = ImageRequest("a red circle", mix, True, seed, steps=steps, guidance_scale=guidance, width=32, height=32)
     return pixels(studio.generate(request, progress))
 
 
@@ -54,7 +57,7 @@ def test_a_small_image_does_not_wait_for_a_long_one_and_both_are_as_alone(studio
     studio.load_adapter(str(assets["lora_a"]), adapter_name="a")
     studio.load_adapter(str(assets["lora_b"]), adapter_name="b")
     alone_long = _image(studio, {"a": 1.0}, LONG)
-    alone_short = _image(studio, {"b": -1.0}, 3, seed=7)
+    alone_short = _image(studio, {"b": -1.0}, 4, seed=7)
 
     long_steps, results, short_may_start = [], {}, threading.Event()
 
@@ -68,7 +71,7 @@ def test_a_small_image_does_not_wait_for_a_long_one_and_both_are_as_alone(studio
 
     def short_request():
         short_may_start.wait()
-        results["short"] = _image(studio, {"b": -1.0}, 3, seed=7)
+        results["short"] = _image(studio, {"b": -1.0}, 4, seed=7)
         results["long steps when short was done"] = len(long_steps)
 
     threads = [threading.Thread(target=long_request), threading.Thread(target=short_request)]
@@ -82,6 +85,81 @@ def test_a_small_image_does_not_wait_for_a_long_one_and_both_are_as_alone(studio
     np.testing.assert_array_equal(results["short"], alone_short)
     np.testing.assert_array_equal(results["long"], alone_long)
     assert studio._lock._owner is None and not studio._lock.contended
+
+
+def _alternate(studio, requests: dict) -> tuple[dict, list]:
+    """Run each visitor's (mix, steps, seed, guidance) in its own thread, the second sent once the first has done a
+    step; returns their images and the order their steps ran in, e.g. [("A", 1), ("B", 1), ("A", 2) ...]."""
+    order, results, first_stepped = [], {}, threading.Event()
+
+    def visitor(name, mix, steps, seed, guidance):
+        if name != "A":
+            first_stepped.wait()
+
+        def progress(step, total):
+            order.append((name, step))
+            first_stepped.set()
+
+        results[name] = _image(studio, mix, steps, progress, seed=seed, guidance=guidance)
+
+    threads = [threading.Thread(target=visitor, args=(name, *r)) for name, r in requests.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results, order
+
+
+def _took_turns(order: list) -> bool:
+    """After B's first step, A still had steps to take."""
+    names = [name for name, _ in order]
+    return names.index("B") < len(names) - 1 - names[::-1].index("A")
+
+
+# Two visitors: other adapters, another seed and another guidance, so that each reads per-call state of its own
+# (the pipeline's `_guidance_scale` drives classifier-free guidance at every step).
+VISITORS = {"A": ({"a": 1.0}, 6, 0, 7.0), "B": ({"b": -1.0}, 6, 3, 2.0)}
+
+
+def _visitors_alone(studio, assets) -> dict:
+    studio.load_adapter(str(assets["lora_a"]), adapter_name="a")
+    studio.load_adapter(str(assets["lora_b"]), adapter_name="b")
+    return {
+        name: _image(studio, *visitor[:2], seed=visitor[2], guidance=visitor[3]) for name, visitor in VISITORS.items()
+    }
+
+
+def test_two_visitors_alternating_step_by_step_get_exactly_their_own_images(studio, assets):
+    alone = _visitors_alone(studio, assets)
+    results, order = _alternate(studio, VISITORS)
+    assert _took_turns(order)
+    for name in VISITORS:
+        np.testing.assert_array_equal(results[name], alone[name])
+
+
+def test_the_declared_call_state_is_what_keeps_alternating_images_right(studio, assets):
+    """With nothing declared but handing over all the same, B's guidance stays on the pipeline when A resumes, and
+    A's image is no longer its own: the declaration is what the test above relies on."""
+    studio.load_adapter(str(assets["lora_a"]), adapter_name="a")
+    studio.load_adapter(str(assets["lora_b"]), adapter_name="b")
+    alone = _image(studio, {"a": 1.0}, 6, seed=0, guidance=7.0)
+    studio.family = dataclasses.replace(studio.family, call_state=())
+    results, order = _alternate(studio, VISITORS)
+    assert _took_turns(order)
+    assert not np.array_equal(results["A"], alone)
+
+
+def test_a_family_that_declares_no_call_state_runs_each_request_in_one_turn(studio, assets):
+    alone = _visitors_alone(studio, assets)
+    studio.family = dataclasses.replace(studio.family, call_state=None)  # as families.GENERIC
+    results, order = _alternate(studio, VISITORS)
+    assert [name for name, _ in order] == ["A"] * 6 + ["B"] * 6  # B waited for A's last step
+    for name in VISITORS:
+        np.testing.assert_array_equal(results[name], alone[name])
+    steps = []  # and a visitor who left still stops it between two steps
+    with turns.watch(lambda: len(steps) < 3), pytest.raises(Cancelled, match="the visitor who asked for it has left"):
+        _image(studio, {}, LONG, lambda step, total: steps.append(step))
+    assert len(steps) == 3 and studio._lock._owner is None
 
 
 def test_an_image_whose_visitor_left_stops_at_its_next_step(studio):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from peft_core import private
 from tiny_models.image import build_tiny_pipeline, write_clip_tokenizer
 
 FAMILIES = ("sd", "sdxl", "sd3", "flux", "qwenimage")
@@ -62,8 +63,8 @@ def family_lora_state_dict(pipe, family: str, seed: int, rank: int = 4, text_enc
     denoiser = "unet" if hasattr(pipe, "unet") else "transformer"
     parts = [(denoiser, DENOISER_TARGETS)]
     if text_encoders:
-        # only the text encoders diffusers' loader of this pipeline takes LoRAs in (_lora_loadable_modules)
-        loadable = type(pipe)._lora_loadable_modules
+        # only the text encoders diffusers' loader of this pipeline takes LoRAs in
+        loadable = private.lora_loadable_modules(pipe)
         parts += [(name, CLIP_TARGETS) for name in ("text_encoder", "text_encoder_2") if name in loadable]
     state = {}
     for name, targets in parts:

@@ -48,21 +48,33 @@ class Family:
     latent_patch: int | None = 1  # the size multiple is vae_scale_factor x this; None: the transformer's patch_size
     true_cfg_with_negative: bool = False  # FLUX: send true_cfg_scale when a negative prompt is given
     studio_defaults: dict = field(default_factory=dict)  # where the studio chooses over the pipeline's __call__
+    # What one call of the family's `__call__` keeps on the pipeline object and reads again in its denoising loop
+    # (`self._guidance_scale = ...`, read by `do_classifier_free_guidance` at every step): what another visitor's
+    # call overwrites when it runs between this call's steps, so pipeline.CallState saves and puts back exactly
+    # these (the scheduler too, always). None: not declared, and a call runs in one turn, steps checked only for a
+    # visitor who left. tests/test_families.py reads each class's `__call__` and fails when diffusers sets another.
+    call_state: tuple[str, ...] | None = None
 
+
+# Per-call attributes every family's __call__ sets (Family.call_state), and SD 1.x's own on top of them.
+_COMMON_STATE = ("_guidance_scale", "_interrupt", "_num_timesteps")
+_SD_STATE = (*_COMMON_STATE, "_guidance_rescale", "_clip_skip", "_cross_attention_kwargs")
 
 SD = Family(
     "sd",
     "SD 1.x/2.x",
     ("StableDiffusionPipeline",),
     studio_defaults={"steps": FALLBACK_STEPS, "guidance_scale": FALLBACK_GUIDANCE},
+    call_state=_SD_STATE,
 )
-SDXL = Family("sdxl", "SDXL", ("StableDiffusionXLPipeline",))
+SDXL = Family("sdxl", "SDXL", ("StableDiffusionXLPipeline",), call_state=(*_SD_STATE, "_denoising_end"))
 SD3 = Family(
     "sd3",
     "SD 3/3.5",
     ("StableDiffusion3Pipeline",),
     bfloat16_if=("transformer", "qk_norm"),
     guidance=(limits.GUIDANCE_MIN, 20.0),  # rectified flow: past ~10 colours burn out
+    call_state=(*_COMMON_STATE, "_skip_layer_guidance_scale", "_clip_skip", "_joint_attention_kwargs"),
 )
 FLUX = Family(
     "flux",
@@ -73,6 +85,7 @@ FLUX = Family(
     guidance=(limits.GUIDANCE_MIN, 10.0),  # an embedded (distilled) guidance, trained around 1-5
     latent_patch=2,  # latents are packed 2x2 into tokens
     true_cfg_with_negative=True,
+    call_state=(*_COMMON_STATE, "_joint_attention_kwargs", "_current_timestep"),
 )
 QWENIMAGE = Family(
     "qwenimage",
@@ -82,6 +95,7 @@ QWENIMAGE = Family(
     guidance=(limits.GUIDANCE_MIN, 10.0),
     guidance_arg="true_cfg_scale",  # its guidance_scale is for guidance-distilled checkpoints only
     latent_patch=2,
+    call_state=(*_COMMON_STATE, "_attention_kwargs", "_current_timestep"),
 )
 GENERIC = Family("generic", "other diffusers pipeline", ())
 FAMILIES = {family.name: family for family in (SD, SDXL, SD3, FLUX, QWENIMAGE)}

@@ -2,18 +2,19 @@
 
 - build a pipeline from a checked snapshot (`build`: diffusers' from_pretrained, on the device or offloaded) and
   the defaults and ranges a request starts from (`pipeline_defaults`, through the pipeline's family: families.py);
-- the pipeline parts a LoRA can go in (`lora_components`: the one place that reads diffusers' private
-  `_lora_loadable_modules`; slots.py and export.py walk the parts through it);
+- the pipeline parts a LoRA can go in (`lora_components`, through peft_core/private.py: diffusers keeps the list
+  private; slots.py and export.py walk the parts through it);
 - load a LoRA into a slot with diffusers' `load_lora_weights`, check that every layer landed, and undo a failed
   load (`load_lora`);
 - run the pipeline for one checked request (`run`): the call arguments the family's pipeline takes, the seeded
   generator, inference mode, and a hook after each denoising step, with what must be put back when another
-  request ran in between (`CallState`).
+  request ran in between (`CallState`: the scheduler and the attributes the family declares, families.py).
 
 The studio calls these under its lock, with every input already checked; none of them keeps state of its own.
 Heavy libraries are imported inside the functions, so importing this module (and app.py) stays cheap.
 """
 
+from peft_core import private
 from peft_core.errors import AdapterError, HubError, first_line
 from peft_core.image import families
 from peft_core.runtime import quiet_libraries
@@ -74,7 +75,7 @@ def pipeline_defaults(pipe, family, card: dict, repo_id: str) -> dict:
 
 def lora_components(pipe):
     """(component, model) for each part of `pipe` a LoRA can go in, e.g. ("unet", ...), ("text_encoder", ...)."""
-    for component in pipe._lora_loadable_modules:
+    for component in private.lora_loadable_modules(pipe):
         model = getattr(pipe, component, None)
         if model is not None:
             yield component, model
@@ -319,9 +320,8 @@ def drop_adapter_config(pipe, adapter_name: str) -> None:
         config = getattr(model, "peft_config", None)
         if isinstance(config, dict):
             config.pop(adapter_name, None)
-            if not config and getattr(model, "_hf_peft_config_loaded", False):
-                del model.peft_config
-                model._hf_peft_config_loaded = None
+            if not config and private.peft_config_loaded(model):
+                private.forget_peft_config(model)
 
 
 # --- running it ------------------------------------------------------------------------------------------------------
@@ -329,23 +329,30 @@ def drop_adapter_config(pipe, adapter_name: str) -> None:
 
 class CallState:
     """What another request may change on the shared pipeline between two steps of this call, to put back before
-    the next one: the scheduler (each call steps its own copy, made here) and the pipeline's per-call attributes
-    (`_guidance_scale`, `_num_timesteps` ...)."""
+    the next one: the scheduler (each call steps its own copy, made here) and the attributes the family declares
+    its `__call__` keeps on the pipeline (`Family.call_state`: `_guidance_scale`, `_num_timesteps` ...). A family
+    that declares none cannot be resumed after another call: `can_hand_over` is False and it runs in one turn."""
 
-    def __init__(self, pipe, scheduler):
+    def __init__(self, pipe, scheduler, names: tuple[str, ...] | None):
         import copy
 
         self.pipe = pipe
         self.scheduler = copy.deepcopy(scheduler)
+        self.names = names
         self._attributes: dict = {}
+
+    @property
+    def can_hand_over(self) -> bool:
+        return self.names is not None
 
     def save(self) -> None:
         pipe_vars = vars(self.pipe)
-        self._attributes = {k: v for k, v in pipe_vars.items() if k.startswith("_") and not k.startswith("__")}
+        self._attributes = {name: pipe_vars[name] for name in self.names or () if name in pipe_vars}
 
     def restore(self) -> None:
         self.pipe.scheduler = self.scheduler
-        vars(self.pipe).update(self._attributes)
+        for name, value in self._attributes.items():
+            setattr(self.pipe, name, value)
 
 
 def run(pipe, scheduler, request, after_step, family=families.GENERIC):
@@ -355,11 +362,12 @@ def run(pipe, scheduler, request, after_step, family=families.GENERIC):
         family: the pipeline's (families.py): which call arguments the request's fields become.
         scheduler: the pipeline's scheduler as loaded; this call steps a copy of it.
         after_step: `after_step(step, call)` after each denoising step (0-based), with this call's CallState: the
-            studio hands its lock over there, saving and restoring what others may change through `call`.
+            studio hands its lock over there when `call.can_hand_over`, saving and restoring what others may
+            change through `call`.
     """
     import torch
 
-    call = CallState(pipe, scheduler)
+    call = CallState(pipe, scheduler, family.call_state)
     pipe.scheduler = call.scheduler
 
     def callback(pipe, step, timestep, kwargs):

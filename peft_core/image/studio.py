@@ -69,7 +69,8 @@ class ImageStudio:
         self.device, self.dtype = pick_device(device)
         self.quotas = quotas if quotas is not None else sessions.Quotas()
         # Served in arrival order; a generation hands it over between denoising steps (turns.py), so one visitor's
-        # big request delays another's small one by a step, not by the whole request.
+        # big request delays another's small one by a step, not by the whole request (on a pipeline whose family
+        # declares its per-call state, families.Family.call_state; any other runs each request in one turn).
         self._lock = TurnLock()
         self.startup = Startup()  # app.py loads the defaults in the background; calls wait for them
         self.pipe = None
@@ -328,7 +329,8 @@ class ImageStudio:
 
         Between denoising steps it hands the lock to whoever waits (turns.py). What they may change in between is
         put back before the next step: the mix (they apply their own), and through pipeline.CallState the
-        scheduler and the pipeline's per-call attributes.
+        scheduler and the per-call attributes the pipeline's family declares (families.Family.call_state). A
+        pipeline of a family that declares none keeps the lock to its last step (docs/DEVELOPMENT.md#turns).
         """
         pipe = self.pipe
         self._apply_mix(request)
@@ -343,6 +345,8 @@ class ImageStudio:
         def after_step(step: int, call: pipeline.CallState):
             if progress is not None:
                 progress(step + 1, request.steps)
-            between_steps(self._lock, "the generation", lambda: resume(call), before=call.save)
+            between_steps(
+                self._lock, "the generation", lambda: resume(call), before=call.save, hand_over=call.can_hand_over
+            )
 
         return pipeline.run(pipe, self._scheduler, request, after_step, self.family)

@@ -13,6 +13,7 @@ where its name says so.
 import contextlib
 from pathlib import Path
 
+from peft_core import private
 from peft_core.errors import AdapterError
 from peft_core.runtime import quiet_libraries
 from peft_core.text.adapters import (
@@ -164,8 +165,7 @@ def undo_inject(model, adapter_name: str, peft_type: str) -> None:
     if isinstance(config, dict):
         config.pop(adapter_name, None)
         if not config:  # the state transformers leaves after deleting its last adapter
-            del model.peft_config
-            model._hf_peft_config_loaded = False
+            private.forget_peft_config(model)
 
 
 @contextlib.contextmanager
