@@ -80,14 +80,14 @@ def load_defaults_in_background(images: ImageStudio, text: TextStudio) -> thread
 
 
 def _load_image_defaults(images: ImageStudio) -> None:
-    images.load_pipeline(bundled.DEFAULT_PIPELINE)
+    images.load_base(bundled.DEFAULT_PIPELINE)
     # The demo adapters fit only the bundled bases, not a Hub model an admin chose instead.
     if bundled.bundled_path(bundled.DEFAULT_PIPELINE) is not None:
         _load_demo_adapters(images, bundled.DEFAULT_IMAGE_ADAPTERS)
 
 
 def _load_text_defaults(text: TextStudio) -> None:
-    text.load_model(bundled.DEFAULT_TEXT_MODEL)
+    text.load_base(bundled.DEFAULT_TEXT_MODEL)
     if bundled.bundled_path(bundled.DEFAULT_TEXT_MODEL) is not None:
         _load_demo_adapters(text, bundled.DEFAULT_TEXT_ADAPTERS)
 

@@ -38,7 +38,7 @@ def text_studio(lm_assets):
     os.environ["STUDIO_LOCAL_DIRS"] = str(lm_assets["root"])
     try:
         studio = TextStudio(device="cpu")
-        studio.load_model(str(lm_assets["lm"]))
+        studio.load_base(str(lm_assets["lm"]))
         yield studio
     finally:
         os.environ.pop("STUDIO_LOCAL_DIRS") if old is None else os.environ.update(STUDIO_LOCAL_DIRS=old)

@@ -15,7 +15,6 @@ revision, file) loaded by several sessions shares. Each step has its file:
 """
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from peft_core import bundled, hub, limits, sessions, settings
@@ -23,55 +22,13 @@ from peft_core.errors import HubError, InputError
 from peft_core.image import checks, families, pipeline, recipe
 from peft_core.image.export import save_mix
 from peft_core.image.lora_files import AdapterInfo, read_lora_file, trigger_words
+from peft_core.image.requests import ImageRequest, PipelineInfo
 from peft_core.image.slots import LoraSlots
 from peft_core.image.thumbnails import Thumbnails, card_picture
 from peft_core.pool import AdapterPool, check_base_change, check_base_lock
 from peft_core.runtime import pick_device
 from peft_core.startup import Startup
 from peft_core.turns import TurnLock, between_steps
-
-
-@dataclass(frozen=True)
-class ImageRequest:
-    """One generation: everything that decides the image, so equal requests give equal images."""
-
-    prompt: str
-    adapters: dict = field(default_factory=dict)  # this request's mix: adapter_name -> weight
-    use_adapters: bool = True  # False is the disable toggle: exactly the base output
-    seed: int = 0
-    steps: int | None = None  # None: the pipeline's default
-    guidance_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    negative_prompt: str = ""
-
-
-@dataclass
-class PipelineInfo:
-    model_id: str
-    revision: str
-    pipeline_class: str
-    device: str
-    dtype: str
-    default_steps: int
-    default_guidance_scale: float
-    default_width: int
-    default_height: int
-    # The pipeline's family (image/families.py) and the ranges a request may use on it: the page's sliders follow
-    # them. Defaults keep old callers of PipelineInfo(...) working.
-    family: str = "generic"
-    size_multiple: int = limits.SIZE_MULTIPLE
-    size_min: int = limits.SIZE_MIN
-    size_max: int = limits.SIZE_MAX
-    steps_min: int = limits.STEPS_MIN
-    steps_max: int = limits.STEPS_MAX
-    guidance_min: float = limits.GUIDANCE_MIN
-    guidance_max: float = limits.GUIDANCE_MAX
-    negative_prompt: bool = True  # whether the pipeline takes one
-    offload: str = "none"  # STUDIO_OFFLOAD as applied ("none" on a CPU)
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 class ImageStudio:
@@ -95,13 +52,13 @@ class ImageStudio:
 
     # --- base pipeline -------------------------------------------------------------------------------------------
 
-    def load_pipeline(self, model_id: str, revision: str = "main") -> dict:
+    def load_base(self, model_id: str, revision: str = "main") -> PipelineInfo:
         """Load a base pipeline by Hub id (or bundled id). The old pipeline and its adapters stay until it works."""
         self.startup.wait()  # else the defaults, still loading, would replace it
         repo = hub.open_repo(model_id, revision)
         loaded = (self.info.model_id, self.info.revision) if self.info is not None else None
         if check_base_change(loaded, repo, "base pipeline") or check_base_lock(loaded, repo):
-            return self.pipeline_info()  # already loaded: reloading would only drop every adapter
+            return self.base_info()  # already loaded: reloading would only drop every adapter
         sizes = repo.file_sizes()
         files = sorted(sizes)
         if "model_index.json" not in files:
@@ -130,10 +87,11 @@ class ImageStudio:
             self.pipe, self.info, self.slots, self._scheduler = pipe, info, slots, pipe.scheduler
             self.family = plan.family
             self.pool.clear()  # adapters belong to the base they were loaded into
-        return info.to_dict()
+        return info
 
-    def pipeline_info(self) -> dict:
-        return self._require_pipe().to_dict()
+    def base_info(self) -> PipelineInfo:
+        """The loaded pipeline's facts: its defaults, and the ranges a request may use on its family."""
+        return self._require_pipe()
 
     def _require_pipe(self) -> PipelineInfo:
         self.startup.wait()
@@ -280,7 +238,7 @@ class ImageStudio:
         # the pipeline family's ranges (image/families.py); a refusal names the range and the family
         steps, guidance, width, height = families.check_ranges(
             self.family,
-            info.to_dict(),
+            info,
             info.default_steps if request.steps is None else request.steps,
             info.default_guidance_scale if request.guidance_scale is None else request.guidance_scale,
             info.default_width if request.width is None else request.width,
