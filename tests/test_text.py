@@ -166,6 +166,19 @@ def test_compare_gives_base_then_adapted(two):
     assert base == gen(two) and adapted == gen(two, ["a"])
 
 
+def test_progress_counts_the_new_tokens_and_changes_nothing(two):
+    """generate(request, progress) and compare(request, progress), as on the image side: progress(token, total)
+    after each new token, total the request's max_new_tokens; the text is the same as without it."""
+    calls = []
+    request = TextRequest(PROMPT, ["a"], max_new_tokens=10)
+    text = two.generate(request, lambda token, total: calls.append((token, total)))
+    assert text == gen(two, ["a"])
+    assert calls and calls == [(i, 10) for i in range(1, len(calls) + 1)] and len(calls) <= 10
+    calls.clear()
+    assert two.compare(request, lambda token, total: calls.append(token)) == (gen(two), text)
+    assert calls[0] == 1 and 1 in calls[1:]  # counted from 1 again for the adapted text
+
+
 def test_sampling_is_seeded(two):
     one = gen(two, ["a"], do_sample=True, seed=7, temperature=1.5, max_new_tokens=16)
     assert gen(two, ["a"], do_sample=True, seed=7, temperature=1.5, max_new_tokens=16) == one

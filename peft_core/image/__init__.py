@@ -3,7 +3,8 @@
 A request flows one way: `studio.py` validates it, then under the lock the adapter pool (peft_core/pool.py) and
 the slots are consulted and changed, then `pipeline.py` calls diffusers, and the image comes back. Open:
 
-- studio.py     ImageStudio and ImageRequest: the public calls (load_pipeline, load_adapter, generate ...); start here.
+- studio.py     ImageStudio: the public calls (load_base, base_info, load_adapter, generate, compare ...); start here.
+- requests.py   ImageRequest (one generation) and PipelineInfo (the loaded base), as text/requests.py on the text side.
 - pipeline.py   every call into diffusers: build a pipeline, its defaults, load a LoRA into a slot and check it,
                 run one request. A new pipeline family starts here.
 - slots.py      the resident adapters' weights in RAM, the few slots in the pipeline.

@@ -1,10 +1,12 @@
 """The image studio: one pipeline, its resident LoRA adapters, and generation with a per-request mix.
 
-Data flows one way: request (prompt, mix, seed) -> validate -> the pool and the slots under the lock -> the
-pipeline -> image. The pipeline and the resident adapters are shared by every user, so they live here behind one
-lock; the mix (which adapters, at which weights, or none) belongs to each request. The names belong to each
-session (docs/SESSIONS.md): the pool maps a session's names to the resident weights, which the same (repo,
-revision, file) loaded by several sessions shares. Each step has its file:
+Data flows one way: request (an ImageRequest: prompt, mix, seed ...) -> validate -> the pool and the slots under
+the lock -> the pipeline -> image. The text studio answers the same verbs (load_base, base_info, load_adapter,
+list_adapters, delete_adapter, generate, compare) with the same shapes. The pipeline and the resident adapters are
+shared by every user, so they live here behind one lock; the mix (which adapters, at which weights, or none)
+belongs to each request. The names belong to each session (docs/SESSIONS.md): the pool maps a session's names to
+the resident weights, which the same (repo, revision, file) loaded by several sessions shares. Each step has its
+file:
 
 - the checks before anything is touched: checks.py (a pipeline repo's configs), lora_files.py (a LoRA file);
 - which adapters are resident and their facts, which one may leave, the base lock: the AdapterPool (pool.py);

@@ -1,11 +1,12 @@
 """The text studio: one causal LM, its adapters, and generation with a per-request set of active adapters.
 
-Data flows one way: request -> validate -> the adapter pool under the lock -> the model (model.py) -> text. The
-model and its adapters are shared by every user, so they live here behind one lock (the names are each
-session's, and the same adapter repo loaded by several sessions is held once: pool.py, docs/SESSIONS.md); which
-adapters are active belongs to each request and is set again for every generation (`set_adapter` walks the
-modules once: cheap next to a forward pass, and never stale after a load, a merge or a training run changed the
-active set).
+Data flows one way: request (a TextRequest) -> validate -> the adapter pool under the lock -> the model
+(model.py) -> text; the verbs and their shapes are the image studio's (load_base, base_info, load_adapter,
+list_adapters, delete_adapter, generate(request), compare(request)). The model and its adapters are shared by
+every user, so they live here behind one lock (the names are each session's, and the same adapter repo loaded by
+several sessions is held once: pool.py, docs/SESSIONS.md); which adapters are active belongs to each request and
+is set again for every generation (`set_adapter` walks the modules once: cheap next to a forward pass, and never
+stale after a load, a merge or a training run changed the active set).
 
 Adapters come from the Hub (transformers' `load_adapter`), are added fresh (a LoraConfig), trained on pasted text
 (train.py) or merged from others (peft's `add_weighted_adapter`, merge.py). Every method validates all of its
