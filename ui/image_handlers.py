@@ -234,9 +234,7 @@ class ImageHandlers:
     @user_errors  # binds the visitor's session: its own adapters' trigger words, and the loads its snippet needs
     def ui_snippet(self, values: dict, http: gr.Request):
         r = self.request(values)
-        return image_snippet(page_url(http), r.prompt, r.negative_prompt, r.adapters, r.use_adapters, r.seed,
-                             r.steps, r.guidance_scale, r.width, r.height,
-                             loads=self.images.list_adapters())  # fmt: skip
+        return image_snippet(page_url(http), r, loads=self.images.list_adapters())
 
     @user_errors
     def ui_export(self, ticks):

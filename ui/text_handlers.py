@@ -248,8 +248,7 @@ class TextHandlers:
     def ui_snippet(self, values: dict, http: gr.Request):
         r = self.request(values)
         own = [a["adapter_name"] for a in self.studio.list_adapters() if not a.get("shared", True)]
-        return text_snippet(page_url(http), r.prompt, list(r.adapters), r.use_adapters, r.max_new_tokens,
-                            r.do_sample, r.seed, r.temperature, own=own)  # fmt: skip
+        return text_snippet(page_url(http), r, own=own)
 
     @user_errors
     def ui_page_load(self):
