@@ -115,3 +115,30 @@ def test_ticks_are_kept_for_the_adapters_still_there():
     assert kept_ticks(adapters, []) == []  # nothing ticked stays nothing ticked
     assert kept_ticks(adapters, None) == ["a"]  # a new base or a first page: the first one, to show an effect
     assert kept_ticks([], None) == []
+
+
+def test_generate_and_compare_take_the_pages_settings_as_one_set(text_studio):
+    """As on the Images tab: the handlers get one {component: value} set and build a TextRequest from it, so they
+    give what the studio gives for that request; the disable toggle gives the base, and compare ignores it."""
+    from types import SimpleNamespace
+
+    from peft_core.text.requests import TextRequest
+    from ui.text_handlers import TextHandlers
+
+    text_studio.add_adapter("page_t", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    text_studio.train_adapter("page_t", "the captain sails the pirate ship . " * 3, 3, 0.05)
+    names = ("prompt", "ticks", "disabled", "max_new_tokens", "do_sample", "seed", "temperature", "base_out",
+             "adapted_out")  # fmt: skip
+    on = TextHandlers(text_studio, SimpleNamespace(**{n: n for n in names}))
+    values = {"prompt": "the captain", "ticks": ["page_t"], "disabled": False, "max_new_tokens": 8.0,
+              "do_sample": False, "seed": 0.0, "temperature": 1.0}  # fmt: skip
+    try:
+        adapted = text_studio.generate(TextRequest("the captain", ["page_t"], max_new_tokens=8))
+        base = text_studio.generate(TextRequest("the captain", [], max_new_tokens=8))
+        assert adapted != base  # what the checks below tell apart
+        assert on.request(values) == TextRequest("the captain", ["page_t"], True, 8, False, 0, 1.0)
+        assert on.ui_generate(values) == adapted
+        assert on.ui_generate(values | {"disabled": True}) == base
+        assert on.ui_compare(values | {"disabled": True}) == {"base_out": base, "adapted_out": adapted}
+    finally:
+        text_studio.delete_adapter("page_t")

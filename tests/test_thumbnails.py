@@ -233,7 +233,7 @@ def test_the_pages_follow_up_draws_each_picture_once(studio, allow_assets, count
     assert shown["adapters"][0]["thumbnail"] is None  # drawn at once, without its picture
     redrawn = on.ui_thumbnails(shown=shown)["resident"]
     path = redrawn["adapters"][0]["thumbnail"]
-    assert path and Image.open(path).size == (32, 32) and redrawn["rows"] == {"b": [True, 0.5]}
+    assert path and Image.open(path).size == (32, 32) and redrawn["ticks"] == {"b": [True, 0.5]}
     again = on.ui_thumbnails(shown=redrawn)["resident"]
     assert isinstance(again, type(gr.skip())) and len(counted) == 1
 
