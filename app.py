@@ -88,7 +88,7 @@ def load_defaults_in_background(images: ImageStudio, text: TextStudio) -> thread
 
 def _load_image_defaults(images: ImageStudio) -> None:
     pipeline = settings.current().default_pipeline
-    images.load_pipeline(pipeline)
+    images.load_base(pipeline)
     # The demo adapters fit only the bundled bases, not a Hub model an admin chose instead.
     if bundled.bundled_path(pipeline) is not None:
         _load_demo_adapters(images, bundled.DEFAULT_IMAGE_ADAPTERS)
@@ -96,7 +96,7 @@ def _load_image_defaults(images: ImageStudio) -> None:
 
 def _load_text_defaults(text: TextStudio) -> None:
     model = settings.current().default_text_model
-    text.load_model(model)
+    text.load_base(model)
     if bundled.bundled_path(model) is not None:
         _load_demo_adapters(text, bundled.DEFAULT_TEXT_ADAPTERS)
 

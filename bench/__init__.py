@@ -19,6 +19,7 @@ See docs/BENCHMARKS.md for the results, the machine and the anchors. One file pe
     gpu.py         every family on the studio against bare diffusers, on a GPU (gpu_models.py: real-size
                    SDXL and FLUX.1 from configs, random weights)
     profile.py     why the bare libraries slow down with resident adapters
+    turns.py       a short request behind a long one, step-level against whole-request turns; the switch per step
 and what they share: common.py (config, pipelines, interleaved timing, tables, JSON), plot.py
 (docs/switch_latency.png), __main__.py (the command line).
 """

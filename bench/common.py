@@ -198,7 +198,7 @@ def studio_for(spec: PipelineSpec, cfg: BenchConfig):
 
     studio = ImageStudio(device="cpu")
     with quiet():
-        studio.load_pipeline("adapter-studio/tiny-shapes" if spec.name == "bundled" else str(spec.folder))
+        studio.load_base("adapter-studio/tiny-shapes" if spec.name == "bundled" else str(spec.folder))
     return studio
 
 

@@ -103,7 +103,7 @@ def _family(cfg: BenchConfig, name: str, device: str, tiny: bool) -> dict:
     s = _settings(tiny)
     with studio_env(cfg), environ(STUDIO_MAX_IMAGE_COST="1000"), quiet():
         studio = ImageStudio(device=device)
-        studio.load_pipeline(str(folder))
+        studio.load_base(str(folder))
 
         def request(mix, use_adapters=True):
             return ImageRequest("a red circle", dict(mix), use_adapters, 0, s["steps"], 3.5, s["size"], s["size"])

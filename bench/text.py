@@ -63,7 +63,7 @@ def run_model(cfg: BenchConfig, name: str) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from peft_core.text.studio import TextStudio
+    from peft_core.text.studio import TextRequest, TextStudio
 
     folder, what = _lm_folder(name, cfg)
     print(f"\n## text on {what}", flush=True)
@@ -100,7 +100,7 @@ def run_model(cfg: BenchConfig, name: str) -> dict:
     dirs = os.pathsep.join(str(p.resolve()) for p in (cfg.work, folder.parent))
     with studio_env(cfg), environ(STUDIO_LOCAL_DIRS=dirs), quiet():
         studio = TextStudio(device="cpu")
-        studio.load_model(str(folder))
+        studio.load_base(str(folder))
         studio.load_adapter(str(adapter_dir), adapter_name="bench")
     counts = {}
 
@@ -109,7 +109,7 @@ def run_model(cfg: BenchConfig, name: str) -> dict:
             import time
 
             start = time.perf_counter()
-            text = studio.generate(PROMPT, ["bench"], use_adapters, max_new_tokens=tokens)
+            text = studio.generate(TextRequest(PROMPT, ["bench"], use_adapters, max_new_tokens=tokens))
             seconds = time.perf_counter() - start
             counts[use_adapters] = len(tokenizer(text, add_special_tokens=False)["input_ids"])
             return seconds

@@ -20,6 +20,7 @@ Each side is a package (start at its studio.py); what both share sits here:
 - config_checks.py  allowlists for the config files of strangers' repos (adapter_config.json, config.json)
 - safetensors_file.py  the checked read of an adapter's safetensors file, for both sides
 - presets.py        one click to a base, its adapters and a prompt
+- private.py        the libraries' private attributes the studio reads, one function each, with why
 """
 
 from peft_core.errors import AdapterError, HubError, InputError, StudioError

@@ -96,10 +96,7 @@ def apply(preset: Preset, studio) -> dict[str, float]:
     repo) into `studio` (an ImageStudio or a TextStudio); returns the mix to use: adapter_name -> weight."""
     info = studio.info
     if info is None or info.model_id != preset.base:
-        if preset.side == "images":
-            studio.load_pipeline(preset.base)
-        else:
-            studio.load_model(preset.base)
+        studio.load_base(preset.base)
     resident = {a["adapter_name"]: a["repo_id"] for a in studio.list_adapters()}
     for ref in preset.adapters:
         if resident.get(ref.adapter_name) == ref.repo_id:

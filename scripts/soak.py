@@ -95,13 +95,13 @@ def main(argv=None) -> int:
         source = "bundled" if setup else "tiny (built from configs)"
         pipeline, loras = setup or tiny_setup(Path(tmp))
         studio = ImageStudio(device="cpu")
-        info = studio.load_pipeline(pipeline)
-        size = min(info["default_width"], 64)
+        info = studio.load_base(pipeline)
+        size = min(info.default_width, 64)
         request = ImageRequest("a red circle", {}, True, 0, args.steps, None, size, size)
         studio.generate(request)  # warm-up: the base path's kernels
         gc.collect()
         start = rss_mb()
-        print(f"pipeline: {info['model_id']} ({source}), {len(loras)} LoRA repo(s), {args.cycles} cycles")
+        print(f"pipeline: {info.model_id} ({source}), {len(loras)} LoRA repo(s), {args.cycles} cycles")
         print(f"RSS at start:            {start:8.1f} MB")
         began, first = time.perf_counter(), None
         for cycle in range(1, args.cycles + 1):

@@ -163,7 +163,7 @@ def studio(allow_assets):
     from peft_core.image.studio import ImageStudio
 
     s = ImageStudio(device="cpu")
-    s.load_pipeline(str(allow_assets["pipeline"]))
+    s.load_base(str(allow_assets["pipeline"]))
     return s
 
 
@@ -190,11 +190,11 @@ def launch_app(assets, adapters=(), lm_assets=None, text_adapters=()):
     with EnvPatch.context() as env:
         env.setenv("STUDIO_LOCAL_DIRS", os.pathsep.join(str(a["root"]) for a in (assets, lm_assets) if a))
         studio, text = ImageStudio(device="cpu"), TextStudio(device="cpu")
-        studio.load_pipeline(str(assets["pipeline"]))
+        studio.load_base(str(assets["pipeline"]))
         for name in adapters:
             studio.load_adapter(str(assets[name]), adapter_name=name)
         if lm_assets:
-            text.load_model(str(lm_assets["lm"]))
+            text.load_base(str(lm_assets["lm"]))
             for name in text_adapters:
                 text.load_adapter(str(lm_assets[name]), adapter_name=name)
         demo = app.build_demo(studio, text)
@@ -236,5 +236,5 @@ def family_studio(family, monkeypatch, tmp_path):
     root = family[0]
     monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{root}:{tmp_path}")
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(root / "pipeline"))
+    studio.load_base(str(root / "pipeline"))
     return studio

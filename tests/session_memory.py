@@ -52,7 +52,7 @@ def measure(pipeline: str, small_a: str, small_b: str, big_a: str, big_b: str) -
 
     torch.set_num_threads(1)
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline(pipeline)
+    studio.load_base(pipeline)
     tracker = sessions.Tracker([studio])  # what app.py builds: demo.unload and the idle timeout call its end()
     mix = {"a": 1.0, "b": 0.5}
     request = ImageRequest("a red circle", mix, True, 0, steps=2, guidance_scale=5.0, width=32, height=32)

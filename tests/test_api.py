@@ -63,11 +63,14 @@ def test_generate_mix_disable_and_compare(client):
 
 def test_use_via_api_snippet_runs_and_gives_the_same_image(server, client, capsys):
     """The snippet the page offers runs as shown and gets what the test's own client gets."""
+    from peft_core.image.requests import ImageRequest
     from ui.snippets import image_snippet
 
     # the snippet's Client is a session of its own: it loads the page session's adapters first (docs/SESSIONS.md)
     loads = client.predict(api_name="/list_adapters")
-    code = image_snippet(server, "a red circle", "", {"a": 0.5, "b": 1.0}, True, 0, 4, 5.0, 32, 32, loads)
+    request = ImageRequest("a red circle", {"a": 0.5, "b": 1.0}, seed=0, steps=4, guidance_scale=5.0, width=32,
+                           height=32, negative_prompt="")  # fmt: skip
+    code = image_snippet(server, request, loads)
     # it reads first: a plain Client (the faster one-TLS-context form is the README's performance note)
     assert code.startswith(f"from gradio_client import Client\n\nclient = Client({server!r})\n")
     exec(compile(code, "snippet", "exec"), {})

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from peft_core.errors import AdapterError, HubError, InputError, StudioError
 from peft_core.image.studio import ImageStudio
-from peft_core.text.studio import TextStudio
+from peft_core.text.studio import TextRequest, TextStudio
 from tests.conftest import ALL, EnvPatch, gen
 from tests.hubserver import running_hub
 from tiny_models.image import write_repo
@@ -92,9 +92,9 @@ IMAGES = [
       r"local path '/etc' is not allowed; give a Hub id like 'org/name'. Allowed folders: "),
     E("Hub id", "local path with a NUL byte", lambda s, w: s.load_adapter("/tmp/a\x00b"), HubError,
       r"local path '/tmp/a\\x00b' is not a valid path"),
-    E("Hub id", "pipeline: unknown repo", lambda s, w: s.load_pipeline("test-org/missing"), HubError,
+    E("Hub id", "pipeline: unknown repo", lambda s, w: s.load_base("test-org/missing"), HubError,
       r"repository 'test-org/missing' .*not found"),
-    E("Hub id", "pipeline: a LoRA repo", lambda s, w: s.load_pipeline("test-org/lora"), HubError,
+    E("Hub id", "pipeline: a LoRA repo", lambda s, w: s.load_base("test-org/lora"), HubError,
       rf"'test-org/lora' is not a diffusers pipeline \(no model_index.json\); files: .*{LORA}"),
     # --- Files -----------------------------------------------------------------------------------------------------
     E("File", "truncated safetensors", lambda s, w: s.load_adapter(w["truncated"]), AdapterError,
@@ -118,7 +118,7 @@ IMAGES = [
       rf"'{LORA}' has NaN or infinite values in"),
     E("File", "LyCORIS (LoHa) file missing factors", lambda s, w: s.load_adapter(w["lycoris"]), AdapterError,
       r"'lora_unet_x' has no hada_w2_a; this LyCORIS LoHa layer is incomplete"),
-    E("File", "pipeline with truncated weights", lambda s, w: s.load_pipeline(w["pipeline-truncated"]), HubError,
+    E("File", "pipeline with truncated weights", lambda s, w: s.load_base(w["pipeline-truncated"]), HubError,
       r"could not be loaded as a diffusers pipeline: .*diffusion_pytorch_model.safetensors"),
     # --- Adapter names ---------------------------------------------------------------------------------------------
     E("Adapter name", "empty, cannot be derived", lambda s, w: s.load_adapter(w["default"]), InputError,
@@ -188,14 +188,14 @@ IMAGES = [
     E("Parameter", "export of an empty mix", lambda s, w: s.export_mix({"a": 0.0}, w["out"]), InputError,
       r"the mix is empty \(no adapter with a weight other than 0\); nothing to export"),
     # --- Admin settings and code in repos --------------------------------------------------------------------------
-    E("Admin", "pipeline naming a custom class", lambda s, w: s.load_pipeline(w["custom-pipeline"]), HubError,
+    E("Admin", "pipeline naming a custom class", lambda s, w: s.load_base(w["custom-pipeline"]), HubError,
       r"names the pipeline class \['evil', 'EvilPipeline'\], which is not a pipeline that ships with diffusers; "
       r"custom pipeline code is never run"),
-    E("Admin", "pipeline with a custom component", lambda s, w: s.load_pipeline(w["custom-component"]), HubError,
+    E("Admin", "pipeline with a custom component", lambda s, w: s.load_base(w["custom-component"]), HubError,
       r"its component 'unet' is \['evil_unet', 'EvilUNet'\], which is not a class from diffusers or transformers"),
-    E("Admin", "pipeline naming an unknown class", lambda s, w: s.load_pipeline(w["unknown-class"]), HubError,
+    E("Admin", "pipeline naming an unknown class", lambda s, w: s.load_base(w["unknown-class"]), HubError,
       r"names the pipeline class 'NoSuchPipeline', which is not a pipeline that ships with diffusers"),
-    E("Admin", "pipeline over STUDIO_MAX_MODEL_MB", lambda s, w: s.load_pipeline(w["pipeline-copy"]), HubError,
+    E("Admin", "pipeline over STUDIO_MAX_MODEL_MB", lambda s, w: s.load_base(w["pipeline-copy"]), HubError,
       r"needs [\d.]+ MB in \d+ files; this Space loads models of at most 0.01 MB \(STUDIO_MAX_MODEL_MB\)",
       STUDIO_MAX_MODEL_MB="0.01"),
     E("Admin", "LoRA over STUDIO_MAX_ADAPTER_MB", lambda s, w: s.load_adapter(w["lora_b"]), HubError,
@@ -203,7 +203,7 @@ IMAGES = [
     E("Admin", "org not in STUDIO_ALLOWED_ORGS", lambda s, w: s.load_adapter("test-org/lora"), HubError,
       r"'test-org/lora' is not from an allowed organisation on this Space; allowed: other, trusted",
       STUDIO_ALLOWED_ORGS="trusted,other"),
-    E("Admin", "another base under STUDIO_LOCK_BASE", lambda s, w: s.load_pipeline(w["pipeline-copy"]), InputError,
+    E("Admin", "another base under STUDIO_LOCK_BASE", lambda s, w: s.load_base(w["pipeline-copy"]), InputError,
       r"this Space is locked to the base '.*tiny-sd' \(STUDIO_LOCK_BASE\); '.*pipeline-copy' \(revision 'main'\) "
       "cannot replace it",
       STUDIO_LOCK_BASE="1"),
@@ -212,8 +212,8 @@ IMAGES = [
 TEXT = [
     # --- Hub ids ---------------------------------------------------------------------------------------------------
     E("Hub id", "empty", lambda s, w: s.load_adapter(""), HubError, r"must be a Hub id like 'org/name', got ''"),
-    E("Hub id", "too many slashes", lambda s, w: s.load_model("org/a/b"), HubError, r"'org/a/b' has too many '/'"),
-    E("Hub id", "a URL", lambda s, w: s.load_model("https://huggingface.co/gpt2"), HubError, r"looks like a URL"),
+    E("Hub id", "too many slashes", lambda s, w: s.load_base("org/a/b"), HubError, r"'org/a/b' has too many '/'"),
+    E("Hub id", "a URL", lambda s, w: s.load_base("https://huggingface.co/gpt2"), HubError, r"looks like a URL"),
     E("Hub id", "'..' segment", lambda s, w: s.load_adapter("org/../x"), HubError, r"'org/../x' contains '..'"),
     E("Hub id", "unknown repo", lambda s, w: s.load_adapter("test-org/missing"), HubError,
       r"repository 'test-org/missing' .*not found on the Hub"),
@@ -221,11 +221,11 @@ TEXT = [
       r"revision 'nope' not found in 'test-org/lm-adapter'; its branches: main"),
     E("Hub id", "adapter with only .bin", lambda s, w: s.load_adapter(w["text-bin-only"]), HubError,
       r"has only pickle weights \(adapter_model.bin\); they are refused because unpickling can run code"),
-    E("Hub id", "model with only .bin", lambda s, w: s.load_model(w["lm-bin-only"]), HubError,
+    E("Hub id", "model with only .bin", lambda s, w: s.load_base(w["lm-bin-only"]), HubError,
       r"has only pickle weights \(pytorch_model.bin\); they are refused .* Pick a model with .safetensors"),
     E("Hub id", "a model where an adapter belongs", lambda s, w: s.load_adapter(w["text:lm"]), HubError,
       r"is not a peft adapter \(no adapter_config.json\); files: .*config.json"),
-    E("Hub id", "an image LoRA where a model belongs", lambda s, w: s.load_model(w["lora_a"]), HubError,
+    E("Hub id", "an image LoRA where a model belongs", lambda s, w: s.load_base(w["lora_a"]), HubError,
       r"is not a transformers model \(no config.json\)"),
     # --- Files -----------------------------------------------------------------------------------------------------
     E("File", "truncated safetensors", lambda s, w: s.load_adapter(w["text:truncated"]), AdapterError,
@@ -250,7 +250,7 @@ TEXT = [
       r"is a PROMPT_TUNING adapter \(prompt learning\); only adapters that wrap layers \(LoRA, LoHa"),
     E("File", "LoHa next to LoRAs", lambda s, w: s.load_adapter(w["text:loha"]), AdapterError,
       r"cannot mix a LoRA and a LoHa in one model: .* holds LoRA adapter\(s\) a, b, t; delete those first"),
-    E("File", "model with truncated weights", lambda s, w: s.load_model(w["lm-truncated"]), HubError,
+    E("File", "model with truncated weights", lambda s, w: s.load_base(w["lm-truncated"]), HubError,
       r"could not be loaded as a causal LM: .*"),
     # --- Adapter names ---------------------------------------------------------------------------------------------
     E("Adapter name", "empty, cannot be derived", lambda s, w: s.load_adapter(w["text-default"]), InputError,
@@ -272,24 +272,27 @@ TEXT = [
     E("Adapter name", "merge into a taken name", lambda s, w: s.merge_adapters({"a": 1.0}, "b"), InputError,
       r"'b' is already loaded"),
     # --- Parameters ------------------------------------------------------------------------------------------------
-    E("Parameter", "max_new_tokens 0", lambda s, w: s.generate("the pirate", max_new_tokens=0), InputError,
-      r"max_new_tokens must be an integer in \[1, 256\], got 0"),
-    E("Parameter", "max_new_tokens 10,000", lambda s, w: s.generate("the pirate", max_new_tokens=10_000),
+    E("Parameter", "max_new_tokens 0", lambda s, w: s.generate(TextRequest("the pirate", max_new_tokens=0)),
+      InputError, r"max_new_tokens must be an integer in \[1, 256\], got 0"),
+    E("Parameter", "max_new_tokens 10,000", lambda s, w: s.generate(TextRequest("the pirate", max_new_tokens=10_000)),
       InputError, r"max_new_tokens must be an integer in \[1, 256\], got 10000"),
     E("Parameter", "prompt and max_new_tokens past the context",
-      lambda s, w: s.generate("the pirate", max_new_tokens=63), InputError,
+      lambda s, w: s.generate(TextRequest("the pirate", max_new_tokens=63)), InputError,
       r"with max_new_tokens=63 that passes the model's context of 64 tokens"),
-    E("Parameter", "prompt of 100,000 characters", lambda s, w: s.generate("x" * 100_000), InputError,
-      r"prompt is 100,000 characters long; at most 2,000 are allowed"),
-    E("Parameter", "empty prompt", lambda s, w: s.generate("  "), InputError, r"prompt must not be empty"),
-    E("Parameter", "temperature NaN", lambda s, w: s.generate("the", do_sample=True, temperature=float("nan")),
-      InputError, r"temperature must be a finite number in \[0.01, 5.0\], got nan"),
-    E("Parameter", "temperature 0", lambda s, w: s.generate("the", temperature=0), InputError,
+    E("Parameter", "prompt of 100,000 characters", lambda s, w: s.generate(TextRequest("x" * 100_000)),
+      InputError, r"prompt is 100,000 characters long; at most 2,000 are allowed"),
+    E("Parameter", "empty prompt", lambda s, w: s.generate(TextRequest("  ")), InputError,
+      r"prompt must not be empty"),
+    E("Parameter", "temperature NaN",
+      lambda s, w: s.generate(TextRequest("the", do_sample=True, temperature=float("nan"))), InputError,
+      r"temperature must be a finite number in \[0.01, 5.0\], got nan"),
+    E("Parameter", "temperature 0", lambda s, w: s.generate(TextRequest("the", temperature=0)), InputError,
       r"temperature must be a finite number in \[0.01, 5.0\], got 0"),
-    E("Parameter", "seed negative", lambda s, w: s.generate("the", seed=-1), InputError, r"seed .*got -1"),
-    E("Parameter", "active set naming a missing adapter", lambda s, w: s.generate("the", ["a", "nope"]),
+    E("Parameter", "seed negative", lambda s, w: s.generate(TextRequest("the", seed=-1)), InputError,
+      r"seed .*got -1"),
+    E("Parameter", "active set naming a missing adapter", lambda s, w: s.generate(TextRequest("the", ["a", "nope"])),
       InputError, r"adapter\(s\) 'nope' not loaded; loaded: a, b, t"),
-    E("Parameter", "active set that is a dict", lambda s, w: s.generate("the", {"a": 1.0}), InputError,
+    E("Parameter", "active set that is a dict", lambda s, w: s.generate(TextRequest("the", {"a": 1.0})), InputError,
       r"adapters must be a list of names or a comma-separated string, got \{'a': 1.0\}"),
     E("Parameter", "r = 0", lambda s, w: s.add_adapter("new", r=0), InputError,
       r"r must be an integer in \[1, 256\], got 0"),
@@ -325,14 +328,14 @@ TEXT = [
     E("Parameter", "delete an unknown adapter", lambda s, w: s.delete_adapter("zz"), InputError,
       r"no adapter named 'zz'; loaded: a, b, t"),
     # --- Admin settings and code in repos --------------------------------------------------------------------------
-    E("Admin", "model whose config asks for its own code", lambda s, w: s.load_model(w["lm-custom-code"]), HubError,
+    E("Admin", "model whose config asks for its own code", lambda s, w: s.load_base(w["lm-custom-code"]), HubError,
       r"could not be loaded as a causal LM: .*contains custom code which must be executed"),
-    E("Admin", "model over STUDIO_MAX_MODEL_MB", lambda s, w: s.load_model(w["text:lm_copy"]), HubError,
+    E("Admin", "model over STUDIO_MAX_MODEL_MB", lambda s, w: s.load_base(w["text:lm_copy"]), HubError,
       r"needs [\d.]+ MB in \d+ files; this Space loads models of at most 0.01 MB \(STUDIO_MAX_MODEL_MB\)",
       STUDIO_MAX_MODEL_MB="0.01"),
     E("Admin", "adapter over STUDIO_MAX_ADAPTER_MB", lambda s, w: s.load_adapter(w["text:lora_b"]), HubError,
       rf"'{WEIGHTS}' in '.*lora-b' is [\d.]+ MB; this Space accepts at most 0.001 MB", STUDIO_MAX_ADAPTER_MB="0.001"),
-    E("Admin", "another base under STUDIO_LOCK_BASE", lambda s, w: s.load_model(w["text:lm_copy"]), InputError,
+    E("Admin", "another base under STUDIO_LOCK_BASE", lambda s, w: s.load_base(w["text:lm_copy"]), InputError,
       r"this Space is locked to the base '.*tiny-lm' \(STUDIO_LOCK_BASE\); '.*lm-copy' \(revision 'main'\) "
       "cannot replace it",
       STUDIO_LOCK_BASE="1"),
@@ -500,7 +503,7 @@ def image_state(studio: ImageStudio) -> dict:
         name: studio.generate(request(adapters=mix, steps=2, width=16, height=16)) for name, mix in mixes.items()
     }
     return {
-        "pipeline": studio.pipeline_info(),
+        "pipeline": studio.base_info(),
         "adapters": studio.list_adapters(),
         "weights": fingerprint(modules),
         "images": {name: hashlib.sha256(image.tobytes()).hexdigest() for name, image in images.items()},
@@ -510,16 +513,17 @@ def image_state(studio: ImageStudio) -> dict:
 def text_state(studio: TextStudio) -> dict:
     sets = [[], ["a"], ["a", "b"], ["t"]]
     return {
-        "model": studio.model_info(),
+        "model": studio.base_info(),
+        "adapters": studio.list_adapters(),
         "weights": fingerprint({"model": studio.model}),
-        "texts": [studio.generate("the pirate", names, max_new_tokens=8) for names in sets],
+        "texts": [studio.generate(TextRequest("the pirate", names, max_new_tokens=8)) for names in sets],
     }
 
 
 @pytest.fixture(scope="module")
 def images(where, hub, assets):
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline(where["pipeline"])
+    studio.load_base(where["pipeline"])
     studio.load_adapter(where["lora_a"], adapter_name="a")
     studio.load_adapter(where["lora_b"], adapter_name="b")
     return studio, image_state(studio)
@@ -528,7 +532,7 @@ def images(where, hub, assets):
 @pytest.fixture(scope="module")
 def text(where, hub):
     studio = TextStudio(device="cpu")
-    studio.load_model(where["text:lm"])
+    studio.load_base(where["text:lm"])
     studio.load_adapter(where["text:lora_a"], adapter_name="a")
     studio.load_adapter(where["text:lora_b"], adapter_name="b")
     studio.add_adapter("t", r=4, lora_alpha=8, target_modules=ALL)
@@ -634,11 +638,11 @@ def test_pickles_next_to_safetensors_are_never_opened(tmp_path, hub, assets, lm_
     for ids in (("both/sd", "both/lora", "both/lm", "both/adapter"), local):
         monkeypatch.setenv("STUDIO_LOCAL_DIRS", str(tmp_path))
         images, text = ImageStudio(device="cpu"), TextStudio(device="cpu")
-        images.load_pipeline(ids[0])
+        images.load_base(ids[0])
         images.load_adapter(ids[1], weight_name=LORA, adapter_name="a")
-        text.load_model(ids[2])
+        text.load_base(ids[2])
         text.load_adapter(ids[3], adapter_name="a")
-        assert gen(images, {"a": 1.0}).any() and text.generate("the pirate", ["a"], max_new_tokens=4)
+        assert gen(images, {"a": 1.0}).any() and text.generate(TextRequest("the pirate", ["a"], max_new_tokens=4))
     assert not marker.exists()
     cached = [p.name for p in Path(os.environ["HF_HOME"]).rglob("*") if "models--both--" in str(p)]
     assert cached and not [name for name in cached if name.endswith(".bin")]  # never even downloaded
@@ -660,13 +664,13 @@ def test_code_in_repos_never_runs(where, hub, monkeypatch):
     custom = ("custom-pipeline", "custom-component")
     for repo_id in (*(where[name] for name in custom), *(f"evil/{name}" for name in custom)):
         with pytest.raises(HubError, match="code is never run here"):
-            images.load_pipeline(repo_id)
+            images.load_base(repo_id)
     for repo_id in (where["lm-custom-code"], "evil/lm-custom-code"):
         with pytest.raises(HubError, match="contains custom code which must be executed"):
-            text.load_model(repo_id)
+            text.load_base(repo_id)
     for repo_id in (str(llama_with_auto_map), "evil/lm-auto-map"):  # a known model_type: auto_map is refused too
         with pytest.raises(HubError, match=r"sets auto_map \(AutoModelForCausalLM\), i.e. it contains custom code"):
-            text.load_model(repo_id)
+            text.load_base(repo_id)
     assert not list(root.rglob("RAN")) and not list(Path(os.environ["HF_HOME"]).rglob("RAN"))
     assert not [p for p in Path(os.environ["HF_HOME"]).rglob("*.py") if "models--evil--" in str(p)]  # not fetched
 
@@ -676,12 +680,12 @@ def test_model_size_cap_is_checked_before_download(hub, assets, lm_assets, monke
     hub.add_repo("big/lm", lm_assets["lm"])
     monkeypatch.setenv("STUDIO_MAX_MODEL_MB", "0.05")
     with pytest.raises(HubError, match=r"'big/sd' \(revision 'main'\) needs [\d.]+ MB in \d+ files; this Space loads"):
-        ImageStudio(device="cpu").load_pipeline("big/sd")
+        ImageStudio(device="cpu").load_base("big/sd")
     with pytest.raises(HubError, match=r"'big/lm' \(revision 'main'\) needs [\d.]+ MB in \d+ files"):
-        TextStudio(device="cpu").load_model("big/lm")
+        TextStudio(device="cpu").load_base("big/lm")
     assert not list(Path(os.environ["HF_HOME"]).rglob("models--big--*/blobs/*"))  # nothing was downloaded
     monkeypatch.setenv("STUDIO_MAX_MODEL_MB", "10")
-    assert ImageStudio(device="cpu").load_pipeline("big/sd")["pipeline_class"] == "StableDiffusionPipeline"
+    assert ImageStudio(device="cpu").load_base("big/sd").pipeline_class == "StableDiffusionPipeline"
 
 
 def test_the_token_is_never_returned_or_logged(hub, assets, lm_assets, monkeypatch, caplog, capfd):

@@ -8,7 +8,7 @@ import numpy as np
 
 from peft_core import bundled, hub
 from tests.conftest import gen
-from ui.card_text import DESCRIPTION_CHARS, description, first_line, flatten, report_line
+from ui.descriptions import DESCRIPTION_CHARS, description, first_line, flatten, report_line
 from ui.image_handlers import ImageHandlers
 
 
@@ -52,7 +52,7 @@ def test_report_line_names_layout_and_layers(studio, allow_assets):
 
 
 def page() -> SimpleNamespace:
-    return SimpleNamespace(**{n: n for n in ("resident", "mix_rows", "x_name", "y_name", "undo", "undo_btn")})
+    return SimpleNamespace(**{n: n for n in ("resident", "ticks", "x_name", "y_name", "undo", "undo_btn")})
 
 
 def test_delete_then_undo_gives_the_same_adapter_back(studio, allow_assets):
@@ -62,12 +62,12 @@ def test_delete_then_undo_gives_the_same_adapter_back(studio, allow_assets):
     on = ImageHandlers(studio, page())
     rows = {"a": [True, 0.6], "b": [False, 1.0]}
     before = gen(studio, {"a": 0.6})
-    deleted = on.deleter("a")(rows={**rows})
+    deleted = on.deleter("a")(ticks={**rows})
     assert [a["adapter_name"] for a in studio.list_adapters()] == ["b"]
-    assert deleted["undo"]["row"] == [True, 0.6] and deleted["undo_btn"]["visible"] is True
+    assert deleted["undo"]["tick"] == [True, 0.6] and deleted["undo_btn"]["visible"] is True
     assert deleted["undo_btn"]["value"] == "Undo: delete a"
-    undone = on.ui_undo_delete(undo=deleted["undo"], rows=deleted["mix_rows"], progress=lambda *a, **k: None)
-    assert undone["mix_rows"]["a"] == [True, 0.6] and undone["mix_rows"]["b"] == [False, 1.0]
+    undone = on.ui_undo_delete(undo=deleted["undo"], ticks=deleted["ticks"], progress=lambda *a, **k: None)
+    assert undone["ticks"]["a"] == [True, 0.6] and undone["ticks"]["b"] == [False, 1.0]
     assert undone["undo"] is None and undone["undo_btn"]["visible"] is False
     assert np.array_equal(gen(studio, {"a": 0.6}), before)
     assert not np.array_equal(gen(studio, {}, use_adapters=False), before)

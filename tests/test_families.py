@@ -63,7 +63,7 @@ def studios(family_hub):
     def get(family):
         if family not in made:
             studio = ImageStudio(device="cpu")
-            studio.load_pipeline(f"test-org/tiny-{family}")
+            studio.load_base(f"test-org/tiny-{family}")
             for name in ("a", "b"):
                 studio.load_adapter(f"test-org/{family}-{name}", adapter_name=name)
             made[family] = studio
@@ -84,7 +84,7 @@ def gen(studio, mix=None, use_adapters=True, **fields) -> np.ndarray:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_loads_by_hub_id_with_the_familys_defaults(studios, family):
-    info = studios(family).pipeline_info()
+    info = studios(family).base_info().to_dict()  # as /load_pipeline answers it
     expected = EXPECTED[family]
     assert info["family"] == family and info["model_id"] == f"test-org/tiny-{family}"
     assert {key: info[key] for key in expected} == expected
@@ -117,7 +117,7 @@ def test_a_b_and_mix_differ_and_disable_is_the_base_bit_for_bit(studios, family)
 def test_fused_is_within_rounding_of_unfused(studios, family, monkeypatch):
     monkeypatch.setenv("STUDIO_FUSE", "0")
     plain = ImageStudio(device="cpu")
-    plain.load_pipeline(f"test-org/tiny-{family}")
+    plain.load_base(f"test-org/tiny-{family}")
     for name in ("a", "b"):
         plain.load_adapter(f"test-org/{family}-{name}", adapter_name=name)
     fused = studios(family)
@@ -185,10 +185,10 @@ def test_a_pipeline_without_a_lora_loader_is_refused_before_the_download(studios
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(tmp_path / "ddpm", safe_serialization=True)
     family_hub.add_repo("test-org/tiny-ddpm", tmp_path / "ddpm")
     studio = studios("flux")
-    before = studio.pipeline_info(), studio.list_adapters()
+    before = studio.base_info(), studio.list_adapters()
     with pytest.raises(HubError, match="'test-org/tiny-ddpm' is a DDPMPipeline, which diffusers gives no LoRA loader"):
-        studio.load_pipeline("test-org/tiny-ddpm")
-    assert (studio.pipeline_info(), studio.list_adapters()) == before
+        studio.load_base("test-org/tiny-ddpm")
+    assert (studio.base_info(), studio.list_adapters()) == before
 
 
 def test_eight_parallel_clients_get_their_solo_images_on_flux(studios):
@@ -360,12 +360,12 @@ def test_model_card_defaults_win_and_must_fit_the_family(studios, family_hub, tm
         (folder / "README.md").write_text(f"---\nstudio_defaults:\n  {card}\n---\n# a FLUX.1 card\n")
         family_hub.add_repo(f"test-org/flux-card-{name}", folder)
     studio = ImageStudio(device="cpu")
-    info = studio.load_pipeline("test-org/flux-card-good")
-    assert (info["default_steps"], info["default_width"], info["default_height"]) == (4, 64, 48)
-    assert info["default_guidance_scale"] == 3.5 and info["dtype"] == "float32"  # the card's dtype is for CUDA
+    info = studio.load_base("test-org/flux-card-good")
+    assert (info.default_steps, info.default_width, info.default_height) == (4, 64, 48)
+    assert info.default_guidance_scale == 3.5 and info.dtype == "float32"  # the card's dtype is for CUDA
     with pytest.raises(HubError, match=r"studio_defaults\.width must be a multiple of 16 in \[16, 1024\], got 40"):
-        studio.load_pipeline("test-org/flux-card-bad")
-    assert studio.pipeline_info() == info
+        studio.load_base("test-org/flux-card-bad")
+    assert studio.base_info() == info
 
 
 @pytest.mark.parametrize("mode", ["model", "group"])
@@ -416,16 +416,16 @@ def test_the_pages_sliders_offer_exactly_the_familys_range(studios, family, monk
 
     monkeypatch.setenv("STUDIO_MAX_IMAGE_COST", "1000000")  # the ranges alone, not the admin's work budget
     studio = studios(family)
-    info = studio.pipeline_info()
-    r = ranges(info, {"width": info["default_width"], "height": info["default_height"]})
-    assert r["width"]["step"] == info["size_multiple"] and r["width"]["minimum"] == info["size_min"]
+    info = studio.base_info()
+    r = ranges(info, {"width": info.default_width, "height": info.default_height})
+    assert r["width"]["step"] == info.size_multiple and r["width"]["minimum"] == info.size_min
     for edge in ("minimum", "maximum"):
         studio.check_request(request(steps=r["steps"][edge], guidance_scale=r["guidance_scale"][edge],
                                      width=r["width"][edge], height=r["height"][edge]))  # fmt: skip
     past = {"steps": 1, "guidance_scale": 0.5, "width": r["width"]["step"]}
     for name, delta in past.items():
         for edge, sign in (("minimum", -1), ("maximum", 1)):
-            if name in ("width", "height") and edge == "maximum" and r[name][edge] < info["size_max"]:
+            if name in ("width", "height") and edge == "maximum" and r[name][edge] < info.size_max:
                 continue  # the size sliders stop at 4x the default, below the family's own maximum
             with pytest.raises(InputError):
                 studio.check_request(request(**{name: r[name][edge] + sign * delta}))

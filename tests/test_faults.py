@@ -19,7 +19,7 @@ import torch
 from peft_core import hub as studio_hub
 from peft_core.errors import HubError
 from peft_core.image.studio import ImageStudio
-from peft_core.text.studio import TextStudio
+from peft_core.text.studio import TextRequest, TextStudio
 from tests.conftest import EnvPatch, gen
 from tests.faultproxy import FaultProxy
 from tests.hubserver import running_hub, use_endpoint
@@ -77,19 +77,19 @@ def reference(assets, lm_assets):
     with EnvPatch.context() as mp:
         mp.setenv("STUDIO_LOCAL_DIRS", f"{assets['root']}:{lm_assets['root']}")
         images = ImageStudio(device="cpu")
-        images.load_pipeline(str(assets["pipeline"]))
+        images.load_base(str(assets["pipeline"]))
         images.load_adapter(str(assets["lora_a"]), adapter_name="hub")
         text = TextStudio(device="cpu")
-        text.load_model(str(lm_assets["lm"]))
+        text.load_base(str(lm_assets["lm"]))
         text.load_adapter(str(lm_assets["lora_a"]), adapter_name="hub")
-        return gen(images, {"hub": 1.0}), text.generate("the pirate", ["hub"], max_new_tokens=8)
+        return gen(images, {"hub": 1.0}), text.generate(TextRequest("the pirate", ["hub"], max_new_tokens=8))
 
 
 @pytest.fixture
 def images(assets, monkeypatch):
     monkeypatch.setenv("STUDIO_LOCAL_DIRS", str(assets["root"]))
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(assets["pipeline"]))
+    studio.load_base(str(assets["pipeline"]))
     return studio
 
 
@@ -177,10 +177,10 @@ def test_corrupted_cache_and_no_server_is_a_clear_error(images, proxy, reference
 def test_corrupted_text_adapter_in_the_cache_heals_itself(proxy, lm_assets, reference, monkeypatch):
     monkeypatch.setenv("STUDIO_LOCAL_DIRS", str(lm_assets["root"]))
     text = TextStudio(device="cpu")
-    text.load_model(str(lm_assets["lm"]))
+    text.load_base(str(lm_assets["lm"]))
     text.load_adapter("test-org/lm-adapter", adapter_name="hub")
     text.delete_adapter("hub")
     repo = studio_hub.Repo("test-org/lm-adapter", "main", None)
     _corrupt(repo.file_path("adapter_model.safetensors"))
     text.load_adapter("test-org/lm-adapter", adapter_name="hub")
-    assert text.generate("the pirate", ["hub"], max_new_tokens=8) == reference[1]
+    assert text.generate(TextRequest("the pirate", ["hub"], max_new_tokens=8)) == reference[1]

@@ -135,11 +135,16 @@ def test_no_empty_studio_flash_while_the_defaults_load():
 def test_size_sliders_fit_the_loaded_pipeline():
     """Width and height go to four times the pipeline's default size (not to 1024 for a 32-px model), within the
     limits, and never below a value that must be shown (a recipe's, a preset's)."""
-    from ui.image_handlers import size_range
+    from dataclasses import replace
 
-    assert size_range({"default_width": 32, "default_height": 32}, 32) == 128
-    assert size_range({"default_width": 1024, "default_height": 1024}, 1024) == 1024
-    assert size_range({"default_width": 32, "default_height": 48}, 512) == 512
+    from ui.image_handlers import FALLBACK, size_range
+
+    def sized(width, height):  # a pipeline of no known family with these defaults
+        return replace(FALLBACK, default_width=width, default_height=height)
+
+    assert size_range(sized(32, 32), 32) == 128
+    assert size_range(sized(1024, 1024), 1024) == 1024
+    assert size_range(sized(32, 48), 512) == 512
 
 
 def test_the_pipeline_line_waits_for_the_pages_own_load(studio, allow_assets):

@@ -182,15 +182,15 @@ HOSTILE_IMAGES = [
     E("LoRA file", "alpha that is not a number", lambda s, w: s.load_adapter(w["alpha-not-scalar"]), AdapterError,
       r"'lora_unet_.*\.alpha' has shape \[4\] \(F32\); an alpha is one float \(shape \[\] or \[1\]\)"),
     # --- model cards ---------------------------------------------------------------------------------------------
-    E("Model card", "studio_defaults steps 0", lambda s, w: s.load_pipeline(w["card-steps-0"]), HubError,
+    E("Model card", "studio_defaults steps 0", lambda s, w: s.load_base(w["card-steps-0"]), HubError,
       r"its model card's studio_defaults\.steps must be an integer in \[1, 100\], got 0"),
-    E("Model card", "studio_defaults width 7", lambda s, w: s.load_pipeline(w["card-width-7"]), HubError,
+    E("Model card", "studio_defaults width 7", lambda s, w: s.load_base(w["card-width-7"]), HubError,
       r"its model card's studio_defaults\.width must be an integer in \[8, 1024\], got 7"),
-    E("Model card", "studio_defaults guidance NaN", lambda s, w: s.load_pipeline(w["card-guidance-nan"]),
+    E("Model card", "studio_defaults guidance NaN", lambda s, w: s.load_base(w["card-guidance-nan"]),
       HubError, r"studio_defaults\.guidance_scale must be a finite number in \[0\.0, 30\.0\], got nan"),
-    E("Model card", "studio_defaults a list", lambda s, w: s.load_pipeline(w["card-defaults-list"]), HubError,
+    E("Model card", "studio_defaults a list", lambda s, w: s.load_base(w["card-defaults-list"]), HubError,
       r"studio_defaults must map steps, guidance_scale, width, height to values, got \[20, 5\.0\]"),
-    E("Model card", "studio_defaults with an unknown field", lambda s, w: s.load_pipeline(w["card-defaults-unknown"]),
+    E("Model card", "studio_defaults with an unknown field", lambda s, w: s.load_base(w["card-defaults-unknown"]),
       HubError, r"studio_defaults\.sampler is not a field it can set; the fields are steps, guidance_scale"),
     # --- local folders -------------------------------------------------------------------------------------------
     E("Local folder", "weights linked outside", lambda s, w: s.load_adapter(w["linked-weights"]), HubError,
@@ -198,31 +198,31 @@ HOSTILE_IMAGES = [
       r"point inside "),
     E("Local folder", "model card linked outside", lambda s, w: s.load_adapter(w["linked-card"]), HubError,
       r"'README\.md' is a link that leads outside the allowed folders"),
-    E("Local folder", "pipeline component linked outside", lambda s, w: s.load_pipeline(w["linked-unet"]),
+    E("Local folder", "pipeline component linked outside", lambda s, w: s.load_base(w["linked-unet"]),
       HubError, r"local folder '.*linked-unet': 'unet' is a link that leads outside the allowed folders"),
     # --- pipeline configs ------------------------------------------------------------------------------------------
-    E("Pipeline config", "text encoder declaring 4,000,000 tokens", lambda s, w: s.load_pipeline(w["huge-vocab"]),
+    E("Pipeline config", "text encoder declaring 4,000,000 tokens", lambda s, w: s.load_base(w["huge-vocab"]),
       HubError, r"its component 'text_encoder' \(CLIPTextModel\) declares more than [\d,]+ parameters in "
       r"text_encoder/config\.json \(more than [\d.,]+ MB as float32; .*\); this Space loads models of at most 20 MB "
       r"\(STUDIO_MAX_MODEL_MB\)", STUDIO_MAX_MODEL_MB="20"),
-    E("Pipeline config", "UNet declaring a 10,000,000-wide cross-attention", lambda s, w: s.load_pipeline(
+    E("Pipeline config", "UNet declaring a 10,000,000-wide cross-attention", lambda s, w: s.load_base(
       w["huge-unet"]), HubError, r"its component 'unet' \(UNet2DConditionModel\) declares more than [\d,]+ "
       r"parameters in unet/config\.json .*at most 20 MB \(STUDIO_MAX_MODEL_MB\)", STUDIO_MAX_MODEL_MB="20"),
-    E("Pipeline config", "text encoder with 10,000,000 layers", lambda s, w: s.load_pipeline(w["many-layers"]),
+    E("Pipeline config", "text encoder with 10,000,000 layers", lambda s, w: s.load_base(w["many-layers"]),
       HubError, r"its component 'text_encoder' \(CLIPTextModel\) declares more than 10,000 layers \(modules\) in "
       r"text_encoder/config\.json"),
-    E("Pipeline config", "quantization_config", lambda s, w: s.load_pipeline(w["quantized"]), HubError,
+    E("Pipeline config", "quantization_config", lambda s, w: s.load_base(w["quantized"]), HubError,
       r"text_encoder/config\.json sets 'quantization_config'; quantized components are not loaded here"),
-    E("Pipeline config", "_attn_implementation from the Hub", lambda s, w: s.load_pipeline(w["attn-kernel"]),
+    E("Pipeline config", "_attn_implementation from the Hub", lambda s, w: s.load_base(w["attn-kernel"]),
       HubError, r"text_encoder/config\.json sets '_attn_implementation' to 'kernels-community/flash-attn'; it must "
       r"be one of eager, sdpa, "),
-    E("Pipeline config", "auto_map in a model config", lambda s, w: s.load_pipeline(w["auto-map"]), HubError,
+    E("Pipeline config", "auto_map in a model config", lambda s, w: s.load_base(w["auto-map"]), HubError,
       r"unet/config\.json sets 'auto_map', which asks for code from the repo; code from a repo is never run here"),
-    E("Pipeline config", "auto_map in a scheduler config", lambda s, w: s.load_pipeline(w["scheduler-auto-map"]),
+    E("Pipeline config", "auto_map in a scheduler config", lambda s, w: s.load_base(w["scheduler-auto-map"]),
       HubError, r"scheduler/scheduler_config\.json sets 'auto_map'"),
-    E("Pipeline config", "a component named with a path", lambda s, w: s.load_pipeline(w["component-path"]),
+    E("Pipeline config", "a component named with a path", lambda s, w: s.load_base(w["component-path"]),
       HubError, r"model_index\.json names a component '\.\./outside'; components are folder and attribute names"),
-    E("Pipeline config", "config nested 100,000 deep", lambda s, w: s.load_pipeline(w["nested-config"]), HubError,
+    E("Pipeline config", "config nested 100,000 deep", lambda s, w: s.load_base(w["nested-config"]), HubError,
       r"unet/config\.json is not valid JSON \(maximum recursion depth exceeded"),
 ]  # fmt: skip
 
@@ -248,7 +248,7 @@ def where(tmp_path_factory, assets):
 def images(where):
     """The tiny pipeline with LoRAs "a" and "b", shared by every entry, and its state to compare with."""
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline(where["pipeline"])
+    studio.load_base(where["pipeline"])
     studio.load_adapter(where["lora_a"], adapter_name="a")
     studio.load_adapter(where["lora_b"], adapter_name="b")
     return studio, image_state(studio)
@@ -443,7 +443,7 @@ def test_links_inside_the_allowed_folders_are_followed(where, assets, tmp_path, 
     lora.mkdir()
     (lora / LORA).symlink_to(assets["lora_b"] / LORA)
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(pipeline))
+    studio.load_base(str(pipeline))
     studio.load_adapter(str(lora), adapter_name="b")
     assert not (gen(studio, {"b": 1.0}) == gen(studio)).all()
 
@@ -452,6 +452,6 @@ def test_the_next_default_request_is_answered_after_a_refused_card(images, where
     """The issue's failure: a card with steps 0 was accepted and then every request using the defaults failed."""
     studio, before = images
     with pytest.raises(HubError, match="studio_defaults.steps"):
-        studio.load_pipeline(where["card-steps-0"])
+        studio.load_base(where["card-steps-0"])
     assert studio.generate(request(steps=None, width=None, height=None, adapters={"a": 1.0})).size == (32, 32)
     assert image_state(studio) == before

@@ -24,7 +24,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from peft_core.errors import AdapterError, HubError
-from peft_core.text.studio import TextStudio
+from peft_core.text.studio import TextRequest, TextStudio
 from tests.conftest import ALL, EnvPatch
 from tests.hubserver import running_hub
 from tests.test_bad_inputs import E, _refused, fingerprint, text_state
@@ -44,7 +44,7 @@ def load(name: str):
 
 
 def load_model(name: str):
-    return lambda s, w: s.load_model(w[name])
+    return lambda s, w: s.load_base(w[name])
 
 
 HOSTILE = [
@@ -271,7 +271,7 @@ def _without(module: str):
 def text(where, lm_assets, one_thread):
     """The bad-input catalogue's studio: the tiny LM with LoRAs a and b from files and a trainable t."""
     studio = TextStudio(device="cpu")
-    studio.load_model(str(lm_assets["lm"]))
+    studio.load_base(str(lm_assets["lm"]))
     studio.load_adapter(str(lm_assets["lora_a"]), adapter_name="a")
     studio.load_adapter(str(lm_assets["lora_b"]), adapter_name="b")
     studio.add_adapter("t", r=4, lora_alpha=8, target_modules=ALL)
@@ -347,7 +347,7 @@ def test_the_vocab_bomb_is_refused_before_its_weights_are_downloaded(tmp_path, l
         server.add_repo("hostile/big-vocab", Path(where["lm-big-vocab"]))
         studio = TextStudio(device="cpu")
         with pytest.raises(HubError, match=r"'hostile/big-vocab' declares 256,0[\d,]+ parameters"):
-            studio.load_model("hostile/big-vocab")
+            studio.load_base("hostile/big-vocab")
         fetched = [p.name for p in Path(os.environ["HF_HOME"]).rglob("*") if "big-vocab" in str(p) and p.is_file()]
     assert "config.json" in fetched and "model.safetensors" not in fetched
     assert studio.model is None
@@ -408,13 +408,14 @@ def test_a_generation_config_cannot_multiply_the_cost_of_every_generation(where,
     """num_beams / num_return_sequences / contrastive search from generation_config.json would be every request's
     default; only the token ids and the sampling knobs stay."""
     studio, plain = TextStudio(device="cpu"), TextStudio(device="cpu")
-    studio.load_model(where["lm-beams"])
-    plain.load_model(str(lm_assets["lm"]))
+    studio.load_base(where["lm-beams"])
+    plain.load_base(str(lm_assets["lm"]))
     kept = studio.model.generation_config
     assert {kept.num_beams, kept.num_return_sequences} <= {None, 1}  # transformers 5 leaves defaults at None
     assert kept.penalty_alpha is None and kept.top_k == 7
     assert (kept.eos_token_id, kept.pad_token_id) == (plain.model.generation_config.eos_token_id, 0)
-    assert studio.generate("the pirate", max_new_tokens=8) == plain.generate("the pirate", max_new_tokens=8)
+    request = TextRequest("the pirate", max_new_tokens=8)
+    assert studio.generate(request) == plain.generate(request)
 
 
 # --- real adapters of every method still load, exactly as peft loads them --------------------------------------------
@@ -426,7 +427,7 @@ def test_real_adapters_load_as_peft_loads_them(name, methods, lm_assets, monkeyp
 
     monkeypatch.setenv("STUDIO_LOCAL_DIRS", ":".join(str(p) for p in (lm_assets["root"], *methods.values())))
     studio = TextStudio(device="cpu")
-    studio.load_model(str(lm_assets["lm"]))
+    studio.load_base(str(lm_assets["lm"]))
     studio.load_adapter(str(methods[name]), adapter_name="x")
     base = transformers.AutoModelForCausalLM.from_pretrained(str(lm_assets["lm"]))
     with torch.no_grad():
@@ -434,4 +435,5 @@ def test_real_adapters_load_as_peft_loads_them(name, methods, lm_assets, monkeyp
         plain = base(PROMPT_IDS).logits[0]
     got = adapter_logits(studio, "x")
     assert torch.equal(got, reference) and not torch.equal(got, plain)  # the adapter's own change, bit for bit
-    assert studio.generate("the pirate", ["x"], max_new_tokens=6) != studio.generate("the pirate", max_new_tokens=6)
+    base = studio.generate(TextRequest("the pirate", max_new_tokens=6))
+    assert studio.generate(TextRequest("the pirate", ["x"], max_new_tokens=6)) != base

@@ -36,14 +36,14 @@ def hub(tmp_path_factory, assets, lm_assets):
 @pytest.fixture(scope="module")
 def studio(hub):
     s = ImageStudio(device="cpu")
-    s.load_pipeline("test-org/tiny-sd", "main")
+    s.load_base("test-org/tiny-sd", "main")
     return s
 
 
 def test_pipeline_by_hub_id(studio, hub):
-    info = studio.pipeline_info()
-    assert info["model_id"] == "test-org/tiny-sd" and info["revision"] == "main"
-    assert info["pipeline_class"] == "StableDiffusionPipeline"
+    info = studio.base_info()
+    assert info.model_id == "test-org/tiny-sd" and info.revision == "main"
+    assert info.pipeline_class == "StableDiffusionPipeline"
 
 
 def test_adapters_by_hub_id_and_revision(studio, hub):
@@ -68,15 +68,15 @@ def test_adapters_by_hub_id_and_revision(studio, hub):
         (lambda s: s.load_adapter("test-org/lora", weight_name="other.safetensors"), "'other.safetensors' is not in"),
         (lambda s: s.load_adapter("test-org/two-files"), "choose one as weight_name: one.safetensors, two.safe"),
         (lambda s: s.load_adapter("test-org/pickle-only"), "only pickle weights .*pytorch_lora_weights.bin"),
-        (lambda s: s.load_pipeline("test-org/missing"), "repository 'test-org/missing' .* not found"),
-        (lambda s: s.load_pipeline("test-org/lora"), "not a diffusers pipeline"),
+        (lambda s: s.load_base("test-org/missing"), "repository 'test-org/missing' .* not found"),
+        (lambda s: s.load_base("test-org/lora"), "not a diffusers pipeline"),
     ],
 )
 def test_hub_errors_are_clear_and_change_nothing(studio, call, message):
-    before = studio.list_adapters(), studio.pipeline_info(), gen(studio)
+    before = studio.list_adapters(), studio.base_info(), gen(studio)
     with pytest.raises(HubError, match=message):
         call(studio)
-    assert (studio.list_adapters(), studio.pipeline_info()) == before[:2]
+    assert (studio.list_adapters(), studio.base_info()) == before[:2]
     assert np.array_equal(gen(studio), before[2])
 
 
@@ -94,15 +94,15 @@ def test_allowed_orgs(studio, monkeypatch):
 
 
 def test_text_adapter_repo_brings_its_base_from_the_hub(hub):
-    from peft_core.text.studio import TextStudio
+    from peft_core.text.studio import TextRequest, TextStudio
 
     text = TextStudio(device="cpu")
-    info = text.load_model("test-org/lm-adapter", "main")
-    assert info["model_class"] == "LlamaForCausalLM"
-    (adapter,) = info["adapters"]
+    info = text.load_base("test-org/lm-adapter", "main")
+    assert info.model_class == "LlamaForCausalLM"
+    (adapter,) = text.list_adapters()
     assert adapter["repo_id"] == "test-org/lm-adapter" and adapter["r"] == 4
-    base = text.generate("the pirate", [], max_new_tokens=8)
-    assert text.generate("the pirate", [adapter["adapter_name"]], max_new_tokens=8) != base
+    base = text.generate(TextRequest("the pirate", [], max_new_tokens=8))
+    assert text.generate(TextRequest("the pirate", [adapter["adapter_name"]], max_new_tokens=8)) != base
     text.load_adapter("test-org/lm-adapter", adapter_name="again", revision="main")
     with pytest.raises(HubError, match="revision 'nope' not found"):
         text.load_adapter("test-org/lm-adapter", adapter_name="x", revision="nope")

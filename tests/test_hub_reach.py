@@ -42,7 +42,7 @@ def silent_endpoint(tmp_path):
 
 def page() -> SimpleNamespace:
     """The page's components the load handlers answer with, as names."""
-    return SimpleNamespace(**{n: n for n in ("load_note", "resident", "mix_rows", "x_name", "y_name")})
+    return SimpleNamespace(**{n: n for n in ("load_note", "resident", "ticks", "x_name", "y_name")})
 
 
 class Progress:
@@ -70,7 +70,7 @@ def test_no_hub_a_load_is_refused_quickly_saying_why(image_studio, tmp_path):
         start = time.monotonic()
         with pytest.raises(gr.Error) as refused:
             on.ui_load_adapter(repo_id="some-org/some-lora", weight_name="", adapter_name="", revision="main",
-                               rows={}, progress=progress)  # fmt: skip
+                               ticks={}, progress=progress)  # fmt: skip
         took = time.monotonic() - start
     message = str(refused.value.message)
     assert took < QUICK_S, f"refused after {took:.1f} s"
@@ -95,7 +95,7 @@ def test_bundled_and_local_loads_never_ask_the_hub(image_studio, allow_assets, t
     progress = Progress()
     with silent_endpoint(tmp_path):
         on.ui_load_adapter(repo_id=str(allow_assets["lora_b"]), weight_name="", adapter_name="b", revision="main",
-                           rows={}, progress=progress)  # fmt: skip
+                           ticks={}, progress=progress)  # fmt: skip
     assert not any("contacting" in (desc or "") for _, desc in progress.shown)
     assert "b" in [a["adapter_name"] for a in image_studio.list_adapters()]
 
@@ -107,7 +107,7 @@ def test_hub_presets_are_greyed_with_the_reason_and_refused_at_once(image_studio
         sdxl = next(i for i, p in enumerate(on.presets) if p.name == "SDXL + 3DRedmond")
         start = time.monotonic()
         with pytest.raises(gr.Error) as refused:
-            on.ui_preset(rows={}, progress=Progress(), evt=SimpleNamespace(index=sdxl))
+            on.ui_preset(ticks={}, progress=Progress(), evt=SimpleNamespace(index=sdxl))
         assert time.monotonic() - start < QUICK_S
     assert "unavailable here" in captions["SDXL + 3DRedmond"]
     assert "needs a GPU" in captions["SDXL + 3DRedmond"] and "Hub is unreachable" in captions["SDXL + 3DRedmond"]
@@ -136,7 +136,7 @@ def test_a_reachable_hub_is_not_held_up(image_studio, assets, tmp_path):
         on = ImageHandlers(image_studio, page())
         progress = Progress()
         shown = on.ui_load_adapter(repo_id="test-org/lora", weight_name="", adapter_name="hub_b", revision="main",
-                                   rows={}, progress=progress)  # fmt: skip
+                                   ticks={}, progress=progress)  # fmt: skip
     assert "Loaded **hub_b** from `test-org/lora`" in shown["load_note"]
     assert progress.shown[0][1] == "contacting the Hub for test-org/lora…"
     captions = [caption for _, caption in gallery_items([p for p in presets("images") if not p.offline], "cpu")]

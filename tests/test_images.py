@@ -20,10 +20,10 @@ def two(studio, allow_assets):
 
 
 def test_pipeline_info(studio, allow_assets):
-    info = studio.pipeline_info()
-    assert info["pipeline_class"] == "StableDiffusionPipeline"
-    assert info["device"] == "cpu" and info["dtype"] == "float32"
-    assert info["model_id"] == str(allow_assets["pipeline"].resolve())
+    info = studio.base_info()
+    assert info.pipeline_class == "StableDiffusionPipeline"
+    assert info.device == "cpu" and info.dtype == "float32"
+    assert info.model_id == str(allow_assets["pipeline"].resolve())
 
 
 def test_disabled_equals_base_and_adapters_differ(studio, allow_assets):
@@ -52,7 +52,7 @@ def test_mix_is_per_request_not_sticky(two, allow_assets):
     from peft_core.image.studio import ImageStudio
 
     fresh = ImageStudio(device="cpu")
-    fresh.load_pipeline(str(allow_assets["pipeline"]))
+    fresh.load_base(str(allow_assets["pipeline"]))
     fresh.load_adapter(str(allow_assets["lora_b"]), adapter_name="b")
     assert np.array_equal(only_b_after_a, gen(fresh, {"b": 1.0}))
 
@@ -178,7 +178,7 @@ def test_bad_request_is_refused(two, change, message):
 def test_failed_pipeline_load_keeps_the_old_one(two, allow_assets):
     before = _state(two)
     with pytest.raises(HubError, match="not a diffusers pipeline"):
-        two.load_pipeline(str(allow_assets["lora_a"]))
+        two.load_base(str(allow_assets["lora_a"]))
     _assert_unchanged(two, before)
 
 
@@ -222,9 +222,9 @@ def test_locked_base_cannot_be_replaced_nor_wiped(studio, allow_assets, monkeypa
     before = gen(studio, {"a": 1.0})
     monkeypatch.setenv("STUDIO_LOCK_BASE", "1")
     with pytest.raises(InputError, match="locked to the base"):
-        studio.load_pipeline(str(allow_assets["lora_a"]))
+        studio.load_base(str(allow_assets["lora_a"]))
     pipe = studio.pipe
-    assert studio.load_pipeline(str(allow_assets["pipeline"]))["model_id"] == studio.info.model_id
+    assert studio.load_base(str(allow_assets["pipeline"])).model_id == studio.info.model_id
     assert studio.pipe is pipe and [a["adapter_name"] for a in studio.list_adapters()] == ["a"]
     assert np.array_equal(gen(studio, {"a": 1.0}), before)
 

@@ -156,7 +156,7 @@ def test_lycoris_on_sdxl_in_kohya_sgm_names(tmp_path, monkeypatch, make):
     state |= make(pipe.text_encoder, te, seed=2, prefix="lora_te1") | make(pipe.text_encoder_2, te2, seed=3,
                                                                            prefix="lora_te2")  # fmt: skip
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(tmp_path / "sdxl"))
+    studio.load_base(str(tmp_path / "sdxl"))
     base = gen(studio)
     info = studio.load_adapter(_write(tmp_path / "ly", state), adapter_name="h")[0]
     assert info["report"]["algorithm"] == make.__name__.replace("loha", "LoHa").replace("lokr", "LoKr")

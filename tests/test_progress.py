@@ -42,7 +42,7 @@ def test_adapter_download_reports_bytes_up_to_the_file_size(server, assets, smal
     from peft_core.image.studio import ImageStudio
 
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline("test-org/tiny-sd")
+    studio.load_base("test-org/tiny-sd")
     reports = []
     with hub.report_downloads(reports.append):
         studio.load_adapter("test-org/lora", adapter_name="a")
@@ -66,7 +66,7 @@ def test_snapshot_adds_up_every_file(server, lm_assets, small_chunks):
 
     reports = []
     with hub.report_downloads(reports.append):
-        TextStudio(device="cpu").load_model("test-org/tiny-lm")
+        TextStudio(device="cpu").load_base("test-org/tiny-lm")
     snapshot = [r for r in reports if r.filename is None]
     fetched = [p for p in lm_assets["lm"].rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in fetched)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from peft_core import hub, limits
 from peft_core.errors import HubError, InputError, StudioError
 from peft_core.image.studio import ImageRequest, ImageStudio
-from peft_core.text.studio import TextStudio
+from peft_core.text.studio import TextRequest, TextStudio
 from tests.conftest import EnvPatch
 
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -64,7 +64,7 @@ def fast(adapters, **change) -> ImageRequest:
 def images(env, assets):
     """The tiny pipeline with lora_b as "ref", and the image it makes at weight 1."""
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(assets["pipeline"]))
+    studio.load_base(str(assets["pipeline"]))
     studio.load_adapter(str(assets["lora_b"]), adapter_name="ref")
     return studio, studio.generate(fast({"ref": 1.0})).tobytes()
 
@@ -73,10 +73,10 @@ def images(env, assets):
 def text(env, lm_assets):
     """The tiny LM with lora_b as "ref" (and lora_a as "a", to merge), and the text "ref" makes."""
     studio = TextStudio(device="cpu")
-    studio.load_model(str(lm_assets["lm"]))
+    studio.load_base(str(lm_assets["lm"]))
     studio.load_adapter(str(lm_assets["lora_b"]), adapter_name="ref")
     studio.load_adapter(str(lm_assets["lora_a"]), adapter_name="a")
-    return studio, studio.generate("the pirate", ["ref"], max_new_tokens=8)
+    return studio, studio.generate(TextRequest("the pirate", ["ref"], max_new_tokens=8))
 
 
 # --- names ---------------------------------------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def test_any_name_is_refused_or_works_end_to_end(name, images, text, assets, lm_
     assert image_studio.generate(fast({checked: 1.0})).tobytes() == image_ref
     assert [a["adapter_name"] for a in image_studio.delete_adapter(checked)] == ["ref"]
     text_studio.load_adapter(str(lm_assets["lora_b"]), adapter_name=name)
-    assert text_studio.generate("the pirate", [checked], max_new_tokens=8) == text_ref
+    assert text_studio.generate(TextRequest("the pirate", [checked], max_new_tokens=8)) == text_ref
     assert [a["adapter_name"] for a in text_studio.delete_adapter(checked)] == ["ref", "a"]
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from peft_core import sessions
 from peft_core.errors import HubError, InputError
+from peft_core.text.requests import TextRequest
 from tests.conftest import ALL, EnvPatch, gen
 from tests.faultproxy import FaultProxy
 from tests.hubserver import running_hub, use_endpoint
@@ -37,9 +38,9 @@ def served(assets, lm_assets):
 
     quotas = sessions.Quotas()  # as app.main: one for both sides
     images, text = ImageStudio(device="cpu", quotas=quotas), TextStudio(device="cpu", quotas=quotas)
-    images.load_pipeline(str(assets["pipeline"]))
+    images.load_base(str(assets["pipeline"]))
     images.load_adapter(str(assets["lora_a"]), adapter_name="shared_a")
-    text.load_model(str(lm_assets["lm"]))
+    text.load_base(str(lm_assets["lm"]))
     text.load_adapter(str(lm_assets["lora_a"]), adapter_name="shared_t")
     tracker = sessions.Tracker([images, text])
     demo = app.build_demo(images, text, tracker)
@@ -333,7 +334,7 @@ def lm(allow_lm):
     from peft_core.text.studio import TextStudio
 
     studio = TextStudio(device="cpu")
-    studio.load_model(str(allow_lm["lm"]))
+    studio.load_base(str(allow_lm["lm"]))
     studio.load_adapter(str(allow_lm["lora_a"]), adapter_name="shared")
     return studio
 
@@ -343,7 +344,7 @@ def test_text_adapters_belong_to_their_session(lm, allow_lm, tmp_path, monkeypat
     with sessions.bound("one"):
         lm.add_adapter("t", r=4, lora_alpha=8, target_modules=ALL)
         assert lm.train_adapter("t", text, 3, 0.05)["adapter_name"] == "t"
-        ones = lm.generate("the captain", ["t"], max_new_tokens=8)
+        ones = lm.generate(TextRequest("the captain", ["t"], max_new_tokens=8))
         assert lm.export_adapter("t", tmp_path).exists()
         with pytest.raises(InputError, match=r"'shared' is shared by this Space .*: a session may export only"):
             lm.export_adapter("shared", tmp_path)
@@ -354,7 +355,8 @@ def test_text_adapters_belong_to_their_session(lm, allow_lm, tmp_path, monkeypat
     with sessions.bound("two"):
         assert names(lm.list_adapters()) == ["shared"]
         for call in (lambda: lm.train_adapter("t", text, 1, 0.05), lambda: lm.export_adapter("t", tmp_path),
-                     lambda: lm.delete_adapter("m"), lambda: lm.generate("the captain", ["t"])):  # fmt: skip
+                     lambda: lm.delete_adapter("m"),
+                     lambda: lm.generate(TextRequest("the captain", ["t"]))):  # fmt: skip
             with pytest.raises(InputError, match="'[tm]'.* in this session; loaded: shared$"):
                 call()
         lm.add_adapter("t", r=4, lora_alpha=8, target_modules=ALL)  # its own "t"
@@ -362,7 +364,7 @@ def test_text_adapters_belong_to_their_session(lm, allow_lm, tmp_path, monkeypat
         with pytest.raises(InputError, match=r"quota is 2 \(STUDIO_SESSION_TRAIN_STEPS\): 2 steps are left"):
             lm.train_adapter("t", text, 3, 0.05)
     with sessions.bound("one"):
-        assert lm.generate("the captain", ["t"], max_new_tokens=8) == ones  # two's "t" is another adapter
+        assert lm.generate(TextRequest("the captain", ["t"], max_new_tokens=8)) == ones  # two's "t" is another adapter
     lm.release_session("one")
     lm.release_session("two")
     assert names(lm.list_adapters()) == ["shared"] and len(lm.pool) == 1
@@ -372,11 +374,11 @@ def test_public_mode_at_the_core(studio, allow_assets, monkeypatch):
     monkeypatch.setenv("STUDIO_PUBLIC", "1")
     monkeypatch.setenv("STUDIO_BASES", str(allow_assets["pipeline"].resolve()))
     with pytest.raises(InputError, match=r"is not one of the bases this Space allows \(STUDIO_BASES\)"):
-        studio.load_pipeline(str(allow_assets["lora_a"]))  # the admin, outside the list
+        studio.load_base(str(allow_assets["lora_a"]))  # the admin, outside the list
     with sessions.bound("visitor"), pytest.raises(InputError, match="the admin chooses it among STUDIO_BASES"):
-        studio.load_pipeline(str(allow_assets["lora_a"]))
+        studio.load_base(str(allow_assets["lora_a"]))
     studio.load_adapter(str(allow_assets["lora_a"]), adapter_name="a")
-    studio.load_pipeline(str(allow_assets["pipeline"]))  # the admin, the same base: nothing to do
+    studio.load_base(str(allow_assets["pipeline"]))  # the admin, the same base: nothing to do
     assert names(studio.list_adapters()) == ["a"]
 
 
@@ -482,7 +484,7 @@ def test_one_quotas_counts_a_session_on_both_sides(studio, assets, lm_assets, mo
     monkeypatch.setenv("STUDIO_LOCAL_DIRS", os.pathsep.join(str(a["root"]) for a in (assets, lm_assets)))
     monkeypatch.setenv("STUDIO_SESSION_DOWNLOADS_PER_MINUTE", "1")
     text = TextStudio(device="cpu", quotas=studio.quotas)
-    text.load_model(str(lm_assets["lm"]))
+    text.load_base(str(lm_assets["lm"]))
     with sessions.bound("both"):
         studio.load_adapter(str(assets["lora_a"]), adapter_name="a")
         with pytest.raises(InputError, match=r"1 downloads in the last minute, its quota"):

@@ -52,5 +52,5 @@ def test_a_studio_on_a_big_gpu_builds_that_many_slots(gpu, monkeypatch, allow_as
 
     gpu(80)
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(allow_assets["pipeline"]))
+    studio.load_base(str(allow_assets["pipeline"]))
     assert len(studio.slots.slots) == 10

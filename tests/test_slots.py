@@ -17,7 +17,7 @@ def _studio(monkeypatch, assets, slots=4, fuse=True):
     monkeypatch.setenv("STUDIO_LORA_SLOTS", str(slots))
     monkeypatch.setenv("STUDIO_FUSE", "1" if fuse else "0")
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(assets["pipeline"]))
+    studio.load_base(str(assets["pipeline"]))
     return studio
 
 
@@ -118,4 +118,4 @@ def test_bad_slot_setting_is_refused_by_name(monkeypatch, allow_assets, value):
 
     monkeypatch.setenv("STUDIO_LORA_SLOTS", value)
     with pytest.raises(InputError, match="STUDIO_LORA_SLOTS"):
-        ImageStudio(device="cpu").load_pipeline(str(allow_assets["pipeline"]))
+        ImageStudio(device="cpu").load_base(str(allow_assets["pipeline"]))

@@ -2,6 +2,7 @@
 request made alone."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -68,7 +69,7 @@ def test_parse_axis_reads_each_kind_and_labels_its_values():
     assert weight.values == (-1.0, 0.5) and weight.label(0.5) == "night=0.5"
 
 
-FAMILY = {"steps_min": 1, "steps_max": 50, "guidance_min": 0.0, "guidance_max": 20.0}  # a family's ranges
+FAMILY = SimpleNamespace(steps_min=1, steps_max=50, guidance_min=0.0, guidance_max=20.0)  # a family's ranges
 
 
 @pytest.mark.parametrize(
@@ -168,14 +169,14 @@ def test_the_pages_axis_pickers_and_the_loaded_familys_ranges(studio):
     for _, value in x_choices([]):
         with pytest.raises(InputError):
             limits.check_adapter_name(value)
-    info = studio.info.to_dict()
+    info = studio.info
     assert sweep_axis("Y", "night", "0, 1", info) == parse_axis("Y", "weight", "0, 1", "night")
     assert sweep_axis("X", ":prompt", "red, blue", info).values == ("red", "blue")
-    low, top = info["steps_min"], info["steps_max"]
+    low, top = info.steps_min, info.steps_max
     with pytest.raises(InputError, match=rf"X steps must be an integer in \[{low}, {top}\], got {top + 1}"):
         sweep_axis("X", ":steps", f"4, {top + 1}", info)
-    with pytest.raises(InputError, match=rf"Y guidance must be a finite number in \[.*{info['guidance_max']}\]"):
-        sweep_axis("Y", ":guidance", str(info["guidance_max"] + 1), info)
+    with pytest.raises(InputError, match=rf"Y guidance must be a finite number in \[.*{info.guidance_max}\]"):
+        sweep_axis("Y", ":guidance", str(info.guidance_max + 1), info)
 
 
 @pytest.mark.parametrize("name", sorted(families.FAMILIES))
@@ -185,8 +186,8 @@ def test_each_familys_ranges_bound_the_steps_and_guidance_axes(name):
     from ui.image_handlers import sweep_axis
 
     family = families.FAMILIES[name]
-    info = {"steps_min": family.steps[0], "steps_max": family.steps[1],
-            "guidance_min": family.guidance[0], "guidance_max": family.guidance[1]}  # fmt: skip
+    info = SimpleNamespace(steps_min=family.steps[0], steps_max=family.steps[1], guidance_min=family.guidance[0],
+                           guidance_max=family.guidance[1])  # fmt: skip
     (lo, hi), (g_lo, g_hi) = family.steps, family.guidance
     assert sweep_axis("X", ":steps", f"{lo}, {hi}", info).values == (lo, hi)
     assert sweep_axis("Y", ":guidance", f"{g_lo}, {g_hi}", info).values == (g_lo, g_hi)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from peft_core.errors import AdapterError, HubError, InputError, StudioError
-from peft_core.text.studio import TextStudio
+from peft_core.text.studio import TextRequest, TextStudio
 from tests.conftest import ALL
 
 PROMPT = "the pirate"
@@ -23,7 +23,7 @@ def studio(allow_lm):
     """A fresh text studio holding the tiny LM and no adapters (in this module it stands for conftest's image
     `studio`)."""
     s = TextStudio(device="cpu")
-    s.load_model(str(allow_lm["lm"]))
+    s.load_base(str(allow_lm["lm"]))
     return s
 
 
@@ -36,7 +36,8 @@ def two(studio, allow_lm):
 
 def gen(studio, adapters=(), use_adapters=True, prompt=PROMPT, **kwargs):
     adapters = adapters if isinstance(adapters, str) else list(adapters)
-    return studio.generate(prompt, adapters, use_adapters, max_new_tokens=kwargs.pop("max_new_tokens", 10), **kwargs)
+    max_new_tokens = kwargs.pop("max_new_tokens", 10)
+    return studio.generate(TextRequest(prompt, adapters, use_adapters, max_new_tokens=max_new_tokens, **kwargs))
 
 
 def logits(studio, adapters=()):
@@ -67,23 +68,23 @@ def test_import_is_cheap():
 
 
 def test_model_info(studio, allow_lm):
-    info = studio.model_info()
-    assert info["model_id"] == str(allow_lm["lm"].resolve()) and info["revision"] == "main"
-    assert info["model_class"] == "LlamaForCausalLM" and info["model_type"] == "llama"
-    assert info["device"] == "cpu" and info["dtype"] == "float32"
-    assert info["num_parameters"] > 0 and info["context_length"] == 64
-    assert info["default_target_modules"] == ["q_proj", "v_proj"] and info["adapters"] == []
-    json.dumps(info)  # the API returns it as is
+    info = studio.base_info()
+    assert info.model_id == str(allow_lm["lm"].resolve()) and info.revision == "main"
+    assert info.model_class == "LlamaForCausalLM" and info.model_type == "llama"
+    assert info.device == "cpu" and info.dtype == "float32"
+    assert info.num_parameters > 0 and info.context_length == 64
+    assert info.default_target_modules == ["q_proj", "v_proj"] and studio.list_adapters() == []
+    json.dumps(info.to_dict())  # the API returns it as is
 
 
 def test_load_model_refusals_keep_the_old_model(studio, allow_lm, tmp_path):
     before = gen(studio)
     with pytest.raises(HubError, match="not allowed"):
-        studio.load_model(str(tmp_path))  # outside STUDIO_LOCAL_DIRS
+        studio.load_base(str(tmp_path))  # outside STUDIO_LOCAL_DIRS
     (allow_lm["root"] / "empty").mkdir(exist_ok=True)
     with pytest.raises(HubError, match="no config.json"):
-        studio.load_model(str(allow_lm["root"] / "empty"))
-    assert gen(studio) == before and studio.model_info()["model_id"] == str(allow_lm["lm"].resolve())
+        studio.load_base(str(allow_lm["root"] / "empty"))
+    assert gen(studio) == before and studio.base_info().model_id == str(allow_lm["lm"].resolve())
 
 
 def test_locked_base_cannot_be_replaced_nor_wiped(studio, allow_lm, monkeypatch):
@@ -95,22 +96,23 @@ def test_locked_base_cannot_be_replaced_nor_wiped(studio, allow_lm, monkeypatch)
     before = gen(studio, ["t"])
     monkeypatch.setenv("STUDIO_LOCK_BASE", "1")
     with pytest.raises(InputError, match="locked to the base"):
-        studio.load_model(str(allow_lm["lm_copy"]))
+        studio.load_base(str(allow_lm["lm_copy"]))
     model = studio.model
-    studio.load_model(str(allow_lm["lm"]))
+    studio.load_base(str(allow_lm["lm"]))
     assert studio.model is model and gen(studio, ["t"]) == before
-    names = [a["adapter_name"] for a in studio.load_model(str(allow_lm["lora_a"]))["adapters"]]
+    studio.load_base(str(allow_lm["lora_a"]))
+    names = [a["adapter_name"] for a in studio.list_adapters()]
     assert studio.model is model and names == ["t", "lora_a"]
 
 
 def test_adapter_repo_loads_its_base(allow_lm):
     """Like AutoModelForCausalLM.from_pretrained("ybelkada/opt-350m-lora"): the base named in the config, then it."""
     s = TextStudio(device="cpu")
-    info = s.load_model(str(allow_lm["lora_a"]))
-    assert info["model_id"] == str(allow_lm["lm"])  # as written in adapter_config.json
-    assert [(a["adapter_name"], a["source"]) for a in info["adapters"]] == [("lora_a", "hub")]
+    info = s.load_base(str(allow_lm["lora_a"]))
+    assert info.model_id == str(allow_lm["lm"])  # as written in adapter_config.json
+    assert [(a["adapter_name"], a["source"]) for a in s.list_adapters()] == [("lora_a", "hub")]
     reference = TextStudio(device="cpu")
-    reference.load_model(str(allow_lm["lm"]))
+    reference.load_base(str(allow_lm["lm"]))
     reference.load_adapter(str(allow_lm["lora_a"]), adapter_name="lora_a")
     assert gen(s, ["lora_a"]) == gen(reference, ["lora_a"]) and gen(s) == gen(reference)
 
@@ -134,7 +136,7 @@ def test_active_set_is_per_request(two, allow_lm):
     """A request naming only b must not keep a active from the request before."""
     only_b_after_ab = (gen(two, ["a", "b"]), gen(two, ["b"]))[1]
     fresh = TextStudio(device="cpu")
-    fresh.load_model(str(allow_lm["lm"]))
+    fresh.load_base(str(allow_lm["lm"]))
     fresh.load_adapter(str(allow_lm["lora_b"]), adapter_name="b")
     assert only_b_after_ab == gen(fresh, ["b"])
 
@@ -160,8 +162,21 @@ def test_concurrent_requests_keep_their_own_active_sets(two):
 
 
 def test_compare_gives_base_then_adapted(two):
-    base, adapted = two.compare(PROMPT, ["a"], max_new_tokens=10)
+    base, adapted = two.compare(TextRequest(PROMPT, ["a"], max_new_tokens=10))
     assert base == gen(two) and adapted == gen(two, ["a"])
+
+
+def test_progress_counts_the_new_tokens_and_changes_nothing(two):
+    """generate(request, progress) and compare(request, progress), as on the image side: progress(token, total)
+    after each new token, total the request's max_new_tokens; the text is the same as without it."""
+    calls = []
+    request = TextRequest(PROMPT, ["a"], max_new_tokens=10)
+    text = two.generate(request, lambda token, total: calls.append((token, total)))
+    assert text == gen(two, ["a"])
+    assert calls and calls == [(i, 10) for i in range(1, len(calls) + 1)] and len(calls) <= 10
+    calls.clear()
+    assert two.compare(request, lambda token, total: calls.append(token)) == (gen(two), text)
+    assert calls[0] == 1 and 1 in calls[1:]  # counted from 1 again for the adapted text
 
 
 def test_sampling_is_seeded(two):
@@ -186,7 +201,7 @@ def test_sampling_is_seeded(two):
 def test_generation_refusals(two, kwargs, message):
     request = {"prompt": PROMPT, "adapters": ["a"], "max_new_tokens": 10} | kwargs
     with pytest.raises(InputError, match=message):
-        two.generate(**request)
+        two.generate(TextRequest(**request))
 
 
 # --- loading adapters ----------------------------------------------------------------------------------------------
@@ -320,7 +335,7 @@ def test_training_is_deterministic(allow_lm):
     runs = []
     for _ in range(2):
         s = TextStudio(device="cpu")
-        s.load_model(str(allow_lm["lm"]))
+        s.load_base(str(allow_lm["lm"]))
         s.add_adapter("t", r=4, lora_alpha=8, lora_dropout=0.1)  # dropout draws from the seeded RNG
         runs.append((s.train_adapter("t", TEXT, 5, 0.05)["losses"], logits(s, ["t"])))
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])

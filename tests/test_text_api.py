@@ -78,9 +78,13 @@ def test_adapter_repo_brings_its_base(client, lm_assets):
 def test_the_text_snippet_says_which_adapters_a_client_cannot_see():
     """A gradio_client Client is a session of its own: the page's snippet names the adapters the visitor made in
     the page (which the Client cannot use) and how to bring them along, and says nothing of shared ones."""
+    from peft_core.text.requests import TextRequest
     from ui.snippets import text_snippet
 
-    code = text_snippet("http://x", "hi", ["mine", "demo"], True, 8, False, 0, 1.0, own=["mine"])
+    def request(adapters):
+        return TextRequest("hi", adapters, True, max_new_tokens=8, do_sample=False, seed=0, temperature=1.0)
+
+    code = text_snippet("http://x", request(["mine", "demo"]), own=["mine"])
     assert "# 'mine': made in your browser session" in code and "'demo':" not in code
     compile(code, "snippet", "exec")  # still a runnable script
-    assert "browser session" not in text_snippet("http://x", "hi", ["demo"], True, 8, False, 0, 1.0, own=["mine"])
+    assert "browser session" not in text_snippet("http://x", request(["demo"]), own=["mine"])

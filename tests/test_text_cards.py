@@ -139,7 +139,7 @@ def test_delete_asks_keep_keeps_delete_deletes(browser_app):
     card(page, "mine1").wait_for(state="detached")
     assert card_names(page) == ["lora_a", "lora_b", "mine2"]
     assert ticked(page) == ["lora_a", "lora_b", "mine2"]  # the others' ticks, as they were
-    assert sorted(page.locator("#text-active").evaluate("el => JSON.parse(el.innerText)")) == ticked(page)
+    assert sorted(page.locator("#text-ticks").evaluate("el => JSON.parse(el.innerText)")) == ticked(page)
 
     card(page, "mine2").get_by_role("button", name="Export", exact=True).click()  # an own card's Export
     exported = page.locator("#text-export").last.element_handle()  # the file's name shows as stem and suffix

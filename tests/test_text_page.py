@@ -26,7 +26,7 @@ def test_the_training_example_is_in_the_bundled_models_vocabulary():
 
     from peft_core import bundled
 
-    tokenizer = AutoTokenizer.from_pretrained(bundled.bundled_path(bundled.DEFAULT_TEXT_MODEL))
+    tokenizer = AutoTokenizer.from_pretrained(bundled.bundled_path(bundled.BUNDLED_TEXT_MODEL))
     ids = tokenizer(TRAIN_EXAMPLE)["input_ids"]
     assert len(ids) > 20 and tokenizer.unk_token_id not in ids
 
@@ -39,7 +39,7 @@ def text_studio(lm_assets):
     with EnvPatch.context() as env:
         env.setenv("STUDIO_LOCAL_DIRS", str(lm_assets["root"]))
         studio = TextStudio(device="cpu")
-        studio.load_model(str(lm_assets["lm"]))
+        studio.load_base(str(lm_assets["lm"]))
         yield studio
 
 
@@ -70,7 +70,7 @@ def bundled_studio():
     from peft_core.text.studio import TextStudio
 
     studio = TextStudio(device="cpu")
-    studio.load_model(bundled.DEFAULT_TEXT_MODEL)
+    studio.load_base(bundled.BUNDLED_TEXT_MODEL)
     return studio
 
 
@@ -137,3 +137,30 @@ def test_ticks_are_kept_for_the_adapters_still_there():
     assert kept_ticks(adapters, []) == []  # nothing ticked stays nothing ticked
     assert kept_ticks(adapters, None) == ["a"]  # a new base or a first page: the first one, to show an effect
     assert kept_ticks([], None) == []
+
+
+def test_generate_and_compare_take_the_pages_settings_as_one_set(text_studio):
+    """As on the Images tab: the handlers get one {component: value} set and build a TextRequest from it, so they
+    give what the studio gives for that request; the disable toggle gives the base, and compare ignores it."""
+    from types import SimpleNamespace
+
+    from peft_core.text.requests import TextRequest
+    from ui.text_handlers import TextHandlers
+
+    text_studio.add_adapter("page_t", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    text_studio.train_adapter("page_t", "the captain sails the pirate ship . " * 3, 3, 0.05)
+    names = ("prompt", "ticks", "disabled", "max_new_tokens", "do_sample", "seed", "temperature", "base_out",
+             "adapted_out")  # fmt: skip
+    on = TextHandlers(text_studio, SimpleNamespace(**{n: n for n in names}))
+    values = {"prompt": "the captain", "ticks": ["page_t"], "disabled": False, "max_new_tokens": 8.0,
+              "do_sample": False, "seed": 0.0, "temperature": 1.0}  # fmt: skip
+    try:
+        adapted = text_studio.generate(TextRequest("the captain", ["page_t"], max_new_tokens=8))
+        base = text_studio.generate(TextRequest("the captain", [], max_new_tokens=8))
+        assert adapted != base  # what the checks below tell apart
+        assert on.request(values) == TextRequest("the captain", ["page_t"], True, 8, False, 0, 1.0)
+        assert on.ui_generate(values) == adapted
+        assert on.ui_generate(values | {"disabled": True}) == base
+        assert on.ui_compare(values | {"disabled": True}) == {"base_out": base, "adapted_out": adapted}
+    finally:
+        text_studio.delete_adapter("page_t")

@@ -72,7 +72,7 @@ def hub_repos(tmp_path_factory, assets):
 @pytest.fixture(scope="module")
 def hub_studio(hub_repos):
     s = ImageStudio(device="cpu")
-    s.load_pipeline("test-org/tiny-sd", "main")
+    s.load_base("test-org/tiny-sd", "main")
     return s
 
 
@@ -228,12 +228,12 @@ def test_the_pages_follow_up_draws_each_picture_once(studio, allow_assets, count
 
     monkeypatch.setenv("STUDIO_THUMBNAILS", "auto")
     studio.load_adapter(str(allow_assets["lora_b"]), adapter_name="b")
-    on = ImageHandlers(studio, SimpleNamespace(**{n: n for n in ("resident", "mix_rows", "x_name", "y_name")}))
-    shown = on.refreshed(studio.list_adapters(), rows={"b": [True, 0.5]})["resident"]
+    on = ImageHandlers(studio, SimpleNamespace(**{n: n for n in ("resident", "ticks", "x_name", "y_name")}))
+    shown = on.refreshed(studio.list_adapters(), ticks={"b": [True, 0.5]})["resident"]
     assert shown["adapters"][0]["thumbnail"] is None  # drawn at once, without its picture
     redrawn = on.ui_thumbnails(shown=shown)["resident"]
     path = redrawn["adapters"][0]["thumbnail"]
-    assert path and Image.open(path).size == (32, 32) and redrawn["rows"] == {"b": [True, 0.5]}
+    assert path and Image.open(path).size == (32, 32) and redrawn["ticks"] == {"b": [True, 0.5]}
     again = on.ui_thumbnails(shown=redrawn)["resident"]
     assert isinstance(again, type(gr.skip())) and len(counted) == 1
 

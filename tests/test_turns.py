@@ -13,7 +13,7 @@ import pytest
 from peft_core import turns
 from peft_core.errors import InputError
 from peft_core.image.studio import ImageRequest
-from peft_core.text.studio import TextStudio
+from peft_core.text.studio import TextRequest, TextStudio
 from peft_core.turns import Cancelled, TurnLock
 from tests.conftest import ALL, launch_app, pixels
 
@@ -171,8 +171,8 @@ def test_an_image_whose_visitor_left_stops_at_its_next_step(studio):
 
 
 def test_the_image_budget_is_counted_in_default_images(studio, monkeypatch):
-    info = studio.pipeline_info()
-    default = (info["default_steps"], info["default_width"], info["default_height"])
+    info = studio.base_info()
+    default = (info.default_steps, info.default_width, info.default_height)
     assert default == (25, 32, 32)  # what the numbers below are about
     monkeypatch.setenv("STUDIO_MAX_IMAGE_COST", "2")
     with pytest.raises(InputError, match=r"3 steps at 256x256 is 213.9x the work of this pipeline's default image "
@@ -193,16 +193,16 @@ def _image_at(studio, steps, side):
 @pytest.fixture
 def lm(allow_lm):
     studio = TextStudio(device="cpu")
-    studio.load_model(str(allow_lm["lm"]))
+    studio.load_base(str(allow_lm["lm"]))
     studio.load_adapter(str(allow_lm["lora_a"]), adapter_name="a")
     return studio
 
 
 def test_generation_runs_between_training_steps_and_neither_changes(lm, allow_lm):
     text = "the pirate sails the sea and the captain is good . arr matey ! " * 4
-    alone_text = lm.generate("the pirate", ["a"], max_new_tokens=8)
+    alone_text = lm.generate(TextRequest("the pirate", ["a"], max_new_tokens=8))
     alone = TextStudio(device="cpu")
-    alone.load_model(str(allow_lm["lm"]))
+    alone.load_base(str(allow_lm["lm"]))
     alone.add_adapter("t", r=4, lora_alpha=8, target_modules=ALL)
     alone_losses = alone.train_adapter("t", text, 60, 0.01)["losses"]
 
@@ -219,7 +219,7 @@ def test_generation_runs_between_training_steps_and_neither_changes(lm, allow_lm
 
     def generate():
         may_generate.wait()
-        results["text"] = lm.generate("the pirate", ["a"], max_new_tokens=8)
+        results["text"] = lm.generate(TextRequest("the pirate", ["a"], max_new_tokens=8))
         results["training steps when text was done"] = len(steps)
 
     threads = [threading.Thread(target=train), threading.Thread(target=generate)]

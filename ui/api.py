@@ -9,7 +9,9 @@ list: app.py registers each under its function's name.
 import gradio as gr
 from gradio.data_classes import FileData
 
-from peft_core.image.studio import ImageRequest, ImageStudio
+from peft_core.image.requests import ImageRequest
+from peft_core.image.studio import ImageStudio
+from peft_core.text.requests import TextRequest
 from peft_core.text.studio import TextStudio
 from ui.common import api_endpoint
 from ui.recipe import recipe_png, restore_png
@@ -21,7 +23,7 @@ def image_api(images: ImageStudio) -> list:
     @api_endpoint
     def load_pipeline(model_id: str, revision: str = "main", http: gr.Request | None = None) -> dict:
         """Load a base diffusion pipeline by Hub id; resident adapters are cleared."""
-        return images.load_pipeline(model_id, revision)
+        return images.load_base(model_id, revision).to_dict()
 
     @api_endpoint
     def load_adapter(
@@ -56,8 +58,9 @@ def image_api(images: ImageStudio) -> list:
     ) -> FileData:
         """One PNG image. `adapters` is this request's mix (name -> weight); use_adapters=False gives the base.
         steps, guidance_scale, width and height default to the pipeline's own."""
-        request = ImageRequest(prompt, adapters or {}, use_adapters, seed, steps, guidance_scale, width, height,
-                               negative_prompt)  # fmt: skip
+        request = ImageRequest(prompt=prompt, adapters=adapters or {}, use_adapters=use_adapters, seed=seed,
+                               steps=steps, guidance_scale=guidance_scale, width=width, height=height,
+                               negative_prompt=negative_prompt)  # fmt: skip
         return recipe_png(images.generate(request))
 
     @api_endpoint
@@ -73,8 +76,9 @@ def image_api(images: ImageStudio) -> list:
         http: gr.Request | None = None,
     ) -> tuple[FileData, FileData]:
         """Two PNG images with the same seed: the base, then the adapted one."""
-        request = ImageRequest(prompt, adapters or {}, True, seed, steps, guidance_scale, width, height,
-                               negative_prompt)  # fmt: skip
+        request = ImageRequest(prompt=prompt, adapters=adapters or {}, seed=seed, steps=steps,
+                               guidance_scale=guidance_scale, width=width, height=height,
+                               negative_prompt=negative_prompt)  # fmt: skip
         base, adapted = images.compare(request)
         return recipe_png(base), recipe_png(adapted)
 
@@ -94,7 +98,8 @@ def text_api(studio: TextStudio) -> list:
     @api_endpoint
     def load_text_model(model_id: str, revision: str = "main", http: gr.Request | None = None) -> dict:
         """Load a causal LM by Hub id; an adapter repo brings its base model and the adapter on it."""
-        return studio.load_model(model_id, revision)
+        info = studio.load_base(model_id, revision)
+        return {**info.to_dict(), "adapters": studio.list_adapters()}
 
     @api_endpoint
     def load_text_adapter(
@@ -148,7 +153,9 @@ def text_api(studio: TextStudio) -> list:
         http: gr.Request | None = None,
     ) -> str:
         """The completion with `adapters` active for this request only; use_adapters=False gives the base."""
-        return studio.generate(prompt, adapters or [], use_adapters, max_new_tokens, do_sample, seed, temperature)
+        request = TextRequest(prompt=prompt, adapters=adapters or [], use_adapters=use_adapters,
+                              max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed, temperature=temperature)
+        return studio.generate(request)
 
     @api_endpoint
     def compare_text(
@@ -161,7 +168,9 @@ def text_api(studio: TextStudio) -> list:
         http: gr.Request | None = None,
     ) -> tuple[str, str]:
         """Base text, then adapted text, with the same prompt, seed and settings."""
-        return studio.compare(prompt, adapters or [], max_new_tokens, do_sample, seed, temperature)
+        request = TextRequest(prompt=prompt, adapters=adapters or [], max_new_tokens=max_new_tokens,
+                              do_sample=do_sample, seed=seed, temperature=temperature)
+        return studio.compare(request)
 
     return [load_text_model, load_text_adapter, add_text_adapter, train_text_adapter, merge_text_adapters,
             list_text_adapters, delete_text_adapter, generate_text, compare_text]  # fmt: skip

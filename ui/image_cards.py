@@ -1,9 +1,10 @@
 """The resident image adapters as cards: the page's editable view of the mix.
 
-The mix lives in the browser as {adapter_name: [active, weight]} in a hidden JSON component: each card's checkbox
-and slider write their own entry there at once (a JavaScript-only event, no round trip and no race between two
-quick moves), and generate, compare, sweep, the snippet and export read it. The server-side State only says
-which cards to draw, with the values to start them at.
+The cards' ticks live in the browser as {adapter_name: [ticked, weight]} in a hidden JSON component (the Text
+tab's cards keep theirs the same way, as a list of names: ui/text_cards.py): each card's checkbox and slider write
+their own entry there at once (a JavaScript-only event, no round trip and no race between two quick moves), and
+generate, compare, sweep, the snippet and export read it. The server-side State only says which cards to draw,
+with the ticks to start them at.
 """
 
 import json
@@ -11,30 +12,30 @@ import json
 import gradio as gr
 
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
-from ui.card_text import description, report_line
 from ui.common import PRIVATE, next_card_version, shared_tag
+from ui.descriptions import description, report_line
 
 WEIGHT_STEP = 0.05
 THUMB_PX = 56  # a card's picture on the page: small, beside the controls (the file is up to limits.THUMBNAIL_PX)
 
 
-def card_rows(adapters: list[dict], previous: dict | None = None) -> dict[str, list]:
-    """{adapter_name: [active, weight]} for every resident adapter, keeping what the page showed for known names.
-    New ones start inactive at weight 1, but the first adapter of an empty page starts active so that the first
-    image already shows an effect."""
+def kept_ticks(adapters: list[dict], previous: dict | None = None) -> dict[str, list]:
+    """The ticks {adapter_name: [ticked, weight]} for every resident adapter, keeping what the page had (`previous`)
+    for known names. New ones start unticked at weight 1, but the first adapter of an empty page starts ticked so
+    that the first image already shows an effect."""
     previous = previous or {}
     return {a["adapter_name"]: list(previous.get(a["adapter_name"], [not previous and i == 0, 1.0]))
             for i, a in enumerate(adapters)}  # fmt: skip
 
 
-def mix_of(rows: dict | None) -> dict[str, float]:
+def mix_of(ticks: dict | None) -> dict[str, float]:
     """The request's mix: every active adapter at its weight (the core checks names and values)."""
-    return {str(name): float(weight) for name, (active, weight) in (rows or {}).items() if active}
+    return {str(name): float(weight) for name, (active, weight) in (ticks or {}).items() if active}
 
 
-def cards(adapters: list[dict], rows: dict) -> dict:
-    """What the cards' State holds: the adapters to draw and the values to start them at."""
-    return {"adapters": adapters, "rows": rows, "version": next_card_version()}
+def cards(adapters: list[dict], ticks: dict) -> dict:
+    """What the cards' State holds: the adapters to draw and the ticks to start them at."""
+    return {"adapters": adapters, "ticks": ticks, "version": next_card_version()}
 
 
 def facts_markdown(a: dict) -> str:
@@ -45,12 +46,12 @@ def facts_markdown(a: dict) -> str:
                                                                     else ""))  # fmt: skip
 
 
-def _set_row_js(name: str) -> str:
+def _set_tick_js(name: str) -> str:
     """The browser-side update of one card's entry in the mix, from its checkbox and slider."""
-    return f"(rows, active, weight) => ({{...(rows || {{}}), {json.dumps(name)}: [active, weight]}})"
+    return f"(ticks, active, weight) => ({{...(ticks || {{}}), {json.dumps(name)}: [active, weight]}})"
 
 
-def draw_cards(shown: dict, mix_rows: gr.JSON, on_delete) -> None:
+def draw_cards(shown: dict, ticks: gr.JSON, on_delete) -> None:
     """The cards of `shown` (a `cards(...)` value), inside the caller's @gr.render. `on_delete(name)` wires one
     card's Delete button; a shared card (the Space's, which a visitor cannot delete: docs/SESSIONS.md) has a
     "shared" tag instead. A card's picture (its "thumbnail", peft_core/image/thumbnails.py) sits beside its
@@ -59,7 +60,7 @@ def draw_cards(shown: dict, mix_rows: gr.JSON, on_delete) -> None:
         gr.Markdown("No adapter loaded yet: load one by Hub id above, or pick a preset.")
     for a in shown["adapters"]:
         name = a["adapter_name"]
-        active, weight = shown["rows"].get(name, [False, 1.0])
+        active, weight = shown["ticks"].get(name, [False, 1.0])
         delete = None
         with gr.Group(elem_classes="adapter-card", elem_id=f"adapter-card-{name}"):
             with gr.Row(elem_classes="card-head"):  # the picture, then the controls beside it (wrapping on a phone)
@@ -82,6 +83,6 @@ def draw_cards(shown: dict, mix_rows: gr.JSON, on_delete) -> None:
             if about:
                 gr.Markdown("  \n".join(about), elem_classes="facts about")
         for control in (on, w):
-            control.change(None, [mix_rows, on, w], mix_rows, js=_set_row_js(name), **PRIVATE)
+            control.change(None, [ticks, on, w], ticks, js=_set_tick_js(name), **PRIVATE)
         if delete is not None:
             on_delete(name, delete)

@@ -10,11 +10,12 @@ from types import SimpleNamespace
 import gradio as gr
 
 from peft_core import limits, settings
+from peft_core.image.requests import PipelineInfo
 from peft_core.image.studio import ImageStudio
 from peft_core.limits import WEIGHT_MAX, WEIGHT_MIN
 from ui.common import PRIVATE
-from ui.image_cards import card_rows, cards, draw_cards
-from ui.image_handlers import FALLBACK_DEFAULTS, LOADING, ImageHandlers, size_range, x_choices, y_choices
+from ui.image_cards import cards, draw_cards, kept_ticks
+from ui.image_handlers import FALLBACK, LOADING, ImageHandlers, size_range, x_choices, y_choices
 
 # Bring the result into view when it is out of it (on a phone it sits above the presets); a desktop stays still.
 SHOW_RESULT_JS = """() => {
@@ -38,8 +39,8 @@ def build_images_tab(images: ImageStudio):
     """
     p = ImagesPage()
     on = ImageHandlers(images, p)
-    info = images.info.to_dict() if images.info else None
-    defaults = info or FALLBACK_DEFAULTS
+    info = images.info
+    defaults = info or FALLBACK
     names = [a["adapter_name"] for a in images.list_adapters()] if info else []
     with gr.Row(elem_id="first-screen"):
         with gr.Column(elem_id="ask"):
@@ -76,9 +77,9 @@ def _presets(p: ImagesPage, on: ImageHandlers) -> None:
     )  # fmt: skip
 
 
-def _pipeline_form(p: ImagesPage, info: dict | None) -> None:
+def _pipeline_form(p: ImagesPage, info: PipelineInfo | None) -> None:
     with gr.Row():
-        p.model_id = gr.Textbox(label="Base pipeline (Hub id)", value=info["model_id"] if info else
+        p.model_id = gr.Textbox(label="Base pipeline (Hub id)", value=info.model_id if info else
                                 settings.current().default_pipeline, scale=3)  # fmt: skip
         p.model_revision = gr.Textbox(label="Revision", value="main", scale=1)
         p.load_pipeline_btn = gr.Button("Load pipeline", scale=1)
@@ -98,11 +99,11 @@ def _adapter_cards(p: ImagesPage, images: ImageStudio, on: ImageHandlers) -> Non
     # Set again when each page loads (ImageHandlers.ui_page_load): the resident set is shared and may have changed
     # since the app was built. (Not callable values: gradio would serve each as an unnamed API and MCP tool.)
     adapters = images.list_adapters() if images.info else []
-    p.resident = gr.State(cards(adapters, card_rows(adapters)))
-    p.mix_rows = gr.JSON(card_rows(adapters), visible="hidden", elem_id="mix-rows")
+    p.resident = gr.State(cards(adapters, kept_ticks(adapters)))
+    p.ticks = gr.JSON(kept_ticks(adapters), visible="hidden", elem_id="image-ticks")
 
     def on_delete(name, button):
-        button.click(on.deleter(name), inputs_kwargs={"rows": p.mix_rows}, outputs=[*_lists(p), p.undo, p.undo_btn],
+        button.click(on.deleter(name), inputs_kwargs={"ticks": p.ticks}, outputs=[*_lists(p), p.undo, p.undo_btn],
                      **PRIVATE)  # fmt: skip
 
     with gr.Column(elem_id="adapter-cards"):
@@ -117,9 +118,9 @@ def _adapter_cards(p: ImagesPage, images: ImageStudio, on: ImageHandlers) -> Non
         # Drawn when a page loads (its load event sets p.resident) and after each change of the resident set, so
         # p.x_name and p.y_name (made below) exist by then. Each card starts at the page's mix as it is when drawn:
         # a redraw for a picture (ui_thumbnails) must not undo a tick or a weight set while the picture was made.
-        @gr.render(inputs=[p.resident, p.mix_rows], triggers=[p.resident.change], show_progress="hidden")
-        def adapter_cards(shown, rows):
-            draw_cards({**shown, "rows": {**shown["rows"], **(rows or {})}}, p.mix_rows, on_delete)
+        @gr.render(inputs=[p.resident, p.ticks], triggers=[p.resident.change], show_progress="hidden")
+        def adapter_cards(shown, ticks):
+            draw_cards({**shown, "ticks": {**shown["ticks"], **(ticks or {})}}, p.ticks, on_delete)
 
         # Each card's picture comes after the card: made (or read from the model card's widget) once the event that
         # changed the cards has answered, then the cards are redrawn with it (ImageHandlers.ui_thumbnails).
@@ -146,19 +147,19 @@ def _ask(p: ImagesPage) -> None:
     p.sent = gr.Markdown(elem_id="prompt-sent")
 
 
-def _settings(p: ImagesPage, defaults: dict) -> None:
+def _settings(p: ImagesPage, defaults: PipelineInfo) -> None:
     p.negative = gr.Textbox(label="Negative prompt")
     with gr.Row():
         p.seed = gr.Number(label="Seed", value=0, precision=0, minimum=limits.SEED_MIN, maximum=limits.SEED_MAX)
-        p.steps = gr.Slider(limits.STEPS_MIN, limits.STEPS_MAX, value=defaults["default_steps"], step=1,
+        p.steps = gr.Slider(limits.STEPS_MIN, limits.STEPS_MAX, value=defaults.default_steps, step=1,
                             label="Steps")  # fmt: skip
-        p.guidance = gr.Slider(limits.GUIDANCE_MIN, limits.GUIDANCE_MAX, value=defaults["default_guidance_scale"],
+        p.guidance = gr.Slider(limits.GUIDANCE_MIN, limits.GUIDANCE_MAX, value=defaults.default_guidance_scale,
                                step=0.5, label="Guidance")  # fmt: skip
     with gr.Row():
         top = size_range(defaults, 0)
         size = {"minimum": limits.SIZE_MIN, "maximum": top, "step": limits.SIZE_MULTIPLE}
-        p.width = gr.Slider(value=defaults["default_width"], label="Width", **size)
-        p.height = gr.Slider(value=defaults["default_height"], label="Height", **size)
+        p.width = gr.Slider(value=defaults.default_width, label="Width", **size)
+        p.height = gr.Slider(value=defaults.default_height, label="Height", **size)
 
 
 def _outputs(p: ImagesPage) -> None:
@@ -215,7 +216,7 @@ def _snippet(p: ImagesPage) -> None:
 
 def _lists(p: ImagesPage) -> list:
     """What changes with the resident set: the cards, the mix and the sweep's adapter pickers."""
-    return [p.resident, p.mix_rows, p.x_name, p.y_name]
+    return [p.resident, p.ticks, p.x_name, p.y_name]
 
 
 def _settings_of(p: ImagesPage) -> list:
@@ -225,7 +226,7 @@ def _settings_of(p: ImagesPage) -> list:
 
 def _request_inputs(p: ImagesPage) -> set:
     """Everything a request is made of (ImageHandlers.request reads them by component)."""
-    return {p.mix_rows, p.disabled, p.triggers, p.prompt, p.negative, p.seed, p.steps, p.guidance, p.width, p.height}
+    return {p.ticks, p.disabled, p.triggers, p.prompt, p.negative, p.seed, p.steps, p.guidance, p.width, p.height}
 
 
 def wire(p: ImagesPage, on: ImageHandlers) -> None:
@@ -235,24 +236,24 @@ def wire(p: ImagesPage, on: ImageHandlers) -> None:
     p.load_adapter_btn.click(
         on.ui_load_adapter, outputs=[p.load_note, *_lists(p)], show_progress_on=p.load_note, **PRIVATE,
         inputs_kwargs={"repo_id": p.repo_id, "weight_name": p.weight_name, "adapter_name": p.adapter_name,
-                       "revision": p.adapter_revision, "rows": p.mix_rows},
+                       "revision": p.adapter_revision, "ticks": p.ticks},
     )  # fmt: skip
-    p.undo_btn.click(on.ui_undo_delete, inputs_kwargs={"undo": p.undo, "rows": p.mix_rows},
+    p.undo_btn.click(on.ui_undo_delete, inputs_kwargs={"undo": p.undo, "ticks": p.ticks},
                      outputs=[*_lists(p), p.undo, p.undo_btn], **PRIVATE)  # fmt: skip
-    p.export_btn.click(on.ui_export, inputs_kwargs={"rows": p.mix_rows}, outputs=p.export_file, **PRIVATE)
+    p.export_btn.click(on.ui_export, inputs_kwargs={"ticks": p.ticks}, outputs=p.export_file, **PRIVATE)
     request = _request_inputs(p)
     results = [p.image, p.slider, p.base_image, p.adapted_image, p.sent]
     generate = {"fn": on.ui_generate, "inputs": request, "outputs": results, **PRIVATE}
     gr.on([p.generate_btn.click, p.prompt.submit], **generate)
     # A preset loads what it needs, then shows its image (scrolled to on a phone, where the result is above).
-    loaded = p.gallery.select(on.ui_preset, inputs_kwargs={"rows": p.mix_rows}, show_progress_on=p.pipeline_md,
+    loaded = p.gallery.select(on.ui_preset, inputs_kwargs={"ticks": p.ticks}, show_progress_on=p.pipeline_md,
                               outputs=[p.pipeline_md, p.model_id, p.prompt, *_lists(p), p.steps, p.guidance, p.width,
                                        p.height], **PRIVATE)  # fmt: skip
     loaded.success(**generate)
     loaded.success(None, js=SHOW_RESULT_JS, **PRIVATE)
     p.compare_btn.click(on.ui_compare, request, results, **PRIVATE)
     # A dropped PNG: its recipe restored on the page, then its image made again (the same, bit for bit).
-    restored = p.restore_png.upload(on.ui_restore, inputs_kwargs={"png": p.restore_png, "rows": p.mix_rows},
+    restored = p.restore_png.upload(on.ui_restore, inputs_kwargs={"png": p.restore_png, "ticks": p.ticks},
                                     outputs=[p.pipeline_md, p.model_id, p.prompt, p.negative, p.seed, p.steps,
                                              p.guidance, p.width, p.height, p.disabled, p.triggers, p.restore_note,
                                              *_lists(p)], show_progress_on=p.restore_note, **PRIVATE)  # fmt: skip

@@ -1,4 +1,8 @@
-"""The "use via API" panel: a gradio_client snippet that reproduces what is on screen."""
+"""The "use via API" panel: a gradio_client snippet that reproduces what is on screen (the request the page's
+settings describe: an ImageRequest or a TextRequest, built by the tab's handlers)."""
+
+from peft_core.image.requests import ImageRequest
+from peft_core.text.requests import TextRequest
 
 # The snippet is written to be read first: a plain Client. Passing one TLS context
 # (`ssl_verify=httpx.create_ssl_context()`) makes each call ~0.1 s faster on a small CPU; the README's
@@ -8,23 +12,22 @@ CLIENT = """from gradio_client import Client
 client = Client({url!r})"""
 
 
-def image_snippet(url: str, prompt: str, negative: str, mix: dict, use_adapters: bool, seed: int, steps: int,
-                  guidance: float, width: int, height: int, loads=()) -> str:  # fmt: skip
-    """`loads`: the facts (as /list_adapters gives them) of the page session's own adapters in the mix. A Client
-    is a session of its own (docs/SESSIONS.md), so the snippet loads them under the same names first; shared
-    ones it sees already. Loading what is resident costs no download."""
-    mix_text = "{" + ", ".join(f"{name!r}: {weight:g}" for name, weight in mix.items()) + "}"
+def image_snippet(url: str, r: ImageRequest, loads=()) -> str:
+    """/generate with request `r`. `loads`: the facts (as /list_adapters gives them) of the page session's own
+    adapters in the mix. A Client is a session of its own (docs/SESSIONS.md), so the snippet loads them under the
+    same names first; shared ones it sees already. Loading what is resident costs no download."""
+    mix_text = "{" + ", ".join(f"{name!r}: {weight:g}" for name, weight in r.adapters.items()) + "}"
     return f'''{CLIENT.format(url=url)}
-{_image_loads(loads, mix)}png = client.predict(
-    prompt={prompt!r},
+{_image_loads(loads, r.adapters)}png = client.predict(
+    prompt={r.prompt!r},
     adapters={mix_text},
-    use_adapters={use_adapters!r},
-    seed={seed},
-    steps={steps},
-    guidance_scale={guidance:g},
-    width={width},
-    height={height},
-    negative_prompt={negative!r},
+    use_adapters={r.use_adapters!r},
+    seed={r.seed},
+    steps={r.steps},
+    guidance_scale={r.guidance_scale:g},
+    width={r.width},
+    height={r.height},
+    negative_prompt={r.negative_prompt!r},
     api_name="/generate",
 )
 print(png)  # a PNG file path
@@ -41,19 +44,20 @@ def _image_loads(loads, mix: dict) -> str:
     return "".join(lines)
 
 
-def text_snippet(url: str, prompt: str, active: list, use_adapters: bool, max_new_tokens: int, do_sample: bool,
-                 seed: int, temperature: float, own=()) -> str:  # fmt: skip
-    """`own`: the names in `active` that the page's session added, trained or merged. A Client is a session of its
-    own (docs/SESSIONS.md) and cannot see them, so the snippet says how to bring them along instead of failing."""
+def text_snippet(url: str, r: TextRequest, own=()) -> str:
+    """/generate_text with request `r`. `own`: the names in its adapters that the page's session added, trained or
+    merged. A Client is a session of its own (docs/SESSIONS.md) and cannot see them, so the snippet says how to
+    bring them along instead of failing."""
+    active = list(r.adapters)
     return f'''{CLIENT.format(url=url)}
 {_text_own(own, active)}text = client.predict(
-    prompt={prompt!r},
-    adapters={list(active)!r},
-    use_adapters={use_adapters!r},
-    max_new_tokens={max_new_tokens},
-    do_sample={do_sample!r},
-    seed={seed},
-    temperature={temperature:g},
+    prompt={r.prompt!r},
+    adapters={active!r},
+    use_adapters={r.use_adapters!r},
+    max_new_tokens={r.max_new_tokens},
+    do_sample={r.do_sample!r},
+    seed={r.seed},
+    temperature={r.temperature:g},
     api_name="/generate_text",
 )
 print(text)

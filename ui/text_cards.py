@@ -12,8 +12,8 @@ import json
 
 import gradio as gr
 
-from ui.card_text import description, escape
 from ui.common import PRIVATE, next_card_version, shared_tag
+from ui.descriptions import description, escape
 
 
 def kept_ticks(adapters: list[dict], active: list | None) -> list[str]:

@@ -1,7 +1,8 @@
 """What the Text tab's events do: each handler a few lines into the text studio.
 
-Handlers receive their inputs by parameter name (gradio's `inputs_kwargs`) and answer with a dict keyed by the
-page's components where they set more than one. `p` is the page (ui/text_tab.py, TextPage).
+As on the Images tab (ui/image_handlers.py), handlers receive their inputs by parameter name (gradio's
+`inputs_kwargs`), those that make a request as one {component: value} set (`request` reads it), and answer with a
+dict keyed by the page's components where they set more than one. `p` is the page (ui/text_tab.py, TextPage).
 """
 
 import contextvars
@@ -13,6 +14,7 @@ import time
 import gradio as gr
 
 from peft_core import StudioError, limits, presets, settings, turns
+from peft_core.text.requests import ModelInfo, TextRequest
 from peft_core.text.studio import TextStudio
 from ui.common import choices_update, gpu, hub_progress, page_url, still_wanted, user_errors, user_errors_gen
 from ui.preset_gallery import card_caption, check_available
@@ -22,12 +24,12 @@ from ui.text_cards import cards, is_own, kept_ticks
 EXPORT_DIR = tempfile.gettempdir()
 
 
-def model_markdown(info: dict | None) -> str:
+def model_markdown(info: ModelInfo | None) -> str:
     if not info:
         return "No text model loaded."
     return (
-        f"**{info['model_id']}** @ `{info['revision']}` — {info['model_class']} on {info['device']} "
-        f"({info['dtype']}), {info['num_parameters']:,} parameters"
+        f"**{info.model_id}** @ `{info.revision}` — {info.model_class} on {info.device} ({info.dtype}), "
+        f"{info.num_parameters:,} parameters"
     )
 
 
@@ -105,38 +107,46 @@ class TextHandlers:
             shown[button] = gr.update(value=caption, interactive=why is None)
         return shown
 
-    def refreshed(self, adapters, active: list | None = None) -> dict:
-        """The cards, the ticks and the training picker, after the resident set changed. `active`: the ticks the
+    def refreshed(self, adapters, previous: list | None = None) -> dict:
+        """The cards, the ticks and the training picker, after the resident set changed. `previous`: the ticks the
         page had, kept for the adapters still there (None, for a new base: the first adapter ticked)."""
         p = self.p
-        ticks = kept_ticks(adapters, active)
+        ticks = kept_ticks(adapters, previous)
         trainable = [a["adapter_name"] for a in adapters if a["trainable"] and is_own(a)]  # a visitor trains its own
-        return {p.resident: cards(adapters, ticks), p.active: ticks, p.train_name: choices_update(trainable)}
+        return {p.resident: cards(adapters, ticks), p.ticks: ticks, p.train_name: choices_update(trainable)}
+
+    def request(self, v: dict, use_adapters: bool | None = None) -> TextRequest:
+        """The request the page's settings `v` ({component: value}) describe."""
+        p = self.p
+        use = not v[p.disabled] if use_adapters is None else use_adapters
+        return TextRequest(prompt=v[p.prompt], adapters=v[p.ticks] or [], use_adapters=use,
+                           max_new_tokens=int(v[p.max_new_tokens]), do_sample=v[p.do_sample], seed=int(v[p.seed]),
+                           temperature=float(v[p.temperature]))  # fmt: skip
 
     @user_errors
     def ui_load_model(self, model_id, revision, progress=gr.Progress(), request: gr.Request = None):
         with hub_progress(progress, f"loading {model_id}", [(model_id, revision)]):
-            info = self.studio.load_model(model_id, revision or "main")
+            info = self.studio.load_base(model_id, revision or "main")
         return {self.p.model_md: model_markdown(info), **self.refreshed(self.studio.list_adapters())}
 
-    # Adding, loading, merging, training or deleting an adapter keeps the page's ticks (`active`) as they were.
+    # Adding, loading, merging, training or deleting an adapter keeps the page's ticks as they were.
     @user_errors
-    def ui_load_adapter(self, repo_id, adapter_name, revision, active, progress=gr.Progress(),
+    def ui_load_adapter(self, repo_id, adapter_name, revision, ticks, progress=gr.Progress(),
                         request: gr.Request = None):  # fmt: skip
         with hub_progress(progress, f"loading {repo_id}", [(repo_id, revision)]):
-            return self.refreshed(self.studio.load_adapter(repo_id, adapter_name, revision or "main"), active or [])
+            return self.refreshed(self.studio.load_adapter(repo_id, adapter_name, revision or "main"), ticks or [])
 
     @user_errors
-    def ui_add_adapter(self, adapter_name, r, alpha, dropout, targets, active, request: gr.Request = None):
+    def ui_add_adapter(self, adapter_name, r, alpha, dropout, targets, ticks, request: gr.Request = None):
         adapters = self.studio.add_adapter(adapter_name, int(r), float(alpha), float(dropout), targets)
-        return self.refreshed(adapters, active or [])
+        return self.refreshed(adapters, ticks or [])
 
     def deleter(self, adapter_name: str):
         """The handler of one card's confirmed Delete: the card goes, the other cards keep their ticks."""
 
         @user_errors
-        def ui_delete(active, request: gr.Request = None):
-            return self.refreshed(self.studio.delete_adapter(adapter_name), active or [])
+        def ui_delete(ticks, request: gr.Request = None):
+            return self.refreshed(self.studio.delete_adapter(adapter_name), ticks or [])
 
         return ui_delete
 
@@ -152,11 +162,11 @@ class TextHandlers:
 
     @user_errors
     @gpu
-    def ui_merge(self, weights, new_name, combination_type, density, active, request: gr.Request = None):
+    def ui_merge(self, weights, new_name, combination_type, density, ticks, request: gr.Request = None):
         weights = parse_weights(weights)
         adapters = self.studio.merge_adapters(weights, new_name, combination_type, density)
         made = next(a for a in adapters if a["adapter_name"] == limits.check_adapter_name(new_name))
-        return {self.p.merge_md: merge_note(weights, combination_type, made), **self.refreshed(adapters, active or [])}
+        return {self.p.merge_md: merge_note(weights, combination_type, made), **self.refreshed(adapters, ticks or [])}
 
     @user_errors
     def ui_train_note(self, to_learn, request: gr.Request = None):
@@ -167,7 +177,7 @@ class TextHandlers:
             return str(exc)
 
     @user_errors_gen
-    def ui_train(self, adapter_name, to_learn, steps, learning_rate, active, http: gr.Request = None):
+    def ui_train(self, adapter_name, to_learn, steps, learning_rate, ticks, http: gr.Request = None):
         """Train in a worker thread and stream the loss curve to the page as it goes; then the cards show the steps
         trained, the ticks as they were."""
         if not adapter_name:
@@ -205,22 +215,21 @@ class TextHandlers:
         r = outcome["result"]
         yield {p.loss_plot: gr.update(value=_frame(points)), p.train_md: f"trained **{r['adapter_name']}** for "
                f"{r['steps']} steps: loss {r['loss_start']:.3f} → {r['loss_end']:.3f}",
-               **self.refreshed(self.studio.list_adapters(), active or [])}  # fmt: skip
+               **self.refreshed(self.studio.list_adapters(), ticks or [])}  # fmt: skip
 
     @user_errors
     @gpu
-    def ui_generate(self, prompt, active, disabled, max_new_tokens, do_sample, seed, temperature,
-                    http: gr.Request = None):  # fmt: skip
+    def ui_generate(self, values: dict, http: gr.Request = None):
+        r = self.request(values)
         with turns.watch(still_wanted(http, "ui_generate")):  # stops between tokens once the tab is closed
-            return self.studio.generate(prompt, active or [], not disabled, int(max_new_tokens), do_sample,
-                                        int(seed), float(temperature))  # fmt: skip
+            return self.studio.generate(r)
 
     @user_errors
     @gpu
-    def ui_compare(self, prompt, active, max_new_tokens, do_sample, seed, temperature, http: gr.Request = None):
+    def ui_compare(self, values: dict, http: gr.Request = None):
+        r = self.request(values, use_adapters=True)
         with turns.watch(still_wanted(http, "ui_compare")):
-            base, adapted = self.studio.compare(prompt, active or [], int(max_new_tokens), do_sample, int(seed),
-                                                float(temperature))  # fmt: skip
+            base, adapted = self.studio.compare(r)
         return {self.p.base_out: base, self.p.adapted_out: adapted}
 
     def presetter(self, index: int):
@@ -236,24 +245,24 @@ class TextHandlers:
                 mix = presets.apply(preset, self.studio)
             adapters = self.studio.list_adapters()
             ticks = [a["adapter_name"] for a in adapters if a["adapter_name"] in mix]
-            return {p.model_md: model_markdown(self.studio.model_info()), p.model_id: preset.base,
+            return {p.model_md: model_markdown(self.studio.base_info()), p.model_id: preset.base,
                     p.prompt: preset.prompt, **self.refreshed(adapters, ticks)}  # fmt: skip
 
         return ui_preset
 
     @user_errors  # binds the visitor's session: which of the active adapters are its own
-    def ui_snippet(self, prompt, active, disabled, max_new_tokens, do_sample, seed, temperature, http: gr.Request):
+    def ui_snippet(self, values: dict, http: gr.Request):
+        r = self.request(values)
         own = [a["adapter_name"] for a in self.studio.list_adapters() if not a.get("shared", True)]
-        return text_snippet(page_url(http), prompt, active or [], not disabled, int(max_new_tokens), do_sample,
-                            int(seed), float(temperature), own=own)  # fmt: skip
+        return text_snippet(page_url(http), r, own=own)
 
     @user_errors
     def ui_page_load(self, request: gr.Request = None):
         """What the page shows of the studio, read when the page loads (the defaults may still be loading)."""
         studio = self.studio
         studio.startup.wait()
-        info = studio.model_info() if studio.info else None
-        return {self.p.model_id: info["model_id"] if info else settings.current().default_text_model,
+        info = studio.info
+        return {self.p.model_id: info.model_id if info else settings.current().default_text_model,
                 self.p.model_md: model_markdown(info), **self.preset_cards(),
                 self.p.train_note: self.ui_train_note.__wrapped__(self, TRAIN_EXAMPLE) if info else "",
                 **self.refreshed(studio.list_adapters() if info else [])}  # fmt: skip

@@ -1,9 +1,9 @@
 """The Text tab: a causal LM, its PEFT adapters as cards, add / train / merge, generate, compare.
 
 Built like the Images tab: small functions, one per part of the screen, put their components on a `TextPage`;
-`wire` connects the events to the handlers (ui/text_handlers.py), every input given by parameter name. The
-adapters are cards (ui/text_cards.py) whose ticks are the request's active list; the presets are captioned
-button cards that load what they need and generate.
+`wire` connects the events to the handlers (ui/text_handlers.py), every input given by parameter name, and a
+request's as one set of components (as on the Images tab). The adapters are cards (ui/text_cards.py) whose ticks
+are the request's active list; the presets are captioned button cards that load what they need and generate.
 """
 
 from types import SimpleNamespace
@@ -12,6 +12,7 @@ import gradio as gr
 
 from peft_core import limits, settings
 from peft_core.text.merge import MERGE_TYPES
+from peft_core.text.requests import ModelInfo
 from peft_core.text.studio import TextStudio
 from ui.common import PRIVATE
 from ui.preset_gallery import card_caption
@@ -20,7 +21,7 @@ from ui.text_handlers import TRAIN_EXAMPLE, TextHandlers, model_markdown
 
 
 class TextPage(SimpleNamespace):
-    """The Text tab's components by name (prompt, active, resident, preset_btns, ...), set by the builders below."""
+    """The Text tab's components by name (prompt, ticks, resident, preset_btns, ...), set by the builders below."""
 
 
 def build_text_tab(studio: TextStudio):
@@ -28,7 +29,7 @@ def build_text_tab(studio: TextStudio):
     when a page loads (see TextHandlers.ui_page_load)."""
     p = TextPage()
     on = TextHandlers(studio, p)
-    info = studio.model_info() if studio.info else None
+    info = studio.info
     adapters = studio.list_adapters() if info else []
     _presets(p, on)
     _model_form(p, info)
@@ -53,10 +54,10 @@ def _presets(p: TextPage, on: TextHandlers) -> None:
                                            elem_id=f"text-preset-{preset.slug}", min_width=150))  # fmt: skip
 
 
-def _model_form(p: TextPage, info: dict | None) -> None:
+def _model_form(p: TextPage, info: ModelInfo | None) -> None:
     with gr.Row():
         p.model_id = gr.Textbox(label="Causal LM or adapter repo (Hub id)", scale=3,
-                                value=info["model_id"] if info else settings.current().default_text_model)  # fmt: skip
+                                value=info.model_id if info else settings.current().default_text_model)  # fmt: skip
         p.model_revision = gr.Textbox(label="Revision", value="main", scale=1)
         p.load_model_btn = gr.Button("Load model", scale=1)
     p.model_md = gr.Markdown(model_markdown(info))
@@ -72,10 +73,10 @@ def _adapters(p: TextPage, on: TextHandlers, adapters: list[dict]) -> None:
     # since the app was built.
     ticks = kept_ticks(adapters, None)
     p.resident = gr.State(cards(adapters, ticks))
-    p.active = gr.JSON(ticks, visible="hidden", elem_id="text-active")  # the ticked names: the request's list
+    p.ticks = gr.JSON(ticks, visible="hidden", elem_id="text-ticks")  # the ticked names: the request's list
 
     def on_delete(name, button):
-        button.click(on.deleter(name), inputs_kwargs={"active": p.active}, outputs=_lists(p), **PRIVATE)
+        button.click(on.deleter(name), inputs_kwargs={"ticks": p.ticks}, outputs=_lists(p), **PRIVATE)
 
     def on_export(name, button):
         button.click(on.exporter(name), outputs=p.export_file, **PRIVATE)
@@ -85,7 +86,7 @@ def _adapters(p: TextPage, on: TextHandlers, adapters: list[dict]) -> None:
 
         @gr.render(inputs=[p.resident], show_progress="hidden")
         def adapter_cards(shown):
-            draw_cards(shown, p.active, on_delete, on_export)
+            draw_cards(shown, p.ticks, on_delete, on_export)
 
     p.export_file = gr.File(label="Exported adapter (PEFT folder, zipped)", height=90, visible=False,
                             elem_id="text-export")  # fmt: skip
@@ -153,13 +154,12 @@ def _generate(p: TextPage) -> None:
 
 def _lists(p: TextPage) -> list:
     """What changes with the resident set: the cards, their ticks and the training picker."""
-    return [p.resident, p.active, p.train_name]
+    return [p.resident, p.ticks, p.train_name]
 
 
-def _generation(p: TextPage) -> dict:
-    """A generation's settings, by the handlers' parameter names."""
-    return {"prompt": p.prompt, "active": p.active, "max_new_tokens": p.max_new_tokens, "do_sample": p.do_sample,
-            "seed": p.seed, "temperature": p.temperature}  # fmt: skip
+def _request_inputs(p: TextPage) -> set:
+    """Everything a request is made of (TextHandlers.request reads them by component)."""
+    return {p.prompt, p.ticks, p.disabled, p.max_new_tokens, p.do_sample, p.seed, p.temperature}
 
 
 def wire(p: TextPage, on: TextHandlers) -> None:
@@ -174,27 +174,25 @@ def wire(p: TextPage, on: TextHandlers) -> None:
                            **PRIVATE).success(**note)  # fmt: skip
     p.load_adapter_btn.click(on.ui_load_adapter, outputs=lists, show_progress_on=p.model_md, **PRIVATE,
                              inputs_kwargs={"repo_id": p.repo_id, "adapter_name": p.adapter_name,
-                                            "revision": p.adapter_revision, "active": p.active})  # fmt: skip
+                                            "revision": p.adapter_revision, "ticks": p.ticks})  # fmt: skip
     p.add_btn.click(on.ui_add_adapter, outputs=lists, **PRIVATE,
                     inputs_kwargs={"adapter_name": p.new_name, "r": p.rank, "alpha": p.alpha, "dropout": p.dropout,
-                                   "targets": p.targets, "active": p.active})  # fmt: skip
+                                   "targets": p.targets, "ticks": p.ticks})  # fmt: skip
     p.merge_btn.click(on.ui_merge, outputs=[p.merge_md, *lists], **PRIVATE,
                       inputs_kwargs={"weights": p.merge_weights, "new_name": p.merge_name,
                                      "combination_type": p.merge_type, "density": p.density,
-                                     "active": p.active})  # fmt: skip
+                                     "ticks": p.ticks})  # fmt: skip
     p.train_btn.click(on.ui_train, outputs=[p.loss_plot, p.train_md, *lists], **PRIVATE,
                       inputs_kwargs={"adapter_name": p.train_name, "to_learn": p.to_learn, "steps": p.train_steps,
-                                     "learning_rate": p.learning_rate, "active": p.active})  # fmt: skip
-    generation = _generation(p)
-    generate = {"fn": on.ui_generate, "inputs_kwargs": generation | {"disabled": p.disabled}, "outputs": p.output,
-                **PRIVATE}  # fmt: skip
+                                     "learning_rate": p.learning_rate, "ticks": p.ticks})  # fmt: skip
+    request = _request_inputs(p)
+    generate = {"fn": on.ui_generate, "inputs": request, "outputs": p.output, **PRIVATE}
     p.generate_btn.click(**generate)
-    p.compare_btn.click(on.ui_compare, inputs_kwargs=generation, outputs=[p.base_out, p.adapted_out], **PRIVATE)
+    p.compare_btn.click(on.ui_compare, request, [p.base_out, p.adapted_out], **PRIVATE)
     # A preset loads what it needs, then generates (as the Images tab's presets do).
     for i, button in enumerate(p.preset_btns):
         loaded = button.click(on.presetter(i), None, [p.model_md, p.model_id, p.prompt, *lists],
                               show_progress_on=p.model_md, **PRIVATE)  # fmt: skip
         loaded.success(**note)
         loaded.success(**generate)
-    shown = generation | {"disabled": p.disabled}
-    gr.on([c.change for c in shown.values()], on.ui_snippet, inputs_kwargs=shown, outputs=p.snippet, **PRIVATE)
+    gr.on([c.change for c in request], on.ui_snippet, request, p.snippet, **PRIVATE)

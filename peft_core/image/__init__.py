@@ -3,8 +3,8 @@
 A request flows one way: `studio.py` validates it, then under the lock the adapter pool (peft_core/pool.py) and
 the slots are consulted and changed, then `pipeline.py` calls diffusers, and the image comes back. Open:
 
-- studio.py     ImageStudio: the public calls (load_pipeline, load_adapter, generate ...); start here.
-- requests.py   ImageRequest, what one generation asks for (the studio re-exports it).
+- studio.py     ImageStudio: the public calls (load_base, base_info, load_adapter, generate, compare ...); start here.
+- requests.py   ImageRequest (one generation) and PipelineInfo (the loaded base), as text/requests.py on the text side.
 - families.py   one Family record per pipeline family: defaults, call arguments, ranges, dtype. A new family
                 starts here.
 - pipeline.py   every call into diffusers: build a pipeline, its defaults, load a LoRA into a slot and check it,

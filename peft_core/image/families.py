@@ -191,19 +191,34 @@ def native_size(pipe) -> int:
     return FALLBACK_SIZE
 
 
-def ranges(pipe, family: Family) -> dict:
+@dataclass(frozen=True)
+class Ranges:
+    """The ranges a request's fields may take on one pipeline; PipelineInfo (image/requests.py) carries them too,
+    by the same names, so check_ranges reads either."""
+
+    size_multiple: int
+    size_min: int
+    size_max: int
+    steps_min: int
+    steps_max: int
+    guidance_min: float
+    guidance_max: float
+    negative_prompt: bool  # whether the pipeline takes one
+
+
+def ranges(pipe, family: Family) -> Ranges:
     """The ranges a request's fields may take on this pipeline, as /load_pipeline answers them."""
     multiple = size_multiple(pipe, family)
-    return {
-        "size_multiple": multiple,
-        "size_min": max(multiple, limits.SIZE_MIN),
-        "size_max": limits.SIZE_MAX - limits.SIZE_MAX % multiple,
-        "steps_min": family.steps[0],
-        "steps_max": family.steps[1],
-        "guidance_min": family.guidance[0],
-        "guidance_max": family.guidance[1],
-        "negative_prompt": "negative_prompt" in call_parameters(pipe),
-    }
+    return Ranges(
+        size_multiple=multiple,
+        size_min=max(multiple, limits.SIZE_MIN),
+        size_max=limits.SIZE_MAX - limits.SIZE_MAX % multiple,
+        steps_min=family.steps[0],
+        steps_max=family.steps[1],
+        guidance_min=family.guidance[0],
+        guidance_max=family.guidance[1],
+        negative_prompt="negative_prompt" in call_parameters(pipe),
+    )
 
 
 def defaults(pipe, family: Family, card: dict) -> dict:
@@ -218,9 +233,9 @@ def defaults(pipe, family: Family, card: dict) -> dict:
     steps = steps if type(steps) is int else FALLBACK_STEPS  # noqa: E721
     guidance = float(guidance) if isinstance(guidance, (int, float)) and not isinstance(guidance, bool) else None
     guidance = FALLBACK_GUIDANCE if guidance is None else guidance
-    multiple = limits_["size_multiple"]
+    multiple = limits_.size_multiple
     size = native_size(pipe)
-    size = min(max(size - size % multiple, limits_["size_min"]), limits_["size_max"])
+    size = min(max(size - size % multiple, limits_.size_min), limits_.size_max)
     return {
         "default_steps": min(max(steps, family.steps[0]), family.steps[1]),
         "default_guidance_scale": min(max(guidance, family.guidance[0]), family.guidance[1]),
@@ -241,24 +256,25 @@ def check_card_defaults(card: dict, pipe, family: Family, repo_id: str) -> None:
         raise HubError(f"{repo_id!r}: its model card's {exc}") from None
 
 
-def check_ranges(family: Family, info: dict, steps, guidance, width, height, prefix: str = "") -> tuple:
-    """(steps, guidance, width, height) checked against the family's ranges (`info`: what `ranges` answers);
-    None passes through. A refusal names the value, the range and the family."""
+def check_ranges(family: Family, info, steps, guidance, width, height, prefix: str = "") -> tuple:
+    """(steps, guidance, width, height) checked against the family's ranges (`info`: the loaded PipelineInfo, or
+    the `Ranges` of a pipeline being loaded); None passes through. A refusal names the value, the range and the
+    family."""
     where = family.label if family is not GENERIC else ""
     suffix = f" ({where}'s range)" if where else ""
     try:
         if steps is not None:
-            steps = limits.check_int(f"{prefix}steps", steps, info["steps_min"], info["steps_max"])
+            steps = limits.check_int(f"{prefix}steps", steps, info.steps_min, info.steps_max)
         if guidance is not None:
-            lo, hi = info["guidance_min"], info["guidance_max"]
+            lo, hi = info.guidance_min, info.guidance_max
             guidance = limits.check_number(f"{prefix}guidance_scale", guidance, lo, hi)
     except InputError as exc:
         raise InputError(f"{exc}{suffix}") from None
     sizes = []
     for name, value in (("width", width), ("height", height)):
         if value is not None:
-            value = limits.check_size(f"{prefix}{name}", value, info["size_multiple"], info["size_min"],
-                                      info["size_max"], where)  # fmt: skip
+            value = limits.check_size(f"{prefix}{name}", value, info.size_multiple, info.size_min, info.size_max,
+                                      where)  # fmt: skip
         sizes.append(value)
     return steps, guidance, *sizes
 

@@ -14,6 +14,8 @@ The studio calls these under its lock, with every input already checked; none of
 Heavy libraries are imported inside the functions, so importing this module (and app.py) stays cheap.
 """
 
+import dataclasses
+
 from peft_core import private
 from peft_core.errors import AdapterError, HubError, first_line
 from peft_core.image import families
@@ -70,7 +72,8 @@ def pipeline_defaults(pipe, family, card: dict, repo_id: str) -> dict:
     and the ranges its fields may take. Card defaults outside the family's ranges are refused (HubError)."""
     card = {k: v for k, v in card.items() if k != "dtype"}
     families.check_card_defaults(card, pipe, family, repo_id)
-    return {"family": family.name, **families.defaults(pipe, family, card), **families.ranges(pipe, family)}
+    ranges = dataclasses.asdict(families.ranges(pipe, family))
+    return {"family": family.name, **families.defaults(pipe, family, card), **ranges}
 
 
 def lora_components(pipe):

@@ -119,7 +119,7 @@ def restore(studio, made: dict) -> tuple:
     info = studio.info
     if info is None or (info.model_id, info.revision) != (base["model_id"], base["revision"]):
         try:
-            studio.load_pipeline(base["model_id"], base["revision"])
+            studio.load_base(base["model_id"], base["revision"])
         except StudioError as exc:
             notes.append(f"base {base['model_id']} @ {base['revision']} not loaded: {exc}")
     mix = {}

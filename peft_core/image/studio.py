@@ -1,10 +1,12 @@
 """The image studio: one pipeline, its resident LoRA adapters, and generation with a per-request mix.
 
-Data flows one way: request (prompt, mix, seed) -> validate -> the pool and the slots under the lock -> the
-pipeline -> image. The pipeline and the resident adapters are shared by every user, so they live here behind one
-lock; the mix (which adapters, at which weights, or none) belongs to each request. The names belong to each
-session (docs/SESSIONS.md): the pool maps a session's names to the resident weights, which the same (repo,
-revision, file) loaded by several sessions shares. Each step has its file:
+Data flows one way: request (an ImageRequest: prompt, mix, seed ...) -> validate -> the pool and the slots under
+the lock -> the pipeline -> image. The text studio answers the same verbs (load_base, base_info, load_adapter,
+list_adapters, delete_adapter, generate, compare) with the same shapes. The pipeline and the resident adapters are
+shared by every user, so they live here behind one lock; the mix (which adapters, at which weights, or none)
+belongs to each request. The names belong to each session (docs/SESSIONS.md): the pool maps a session's names to
+the resident weights, which the same (repo, revision, file) loaded by several sessions shares. Each step has its
+file:
 
 - the checks before anything is touched: checks.py (a pipeline repo's configs), lora_files.py (a LoRA file);
 - which adapters are resident and their facts, which one may leave, the base lock: the AdapterPool (pool.py);
@@ -15,7 +17,6 @@ revision, file) loaded by several sessions shares. Each step has its file:
 """
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 from peft_core import bundled, hub, limits, sessions, settings
@@ -23,41 +24,13 @@ from peft_core.errors import HubError, InputError
 from peft_core.image import checks, families, pipeline, recipe
 from peft_core.image.export import save_mix
 from peft_core.image.lora_files import AdapterInfo, read_lora_file, trigger_words
-from peft_core.image.requests import ImageRequest  # re-exported: callers import it from here too
+from peft_core.image.requests import ImageRequest, PipelineInfo
 from peft_core.image.slots import LoraSlots
 from peft_core.image.thumbnails import Thumbnails, card_picture
 from peft_core.pool import AdapterPool, check_base_change, check_base_lock
 from peft_core.runtime import pick_device
 from peft_core.startup import Startup
 from peft_core.turns import TurnLock, between_steps
-
-
-@dataclass
-class PipelineInfo:
-    model_id: str
-    revision: str
-    pipeline_class: str
-    device: str
-    dtype: str
-    default_steps: int
-    default_guidance_scale: float
-    default_width: int
-    default_height: int
-    # The pipeline's family (image/families.py) and the ranges a request may use on it: the page's sliders follow
-    # them. Defaults keep old callers of PipelineInfo(...) working.
-    family: str = "generic"
-    size_multiple: int = limits.SIZE_MULTIPLE
-    size_min: int = limits.SIZE_MIN
-    size_max: int = limits.SIZE_MAX
-    steps_min: int = limits.STEPS_MIN
-    steps_max: int = limits.STEPS_MAX
-    guidance_min: float = limits.GUIDANCE_MIN
-    guidance_max: float = limits.GUIDANCE_MAX
-    negative_prompt: bool = True  # whether the pipeline takes one
-    offload: str = "none"  # STUDIO_OFFLOAD as applied ("none" on a CPU)
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 class ImageStudio:
@@ -81,20 +54,20 @@ class ImageStudio:
         self.slots: LoraSlots | None = None  # their weights: in RAM, and the few in use in the pipeline's slots
         # the cards' pictures, made once per (base, adapter file) (thumbnails.py), through this studio's own calls
         # (looked up at each use, so a wrapped generate is the one used)
-        self.thumbnails = Thumbnails(self.device, lambda: self.info.to_dict() if self.info else None,
+        self.thumbnails = Thumbnails(self.device, lambda: self.info,
                                      lambda request: self.generate(request), lambda: self.list_adapters())  # fmt: skip
         # the defaults' pictures, made after they loaded in the background (app.py), while the page is served
         self.startup.after("the default adapters' pictures", self.thumbnails.make_all)
 
     # --- base pipeline -------------------------------------------------------------------------------------------
 
-    def load_pipeline(self, model_id: str, revision: str = "main") -> dict:
+    def load_base(self, model_id: str, revision: str = "main") -> PipelineInfo:
         """Load a base pipeline by Hub id (or bundled id). The old pipeline and its adapters stay until it works."""
         self.startup.wait()  # else the defaults, still loading, would replace it
         repo = hub.open_repo(model_id, revision)
         loaded = (self.info.model_id, self.info.revision) if self.info is not None else None
         if check_base_change(loaded, repo, "base pipeline") or check_base_lock(loaded, repo):
-            return self.pipeline_info()  # already loaded: reloading would only drop every adapter
+            return self.base_info()  # already loaded: reloading would only drop every adapter
         sizes = repo.file_sizes()
         files = sorted(sizes)
         if "model_index.json" not in files:
@@ -123,10 +96,11 @@ class ImageStudio:
             self.pipe, self.info, self.slots, self._scheduler = pipe, info, slots, pipe.scheduler
             self.family = plan.family
             self.pool.clear()  # adapters belong to the base they were loaded into
-        return info.to_dict()
+        return info
 
-    def pipeline_info(self) -> dict:
-        return self._require_pipe().to_dict()
+    def base_info(self) -> PipelineInfo:
+        """The loaded pipeline's facts: its defaults, and the ranges a request may use on its family."""
+        return self._require_pipe()
 
     def _require_pipe(self) -> PipelineInfo:
         self.startup.wait()
@@ -275,7 +249,7 @@ class ImageStudio:
         # the pipeline family's ranges (image/families.py); a refusal names the range and the family
         steps, guidance, width, height = families.check_ranges(
             self.family,
-            info.to_dict(),
+            info,
             info.default_steps if request.steps is None else request.steps,
             info.default_guidance_scale if request.guidance_scale is None else request.guidance_scale,
             info.default_width if request.width is None else request.width,

@@ -82,7 +82,7 @@ def parse_values(name: str, text: str) -> list[float]:
     return values
 
 
-def parse_axis(name: str, kind: str, text: str, adapter_name: str = "", ranges: dict | None = None) -> Axis:
+def parse_axis(name: str, kind: str, text: str, adapter_name: str = "", ranges=None) -> Axis:
     """The axis `kind` with the values typed as `text`, each checked; `name` ("X", "Y") starts each message.
 
     Weights, seeds, steps and guidance are a list ('1, 2, 5') or start:stop:count ('0:7:8'); a prompt S/R is a
@@ -90,8 +90,9 @@ def parse_axis(name: str, kind: str, text: str, adapter_name: str = "", ranges: 
 
     Args:
         adapter_name: the adapter whose weight varies (kind "weight").
-        ranges: the loaded pipeline's ranges (/load_pipeline's steps_min ... guidance_max: its family's); without,
-            the studio-wide ones (peft_core/limits.py). The work cap is checked per cell, by the studio.
+        ranges: the loaded pipeline's ranges (its PipelineInfo, or a families.Ranges: steps_min ... guidance_max,
+            its family's); without, the studio-wide ones (peft_core/limits.py). The work cap is checked per cell,
+            by the studio.
     """
     if kind not in AXIS_KINDS:
         raise InputError(f"{name} axis {shown(kind)} is not one of: {', '.join(AXIS_KINDS)}")
@@ -100,12 +101,11 @@ def parse_axis(name: str, kind: str, text: str, adapter_name: str = "", ranges: 
         return Axis(kind, tuple(parse_values(name, text)), adapter_name)
     if kind == "prompt":
         return Axis(kind, _texts(name, text))
-    r = ranges or {}
     if kind == "guidance":
-        lo, hi = r.get("guidance_min", limits.GUIDANCE_MIN), r.get("guidance_max", limits.GUIDANCE_MAX)
+        lo, hi = (ranges.guidance_min, ranges.guidance_max) if ranges else (limits.GUIDANCE_MIN, limits.GUIDANCE_MAX)
         return Axis(kind, tuple(_numbers(f"{name} guidance", text, lo, hi, integer=False)))
-    lo, hi = {"seed": (limits.SEED_MIN, limits.SEED_MAX),
-              "steps": (r.get("steps_min", limits.STEPS_MIN), r.get("steps_max", limits.STEPS_MAX))}[kind]  # fmt: skip
+    steps = (ranges.steps_min, ranges.steps_max) if ranges else (limits.STEPS_MIN, limits.STEPS_MAX)
+    lo, hi = {"seed": (limits.SEED_MIN, limits.SEED_MAX), "steps": steps}[kind]
     return Axis(kind, tuple(_numbers(f"{name} {kind}", text, lo, hi, integer=True)))
 
 

@@ -109,11 +109,11 @@ def decode(path: Path):
     return picture
 
 
-def can_generate(device: str, info: dict) -> bool:
+def can_generate(device: str, info) -> bool:
     """Whether `auto` makes pictures on this device: always on a GPU; on a CPU only for a small default image."""
     if not device.startswith("cpu"):
         return True
-    return info["default_width"] * info["default_height"] * info["default_steps"] <= limits.THUMBNAIL_CPU_MAX_WORK
+    return info.default_width * info.default_height * info.default_steps <= limits.THUMBNAIL_CPU_MAX_WORK
 
 
 class Thumbnails:
@@ -142,14 +142,15 @@ class Thumbnails:
             self._cards[tuple(source[:3])] = card
 
     @staticmethod
-    def key(info: dict, adapter: dict) -> tuple:
-        return (info["model_id"], info["revision"], adapter["repo_id"], adapter["revision"], adapter["weight_name"])
+    def key(info, adapter: dict) -> tuple:
+        """Which picture: the pipeline (`info`, a PipelineInfo) and the adapter's file (a list_adapters() row)."""
+        return (info.model_id, info.revision, adapter["repo_id"], adapter["revision"], adapter["weight_name"])
 
-    def get(self, info: dict | None, adapter: dict) -> Path | None:
+    def get(self, info, adapter: dict) -> Path | None:
         """The picture already made for `adapter` on the pipeline `info`, or None; makes nothing."""
         return self._made.get(self.key(info, adapter)) if info else None
 
-    def pending(self, info: dict | None, adapter: dict) -> bool:
+    def pending(self, info, adapter: dict) -> bool:
         """Whether make() would still try for `adapter` under the current STUDIO_THUMBNAILS: no picture yet, not
         tried in vain in this mode."""
         mode = settings.current().thumbnails

@@ -4,7 +4,9 @@ Data flows one way: request -> validate -> the adapter pool (peft_core/pool.py) 
 Which file to open:
 
 - studio.py   `TextStudio`, what ui/ and app.py call: every check of a request, the pool, the lock, the turns.
-              It imports no model library.
+              It imports no model library, and answers the image studio's verbs (load_base, base_info,
+              load_adapter, generate, compare ...).
+- requests.py `TextRequest` (one generation) and `ModelInfo` (the loaded base), as image/requests.py.
 - model.py    `TextModel`, the backend: the only object the studio reaches transformers, peft and torch through
               (load the LM, load / add / merge / train / delete adapters, set the active set, generate, export).
               To put the text side on another backend, replace this file and its helpers:

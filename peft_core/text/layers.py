@@ -122,7 +122,7 @@ def adapter_record(model, adapter_name: str, repo_id, revision, source: str, tra
 def write_adapter_folder(model, adapter_name: str, folder: Path, base_id: str, base_revision: str) -> Path:
     """`folder/<adapter_name>/` as PeftModel.save_pretrained writes it, and a zip of it; returns the zip's path.
 
-    The config names `base_id` as its base, so loading the folder as a model (TextStudio.load_model, or
+    The config names `base_id` as its base, so loading the folder as a model (TextStudio.load_base, or
     AutoModelForCausalLM.from_pretrained) brings the same base back.
     """
     import copy

@@ -14,7 +14,6 @@ and train.py): a class with the same methods.
 
 import copy
 import zlib
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from peft_core import hub, limits, settings
@@ -34,6 +33,7 @@ from peft_core.text.layers import (
 )
 from peft_core.text.merge import check_mergeable, weighted_merge
 from peft_core.text.repos import MODEL_CONFIG, MODEL_PATTERNS
+from peft_core.text.requests import ModelInfo
 from peft_core.text.train import TrainResult, make_batch, train_adapter
 
 # What a repo's generation_config.json may set: its special tokens, and sampling knobs that cost nothing extra.
@@ -41,28 +41,10 @@ GENERATION_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_st
                      "min_p", "typical_p", "repetition_penalty")  # fmt: skip
 
 
-@dataclass
-class TextModelInfo:
-    """The loaded base, as shown to users and API clients."""
-
-    model_id: str
-    revision: str
-    model_class: str
-    model_type: str  # the config's model_type, e.g. "llama": peft's default targets depend on it
-    device: str
-    dtype: str
-    num_parameters: int  # of the base model, adapters not counted
-    context_length: int | None  # prompt + new tokens must fit; None when the config does not say
-    default_target_modules: list[str] | None  # what add_adapter uses when target_modules is empty
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 class TextModel:
     """One loaded causal LM and its adapters; not thread-safe on its own (the studio's lock guards it)."""
 
-    def __init__(self, model, tokenizer, info: TextModelInfo, device: str):
+    def __init__(self, model, tokenizer, info: ModelInfo, device: str):
         self.model, self.tokenizer, self.info, self.device = model, tokenizer, info, device
 
     @classmethod
@@ -308,14 +290,14 @@ def load_causal_lm(repo_id: str, folder, device: str, dtype, config):
     return model, tokenizer
 
 
-def describe_model(model, repo: hub.Repo, device: str) -> TextModelInfo:
-    """What model_info() reports, read once after the load."""
+def describe_model(model, repo: hub.Repo, device: str) -> ModelInfo:
+    """What TextStudio.base_info() reports, read once after the load."""
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
     config = model.config
     default = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(config.model_type)
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    return TextModelInfo(
+    return ModelInfo(
         model_id=repo.repo_id,
         revision=repo.revision,
         model_class=type(model).__name__,

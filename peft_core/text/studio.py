@@ -1,11 +1,12 @@
 """The text studio: one causal LM, its adapters, and generation with a per-request set of active adapters.
 
-Data flows one way: request -> validate -> the adapter pool under the lock -> the model (model.py) -> text. The
-model and its adapters are shared by every user, so they live here behind one lock (the names are each
-session's, and the same adapter repo loaded by several sessions is held once: pool.py, docs/SESSIONS.md); which
-adapters are active belongs to each request and is set again for every generation (`set_adapter` walks the
-modules once: cheap next to a forward pass, and never stale after a load, a merge or a training run changed the
-active set).
+Data flows one way: request (a TextRequest) -> validate -> the adapter pool under the lock -> the model
+(model.py) -> text; the verbs and their shapes are the image studio's (load_base, base_info, load_adapter,
+list_adapters, delete_adapter, generate(request), compare(request)). The model and its adapters are shared by
+every user, so they live here behind one lock (the names are each session's, and the same adapter repo loaded by
+several sessions is held once: pool.py, docs/SESSIONS.md); which adapters are active belongs to each request and
+is set again for every generation (`set_adapter` walks the modules once: cheap next to a forward pass, and never
+stale after a load, a merge or a training run changed the active set).
 
 Adapters come from the Hub (transformers' `load_adapter`), are added fresh (a LoraConfig), trained on pasted text
 (train.py) or merged from others (peft's `add_weighted_adapter`, merge.py). Every method validates all of its
@@ -14,7 +15,6 @@ input before the model is touched, and a failure leaves the adapters and the out
 This file imports no model library: everything that touches transformers, peft or torch is a `TextModel` method.
 """
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from peft_core import bundled, hub, limits, sessions, settings
@@ -25,25 +25,13 @@ from peft_core.runtime import pick_device
 from peft_core.startup import Startup
 from peft_core.text.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, TextAdapterInfo
 from peft_core.text.merge import check_merge_request
-from peft_core.text.model import TextModel, TextModelInfo
+from peft_core.text.model import TextModel
 from peft_core.text.repos import check_model_files, fetch_adapter, open_base
+from peft_core.text.requests import ModelInfo, TextRequest
 from peft_core.text.train import preview as train_preview
 from peft_core.turns import TurnLock, between_steps
 
-__all__ = ["TextRequest", "TextStudio"]
-
-
-@dataclass(frozen=True)
-class TextRequest:
-    """One generation, normalised: everything that decides the text, so equal requests give equal text."""
-
-    prompt: str
-    adapters: tuple[str, ...] = ()  # active for this request only; empty is the base model
-    use_adapters: bool = True  # False is the disable toggle: exactly the base output
-    max_new_tokens: int = 32
-    do_sample: bool = False
-    seed: int = 0
-    temperature: float = 1.0
+__all__ = ["ModelInfo", "TextRequest", "TextStudio"]
 
 
 class TextStudio:
@@ -70,13 +58,13 @@ class TextStudio:
         return self.lm.tokenizer if self.lm is not None else None
 
     @property
-    def info(self) -> TextModelInfo | None:
+    def info(self) -> ModelInfo | None:
         return self.lm.info if self.lm is not None else None
 
     # --- base model ----------------------------------------------------------------------------------------------
 
-    def load_model(self, model_id: str, revision: str = "main") -> dict:
-        """Load a causal LM by Hub id, bundled id or allowed local path; returns model_info().
+    def load_base(self, model_id: str, revision: str = "main") -> ModelInfo:
+        """Load a causal LM by Hub id, bundled id or allowed local path; returns its facts (base_info()).
 
         An adapter repo (one with adapter_config.json) loads the base its config names, then the adapter on it,
         as `AutoModelForCausalLM.from_pretrained("ybelkada/opt-350m-lora")` does. The old model and its adapters
@@ -86,7 +74,7 @@ class TextStudio:
         repo = hub.open_repo(model_id, revision)
         if settings.current().public and not sessions.is_admin():  # refused before any Hub request
             if check_base_change((self.info.model_id, self.info.revision) if self.info else None, repo, "text model"):
-                return self.model_info()
+                return self.base_info()
         files = repo.file_sizes()
         adapter_repo, adapter = None, None
         if ADAPTER_CONFIG in files:
@@ -98,7 +86,7 @@ class TextStudio:
         if check_base_change(loaded, repo, "text model") or check_base_lock(loaded, repo):  # nothing to reload
             if adapter is not None:  # an adapter repo for it: add just the adapter, as load_adapter does
                 self.load_adapter(adapter_repo.repo_id, revision=adapter_repo.revision)
-            return self.model_info()
+            return self.base_info()
         check_model_files(repo, files)
         lm = TextModel.load(repo, files, self.device, self.dtype)
         pool = AdapterPool()  # adapters belong to the base they were loaded into
@@ -108,13 +96,13 @@ class TextStudio:
             pool.add(record.adapter_name, record, _reloadable(record), source=source, file_bytes=adapter_bytes)
         with self._lock:
             self.lm, self.pool = lm, pool
-            return self.model_info()
+            return self.base_info()
 
-    def model_info(self) -> dict:
-        with self._lock:
-            return {**self._require_model().to_dict(), "adapters": self.list_adapters()}
+    def base_info(self) -> ModelInfo:
+        """The loaded model's facts: its class, size, context length and peft's default targets for it."""
+        return self._require_model()
 
-    def _require_model(self) -> TextModelInfo:
+    def _require_model(self) -> ModelInfo:
         self.startup.wait()
         if self.lm is None:
             example = settings.current().default_text_model
@@ -373,29 +361,27 @@ class TextStudio:
             temperature=temperature,
         )
 
-    def generate(self, prompt: str, adapters=(), use_adapters: bool = True, max_new_tokens: int = 32,
-                 do_sample: bool = False, seed: int = 0, temperature: float = 1.0) -> str:  # fmt: skip
-        """The completion of `prompt` (without the prompt) with `adapters` active for this request only.
+    def generate(self, request: TextRequest, progress=None) -> str:
+        """The completion of `request.prompt` (without the prompt) with its adapters active for this request only.
+        `progress(token, total)` is called after each new token.
 
-        An empty `adapters` or use_adapters=False gives the base model's text, token for token.
+        Empty `adapters` or use_adapters=False gives the base model's text, token for token.
         """
-        request = self.check_request(
-            TextRequest(prompt, adapters, use_adapters, max_new_tokens, do_sample, seed, temperature)
-        )
+        request = self.check_request(request)
         with self._lock:
             # again: another request may have deleted one meanwhile
             self.pool.check_loaded(request.adapters)
             ids = self.lm.encode(request.prompt, request.max_new_tokens)
-            return self._run(ids, request, request.adapters if request.use_adapters else ())
+            return self._run(ids, request, request.adapters if request.use_adapters else (), progress)
 
-    def compare(self, prompt: str, adapters=(), max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
-                temperature: float = 1.0) -> tuple[str, str]:  # fmt: skip
+    def compare(self, request: TextRequest, progress=None) -> tuple[str, str]:
         """(base text, adapted text) for the same prompt, seed and settings."""
-        request = self.check_request(TextRequest(prompt, adapters, True, max_new_tokens, do_sample, seed, temperature))
+        request = self.check_request(request)
         with self._lock:
             self.pool.check_loaded(request.adapters)
             ids = self.lm.encode(request.prompt, request.max_new_tokens)
-            return self._run(ids, request, ()), self._run(ids, request, request.adapters)
+            adapted = request.adapters if request.use_adapters else ()
+            return self._run(ids, request, (), progress), self._run(ids, request, adapted, progress)
 
     def _apply_active(self, names) -> None:
         """Make exactly `names` (this session's) active (none: the disable toggle), and count them as used."""
@@ -403,13 +389,14 @@ class TextStudio:
         self.pool.touch(keys)
         self.lm.set_active(keys, any_loaded=len(self.pool) > 0)
 
-    def _run(self, ids, request: TextRequest, active) -> str:
+    def _run(self, ids, request: TextRequest, active, progress=None) -> str:
         """Generate with exactly `active` adapters on; called with the lock held.
 
         Between tokens it hands the lock to whoever waits (turns.py); they may set other adapters, or catch a
         training run in train mode, so both are put back before the next token.
         """
         lm = self.lm
+        made = 0  # new tokens so far, for `progress`
 
         def resume():
             if self.lm is not lm:
@@ -417,11 +404,17 @@ class TextStudio:
             self.pool.check_loaded(active)
             self._apply_active(active)
 
+        def between_tokens():
+            nonlocal made
+            made += 1
+            if progress is not None:
+                progress(made, request.max_new_tokens)
+            between_steps(self._lock, "the generation", resume)
+
         self._apply_active(active)
         return lm.generate(
-            ids, request.max_new_tokens, request.do_sample, request.seed, request.temperature,
-            between_tokens=lambda: between_steps(self._lock, "the generation", resume),
-        )  # fmt: skip
+            ids, request.max_new_tokens, request.do_sample, request.seed, request.temperature, between_tokens
+        )
 
 
 def _reloadable(record: TextAdapterInfo) -> bool:
