@@ -24,6 +24,7 @@ from peft_core.pool import AdapterPool, check_base_change, check_base_lock, size
 from peft_core.runtime import pick_device
 from peft_core.startup import Startup
 from peft_core.text.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, TextAdapterInfo
+from peft_core.text.batching import Row, TextBatcher
 from peft_core.text.merge import check_merge_request
 from peft_core.text.model import TextModel, TextModelInfo
 from peft_core.text.repos import check_model_files, fetch_adapter, open_base
@@ -56,6 +57,8 @@ class TextStudio:
         self.startup = Startup()  # app.py loads the defaults in the background; calls wait for them
         self.lm: TextModel | None = None
         self.pool = AdapterPool()  # records of the adapters in self.lm, in load order
+        # Concurrent generations share one forward pass, each row with its own adapter (batching.py).
+        self.batcher = TextBatcher(self._lock, lambda: (self.lm, self.pool))
 
     @property
     def model(self):
@@ -376,20 +379,14 @@ class TextStudio:
         request = self.check_request(
             TextRequest(prompt, adapters, use_adapters, max_new_tokens, do_sample, seed, temperature)
         )
-        with self._lock:
-            # again: another request may have deleted one meanwhile
-            self.pool.check_loaded(request.adapters)
-            ids = self.lm.encode(request.prompt, request.max_new_tokens)
-            return self._run(ids, request, request.adapters if request.use_adapters else ())
+        return self._generate([(request, request.adapters if request.use_adapters else ())])[0]
 
     def compare(self, prompt: str, adapters=(), max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
                 temperature: float = 1.0) -> tuple[str, str]:  # fmt: skip
         """(base text, adapted text) for the same prompt, seed and settings."""
         request = self.check_request(TextRequest(prompt, adapters, True, max_new_tokens, do_sample, seed, temperature))
-        with self._lock:
-            self.pool.check_loaded(request.adapters)
-            ids = self.lm.encode(request.prompt, request.max_new_tokens)
-            return self._run(ids, request, ()), self._run(ids, request, request.adapters)
+        base, adapted = self._generate([(request, ()), (request, request.adapters)])  # two rows of one batch
+        return base, adapted
 
     def _apply_active(self, names) -> None:
         """Make exactly `names` (this session's) active (none: the disable toggle), and count them as used."""
@@ -397,25 +394,12 @@ class TextStudio:
         self.pool.touch(keys)
         self.lm.set_active(keys, any_loaded=len(self.pool) > 0)
 
-    def _run(self, ids, request: TextRequest, active) -> str:
-        """Generate with exactly `active` adapters on; called with the lock held.
-
-        Between tokens it hands the lock to whoever waits (turns.py); they may set other adapters, or catch a
-        training run in train mode, so both are put back before the next token.
-        """
-        lm = self.lm
-
-        def resume():
-            if self.lm is not lm:
-                raise InputError("generation stopped: the text model was replaced meanwhile")
-            self.pool.check_loaded(active)
-            self._apply_active(active)
-
-        self._apply_active(active)
-        return lm.generate(
-            ids, request.max_new_tokens, request.do_sample, request.seed, request.temperature,
-            between_tokens=lambda: between_steps(self._lock, "the generation", resume),
-        )  # fmt: skip
+    def _generate(self, runs) -> list[str]:
+        """The text of each (checked request, active names), gathered with concurrent requests' rows into as few
+        generations as can serve them (batching.py); the lock is taken there, and handed over between tokens."""
+        return self.batcher.run(
+            [Row(r.prompt, tuple(active), r.max_new_tokens, r.do_sample, r.seed, r.temperature) for r, active in runs]
+        )
 
 
 def _reloadable(record: TextAdapterInfo) -> bool:
