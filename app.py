@@ -42,7 +42,7 @@ def build_demo(images: ImageStudio, text: TextStudio | None = None) -> gr.Blocks
             demo.load(fn, None, outputs, api_visibility="private")
         # The named API (ui/api.py): the contract documented in docs/API.md.
         for fn in image_api(images) + text_api(text):
-            gr.api(fn, api_name=fn.__name__)
+            gr.api(fn, api_name=fn.__name__, **getattr(fn, "concurrency", {}))
         # Each visitor's adapters are released when their tab closes, or after STUDIO_SESSION_IDLE_S without a
         # call (a gradio_client Client never says goodbye); the wrappers in ui/common.py find the tracker here.
         demo.studio_sessions = sessions.Tracker([images, text])

@@ -9,6 +9,7 @@ list: app.py registers each under its function's name.
 from gradio.data_classes import FileData
 
 from peft_core.image.studio import ImageRequest, ImageStudio
+from peft_core.text.batching import MAX_ROWS
 from peft_core.text.studio import TextStudio
 from ui.common import api_endpoint
 from ui.recipe import recipe_png, restore_png
@@ -84,6 +85,11 @@ def image_api(images: ImageStudio) -> list:
     return [load_pipeline, load_adapter, list_adapters, delete_adapter, generate, compare, recipe]
 
 
+# Text generations (these endpoints and the Text tab's buttons) run up to one batch at once: the studio gathers
+# concurrent ones into one forward pass (peft_core/text/batching.py), which one call at a time would never see.
+TEXT_GENERATION = {"concurrency_id": "text-generation", "concurrency_limit": MAX_ROWS}
+
+
 def text_api(studio: TextStudio) -> list:
     """The named endpoints of the text side, typed for gradio_client (see docs/API.md)."""
 
@@ -151,5 +157,6 @@ def text_api(studio: TextStudio) -> list:
         """Base text, then adapted text, with the same prompt, seed and settings."""
         return studio.compare(prompt, adapters or [], max_new_tokens, do_sample, seed, temperature)
 
+    generate_text.concurrency = compare_text.concurrency = TEXT_GENERATION  # app.py passes it to gr.api
     return [load_text_model, load_text_adapter, add_text_adapter, train_text_adapter, merge_text_adapters,
             list_text_adapters, delete_text_adapter, generate_text, compare_text]  # fmt: skip

@@ -13,6 +13,7 @@ import gradio as gr
 from peft_core import bundled, limits
 from peft_core.text.merge import MERGE_TYPES
 from peft_core.text.studio import TextStudio
+from ui.api import TEXT_GENERATION
 from ui.common import PRIVATE
 from ui.preset_gallery import card_caption
 from ui.text_cards import cards, draw_cards, kept_ticks
@@ -187,9 +188,10 @@ def wire(p: TextPage, on: TextHandlers) -> None:
                                      "learning_rate": p.learning_rate, "active": p.active})  # fmt: skip
     generation = _generation(p)
     generate = {"fn": on.ui_generate, "inputs_kwargs": generation | {"disabled": p.disabled}, "outputs": p.output,
-                **PRIVATE}  # fmt: skip
+                **PRIVATE, **TEXT_GENERATION}  # fmt: skip
     p.generate_btn.click(**generate)
-    p.compare_btn.click(on.ui_compare, inputs_kwargs=generation, outputs=[p.base_out, p.adapted_out], **PRIVATE)
+    p.compare_btn.click(on.ui_compare, inputs_kwargs=generation, outputs=[p.base_out, p.adapted_out], **PRIVATE,
+                        **TEXT_GENERATION)  # fmt: skip
     # A preset loads what it needs, then generates (as the Images tab's presets do).
     for i, button in enumerate(p.preset_btns):
         loaded = button.click(on.presetter(i), None, [p.model_md, p.model_id, p.prompt, *lists],
