@@ -86,7 +86,8 @@ def test_the_text_snippet_says_which_adapters_a_client_cannot_see():
     assert "browser session" not in text_snippet("http://x", "hi", ["demo"], True, 8, False, 0, 1.0, own=["mine"])
 
 
-def test_eight_sessions_with_their_own_adapters_share_batches_and_equal_their_solo_runs(assets, lm_assets):
+def test_eight_sessions_with_their_own_adapters_share_batches_and_equal_their_solo_runs(assets, lm_assets,
+                                                                                         monkeypatch):
     """Eight gradio_client sessions, each with an adapter of its own under the same name, greedy: their
     concurrent calls (batched by the studio) equal their solo calls token for token; one bad request among them
     fails alone; a concurrent compare equals two solo calls."""
@@ -97,8 +98,17 @@ def test_eight_sessions_with_their_own_adapters_share_batches_and_equal_their_so
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
+    from peft_core.text.batching import TextBatcher
     from tests.conftest import ALL
     from tiny_models.text import write_adapter
+
+    batch_sizes, run_group = [], TextBatcher._generate
+
+    def counted(self, lm, pool, group):
+        batch_sizes.append(len(group))
+        return run_group(self, lm, pool, group)
+
+    monkeypatch.setattr(TextBatcher, "_generate", counted)
 
     model = AutoModelForCausalLM.from_pretrained(lm_assets["lm"])
     folders = []
@@ -120,7 +130,7 @@ def test_eight_sessions_with_their_own_adapters_share_batches_and_equal_their_so
             return clients[i].predict(prompts[i], ["mine"], True, 12, api_name="/generate_text")
 
         alone = [call(i) for i in range(8)]
-        assert len(set(alone)) == 8
+        assert len(set(alone)) == 8 and batch_sizes == [1] * 8
         compare_alone = (clients[0].predict(prompts[0], [], True, 12, api_name="/generate_text"), alone[0])
 
         calls = [lambda i=i: call(i) for i in range(8)]
@@ -143,4 +153,5 @@ def test_eight_sessions_with_their_own_adapters_share_batches_and_equal_their_so
     assert isinstance(results[5], AppError) and "passes the model's context of 64 tokens" in str(results[5])
     assert [r for i, r in enumerate(results[:8]) if i != 5] == [t for i, t in enumerate(alone) if i != 5]
     assert tuple(results[8]) == compare_alone
+    assert max(batch_sizes) > 1  # the concurrent calls shared a generate (how many: the threads' timing)
 
