@@ -136,3 +136,17 @@ def test_a_deleted_adapter_is_refused_in_the_batch(studio):
     results = together([lambda i=i: solo(studio, i) for i in range(8)])
     assert isinstance(results[7], InputError) and "'h'" in str(results[7])
     assert all(isinstance(r, str) for r in results[:7])
+
+
+def test_a_row_whose_visitor_left_stops_and_the_others_go_on(studio):
+    from peft_core.turns import Cancelled, watch
+
+    alone = [solo(studio, i) for i in range(4)]
+
+    def gone():
+        with watch(lambda: False):  # the visitor has left (what gradio's cancellation tells the core)
+            return solo(studio, 0)
+
+    results = together([gone] + [lambda i=i: solo(studio, i) for i in range(1, 4)])
+    assert isinstance(results[0], Cancelled)
+    assert results[1:] == alone[1:]
