@@ -29,6 +29,10 @@ def eight(tmp_path_factory):
         write_adapter(model, root / name, config, i + 1, str(root / "lm"))
     dora = LoraConfig(r=4, lora_alpha=8, target_modules=ALL, init_lora_weights=False, use_dora=True)
     write_adapter(model, root / "dora", dora, 9, str(root / "lm"))
+    small = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    write_adapter(model, root / "r2", small, 10, str(root / "lm"))
+    embedding = LoraConfig(r=4, lora_alpha=8, target_modules=[*ALL, "embed_tokens"], init_lora_weights=False)
+    write_adapter(model, root / "emb", embedding, 11, str(root / "lm"))
     return root
 
 
@@ -150,3 +154,17 @@ def test_a_row_whose_visitor_left_stops_and_the_others_go_on(studio):
     results = together([gone] + [lambda i=i: solo(studio, i) for i in range(1, 4)])
     assert isinstance(results[0], Cancelled)
     assert results[1:] == alone[1:]
+
+
+@pytest.mark.parametrize("other, path", [("r2", "GatheredRows"), ("emb", "MixedRows")])
+def test_other_ranks_and_embedding_loras_share_a_batch_with_their_solo_texts(studio, eight, other, path):
+    """Rank 2 next to rank 4 (padded with zeros) in the gathered batch; a LoRA on the embeddings sends the batch
+    through peft's own adapter_names instead. Either way each row equals its solo run."""
+    studio.load_adapter(str(eight / other), adapter_name=other)
+    assert type(studio.lm.forward_for([("a",), (other,), ()])).__name__ == path
+    calls = [lambda: solo(studio, 0), lambda: solo(studio, 1, [other]), lambda: solo(studio, 2, []),
+             lambda: solo(studio, 3, [other])]  # fmt: skip
+    alone = [c() for c in calls]
+    assert len(set(alone)) == 4
+    assert together(calls) == alone
+    assert studio.batcher.batches[-1] > 1

@@ -33,7 +33,15 @@ from peft_core.text.layers import (
     write_adapter_folder,
 )
 from peft_core.text.merge import check_mergeable, weighted_merge
-from peft_core.text.mixed import ActiveSet, MergedAdapter, MergedWeights, MixedRows, mixable
+from peft_core.text.mixed import (
+    ActiveSet,
+    GatheredRows,
+    MergedAdapter,
+    MergedWeights,
+    MixedRows,
+    gatherable,
+    mixable,
+)
 from peft_core.text.repos import MODEL_CONFIG, MODEL_PATTERNS
 from peft_core.text.train import TrainResult, make_batch, train_adapter
 
@@ -239,7 +247,10 @@ class TextModel:
         weights fit STUDIO_FUSE_MAX_MB); rows with different sets (each `shares_pass`) are a mixed batch."""
         sets = {tuple(keys) for keys in keys_per_row}
         if len(sets) > 1:
-            return MixedRows(self.model, [keys[0] if keys else None for keys in keys_per_row])
+            keys = [keys[0] if keys else None for keys in keys_per_row]
+            if all(gatherable(self.model, key) for key in set(keys) - {None}):
+                return GatheredRows(self.model, keys)
+            return MixedRows(self.model, keys)
         (keys,) = sets
         options = settings.current()
         if len(keys) == 1 and options.fuse and mixable(self.model, keys[0]):
