@@ -71,11 +71,15 @@ def solo(studio, i, adapters=None, **kwargs):
 
 
 def test_eight_adapters_in_one_batch_equal_their_solo_runs(studio):
+    before = {k: v.clone() for k, v in studio.model.state_dict().items()}
     alone = [solo(studio, i) for i in range(8)]
     assert len(set(alone)) == 8  # eight adapters, eight texts
     assert studio.batcher.batches[-8:] == [1] * 8
     assert together([lambda i=i: solo(studio, i) for i in range(8)]) == alone
     assert studio.batcher.batches[-1] > 1  # they did share a generate (how many depends on the threads' timing)
+    after = studio.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no hook, merge or swap left behind
+    assert solo(studio, 0, []) == studio.generate(PROMPTS[0], ["a"], False, max_new_tokens=TOKENS[0])
 
 
 def test_base_rows_and_adapter_rows_mix(studio):
@@ -168,3 +172,12 @@ def test_other_ranks_and_embedding_loras_share_a_batch_with_their_solo_texts(stu
     assert len(set(alone)) == 4
     assert together(calls) == alone
     assert studio.batcher.batches[-1] > 1
+
+
+def test_a_compare_among_eight_other_requests_equals_two_solo_calls(studio):
+    base, adapted = solo(studio, 1, []), solo(studio, 1)
+    calls = [lambda i=i: solo(studio, i) for i in range(8)]  # eight rows ahead of it fill a batch
+    calls.append(lambda: studio.compare(PROMPTS[1], ["b"], max_new_tokens=TOKENS[1]))
+    results = together(calls)
+    assert results[8] == (base, adapted)
+    assert max(studio.batcher.batches) <= 9  # MAX_ROWS, plus a compare's second row that is never split off

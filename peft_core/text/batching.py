@@ -52,6 +52,7 @@ class Row:
 class _Waiting:
     row: Row
     context: contextvars.Context  # the requesting thread's: its session and its visitor's still_wanted
+    call: object  # the run() call it came with: its rows are never split between two batches
     arrived: float = field(default_factory=time.monotonic)
     text: str | None = None
     error: BaseException | None = None
@@ -80,7 +81,8 @@ class TextBatcher:
 
     def run(self, rows: list[Row]) -> list[str]:
         """Each row's text, in order; raises the first failed row's error. Rows of one call share one batch."""
-        mine = [_Waiting(row, contextvars.copy_context()) for row in rows]
+        context, call = contextvars.copy_context(), object()
+        mine = [_Waiting(row, context, call) for row in rows]
         with self._cond:
             self._queue.extend(mine)
             self._cond.notify_all()
@@ -109,7 +111,10 @@ class TextBatcher:
                 self._cond.wait(deadline - time.monotonic())
         with self.lock:
             with self._cond:
-                taken, self._queue = self._queue[: self.max_rows], self._queue[self.max_rows :]
+                n = min(self.max_rows, len(self._queue))
+                while n < len(self._queue) and self._queue[n].call is self._queue[n - 1].call:
+                    n += 1  # the rest of a compare's rows: the base and the adapted share a batch
+                taken, self._queue = self._queue[:n], self._queue[n:]
             try:
                 self._serve(taken)
             finally:
