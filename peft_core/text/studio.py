@@ -5,7 +5,8 @@ model and its adapters are shared by every user, so they live here behind one lo
 session's, and the same adapter repo loaded by several sessions is held once: pool.py, docs/SESSIONS.md); which
 adapters are active belongs to each request and is set again for every generation (`set_adapter` walks the
 modules once: cheap next to a forward pass, and never stale after a load, a merge or a training run changed the
-active set).
+active set). Generations that arrive together share one forward pass, each row with its own adapter, and a
+lone adapter runs merged (batching.py).
 
 Adapters come from the Hub (transformers' `load_adapter`), are added fresh (a LoraConfig), trained on pasted text
 (train.py) or merged from others (peft's `add_weighted_adapter`, merge.py). Every method validates all of its
