@@ -1,16 +1,14 @@
 """How the rows of one generation reach their adapters: one batch with a LoRA per row, a lone LoRA merged, or the set.
 
-- **A LoRA per row, gathered** (`GatheredRows`): the adapters switched off, and a forward hook on each LoRA layer
-  that adds every row's own LoRA in two batched matrix products, whatever the number of distinct adapters.
-- **A LoRA per row, peft's** (`MixedRows`), for LoRA layers that are not Linear (embeddings): peft's
+- **A LoRA per row** (`MixedRows`): peft's
   `PeftModel.generate(adapter_names=[...])` gives each row its own LoRA ("__base__" for the base) by a forward
   pre-hook on every LoRA layer that passes `adapter_names=` to the layer's forward
   (`LoraModel._enable_peft_forward_hooks`). The studio's model is a transformers model with peft layers injected by
   `load_adapter`, not a PeftModel, and transformers' `generate` has no such argument, so `MixedRows` registers the
-  same hook itself through torch's public `register_forward_pre_hook`. That keyword on the layer's forward, and
-  the layers' `lora_A` / `lora_B` / `scaling` that `GatheredRows` reads, are the peft surfaces here that are not
-  documented methods: tests/test_batching.py fails when peft changes them (rows then differ from their solo runs
-  and from peft's own `adapter_names`).
+  same hook itself through torch's public `register_forward_pre_hook`. That keyword on the layer's forward is the
+  peft surface here that is not a documented method: tests/test_batching.py fails when peft changes it (rows then
+  differ from their solo runs). The LoRA arithmetic of every row is peft's own (`_mixed_batch_forward`); none is
+  written here.
 - **A lone adapter merged.** `MergedAdapter` puts base + `get_delta_weight(adapter)` (peft's LoRA delta, the
   one `merge` adds) into each adapted layer's weight with the adapters switched off, so a lone request costs what
   the base costs. The base tensors are never written: the merged values are separate tensors swapped in by
@@ -73,67 +71,6 @@ class MixedRows:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-
-
-class GatheredRows:
-    """Row i through adapter `keys[i]` (None: the base), all in one forward pass, as Punica's and S-LoRA's kernels
-    do it: each LoRA layer returns the base output (adapters off) and a forward hook adds, for every row at once,
-    `bmm(bmm(x, A_rows), B_rows) * scaling_rows`, with each row's own A and B gathered once per generation (ranks
-    padded with zeros, which add exactly nothing). peft's mixed batch (`MixedRows`) loops over the batch's distinct
-    adapters in every layer at every token, which with 8 adapters cost more than the batch saved (BENCHMARKS.md);
-    this is two matrix products per layer whatever their number. For `torch.nn.Linear` LoRA layers (`gatherable`);
-    the others go through peft's."""
-
-    def __init__(self, model, keys):
-        self.model, self.keys = model, list(keys)
-        self._handles: list = []
-
-    def apply(self) -> None:
-        import torch
-
-        self.model.eval()
-        self.model.disable_adapters()  # each layer returns its base output; the hook adds the rows' LoRA
-        for layer in lora_layers(self.model):
-            present = [k for k in self.keys if k is not None and k in layer.lora_A]
-            if not present:
-                continue
-            first = layer.lora_A[present[0]].weight
-            rank = max(layer.lora_A[k].weight.shape[0] for k in present)
-            n, out = len(self.keys), layer.lora_B[present[0]].weight.shape[0]
-            a = torch.zeros(n, first.shape[1], rank, dtype=first.dtype, device=first.device)
-            b = torch.zeros(n, rank, out, dtype=first.dtype, device=first.device)
-            scale = torch.zeros(n, 1, 1, dtype=first.dtype, device=first.device)
-            for i, key in enumerate(self.keys):
-                if key is None or key not in layer.lora_A:
-                    continue  # the base row, or an adapter without this layer: nothing added
-                r = layer.lora_A[key].weight.shape[0]
-                a[i, :, :r] = layer.lora_A[key].weight.detach().T
-                b[i, :r, :] = layer.lora_B[key].weight.detach().T
-                scale[i] = layer.scaling[key]
-            self._handles.append(layer.register_forward_hook(partial(_add_rows, a=a, b=b, scale=scale)))
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-
-def gatherable(model, key: str) -> bool:
-    """Every layer of `key` is a LoRA on a torch Linear (or transformers' Conv1D): what GatheredRows serves."""
-    import torch
-
-    layers = [layer for layer in lora_layers(model) if key in layer.lora_A or key in layer.lora_embedding_A]
-    return all(key in layer.lora_A and isinstance(layer.lora_A[key], torch.nn.Linear)
-               and isinstance(layer.lora_B[key], torch.nn.Linear) for layer in layers)  # fmt: skip
-
-
-def _add_rows(module, args, output, a, b, scale):
-    import torch
-
-    x = args[0]
-    if x.dim() != 3 or x.shape[0] != a.shape[0]:
-        raise ValueError(f"a batch of {a.shape[0]} rows got input of shape {tuple(x.shape)}")
-    return output + (torch.bmm(torch.bmm(x.to(a.dtype), a), b) * scale).to(output.dtype)
 
 
 class ActiveSet:

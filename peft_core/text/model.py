@@ -35,11 +35,9 @@ from peft_core.text.layers import (
 from peft_core.text.merge import check_mergeable, weighted_merge
 from peft_core.text.mixed import (
     ActiveSet,
-    GatheredRows,
     MergedAdapter,
     MergedWeights,
     MixedRows,
-    gatherable,
     mixable,
 )
 from peft_core.text.repos import MODEL_CONFIG, MODEL_PATTERNS
@@ -248,8 +246,6 @@ class TextModel:
         sets = {tuple(keys) for keys in keys_per_row}
         if len(sets) > 1:
             keys = [keys[0] if keys else None for keys in keys_per_row]
-            if all(gatherable(self.model, key) for key in set(keys) - {None}):
-                return GatheredRows(self.model, keys)
             return MixedRows(self.model, keys)
         (keys,) = sets
         options = settings.current()
