@@ -48,7 +48,7 @@ def build_demo(
         # when their tab closes (gradio's load and unload), or, for a gradio_client Client, which never says
         # goodbye, after STUDIO_SESSION_IDLE_S without a call to the API (docs/SESSIONS.md).
         for fn in image_api(images) + text_api(text):
-            gr.api(seen_by(tracker, fn), api_name=fn.__name__)
+            gr.api(seen_by(tracker, fn), api_name=fn.__name__, **getattr(fn, "concurrency", {}))
 
         def open_session(request: gr.Request):
             tracker.opened(session_of(request))

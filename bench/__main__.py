@@ -16,6 +16,7 @@ BENCHMARKS = {
     "coldstart": "python app.py until the page answers and until the first image (item 5)",
     "memory": "RSS added per resident adapter against its parameter bytes (item 6)",
     "text": "tokens per second: base, one adapter unmerged, merged (item 7)",
+    "textbatch": "1-8 concurrent text clients with their own adapters against one at a time (issue 30)",
     "profile": "why time grows with N: cProfile at N = 1 and N = max, and the culprits timed alone",
     "plot": "docs/switch_latency.png from bench/results/resident.json",
     "turns": "a short request behind a long one, step-level against whole-request turns; the mix switch per step",

@@ -88,3 +88,74 @@ def test_the_text_snippet_says_which_adapters_a_client_cannot_see():
     assert "# 'mine': made in your browser session" in code and "'demo':" not in code
     compile(code, "snippet", "exec")  # still a runnable script
     assert "browser session" not in text_snippet("http://x", request(["demo"]), own=["mine"])
+
+
+def test_eight_sessions_with_their_own_adapters_share_batches_and_equal_their_solo_runs(assets, lm_assets,
+                                                                                         monkeypatch):
+    """Eight gradio_client sessions, each with an adapter of its own under the same name, greedy: their
+    concurrent calls (batched by the studio) equal their solo calls token for token; one bad request among them
+    fails alone; a concurrent compare equals two solo calls."""
+    import threading
+
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from peft_core.text.batching import TextBatcher
+    from tests.conftest import ALL
+    from tiny_models.text import write_adapter
+
+    batch_sizes, run_group = [], TextBatcher._generate
+
+    def counted(self, lm, pool, group):
+        batch_sizes.append(len(group))
+        return run_group(self, lm, pool, group)
+
+    monkeypatch.setattr(TextBatcher, "_generate", counted)
+
+    model = AutoModelForCausalLM.from_pretrained(lm_assets["lm"])
+    folders = []
+    for seed in range(8):
+        folder = lm_assets["root"] / f"session-{seed}"
+        if not folder.exists():
+            config = LoraConfig(r=4, lora_alpha=8, target_modules=ALL, init_lora_weights=False)
+            write_adapter(model, folder, config, 20 + seed, str(lm_assets["lm"]))
+        folders.append(folder)
+    prompts = ["the pirate", "a cat sat on", "hello good morning sir", "the ship", "gold map",
+               "the captain sails the sea", "ahoy", "yes"]  # fmt: skip
+    with launch_app(assets, lm_assets=lm_assets) as url:
+        clients = [Client(url, verbose=False) for _ in range(8)]
+        for client, folder in zip(clients, folders, strict=True):
+            assert [a["adapter_name"] for a in client.predict(str(folder), "mine", api_name="/load_text_adapter")] \
+                == ["mine"]  # fmt: skip
+
+        def call(i):
+            return clients[i].predict(prompts[i], ["mine"], True, 12, api_name="/generate_text")
+
+        alone = [call(i) for i in range(8)]
+        assert len(set(alone)) == 8 and batch_sizes == [1] * 8
+        compare_alone = (clients[0].predict(prompts[0], [], True, 12, api_name="/generate_text"), alone[0])
+
+        calls = [lambda i=i: call(i) for i in range(8)]
+        calls[5] = lambda: clients[5].predict(" ".join(["the"] * 60), ["mine"], True, 12, api_name="/generate_text")
+        calls.append(lambda: clients[0].predict(prompts[0], ["mine"], 12, api_name="/compare_text"))
+        results, start = [None] * len(calls), threading.Barrier(len(calls))
+
+        def run(i):
+            start.wait()
+            try:
+                results[i] = calls[i]()
+            except AppError as exc:
+                results[i] = exc
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    assert isinstance(results[5], AppError) and "passes the model's context of 64 tokens" in str(results[5])
+    assert [r for i, r in enumerate(results[:8]) if i != 5] == [t for i, t in enumerate(alone) if i != 5]
+    assert tuple(results[8]) == compare_alone
+    assert max(batch_sizes) > 1  # the concurrent calls shared a generate (how many: the threads' timing)
+

@@ -11,6 +11,7 @@ from gradio.data_classes import FileData
 
 from peft_core.image.requests import ImageRequest
 from peft_core.image.studio import ImageStudio
+from peft_core.text.batching import MAX_ROWS
 from peft_core.text.requests import TextRequest
 from peft_core.text.studio import TextStudio
 from ui.common import api_endpoint
@@ -90,6 +91,11 @@ def image_api(images: ImageStudio) -> list:
         return restore_png(images, png)
 
     return [load_pipeline, load_adapter, list_adapters, delete_adapter, generate, compare, recipe]
+
+
+# Text generations (these endpoints and the Text tab's buttons) run up to one batch at once: the studio gathers
+# concurrent ones into one forward pass (peft_core/text/batching.py), which one call at a time would never see.
+TEXT_GENERATION = {"concurrency_id": "text-generation", "concurrency_limit": MAX_ROWS}
 
 
 def text_api(studio: TextStudio) -> list:
@@ -172,5 +178,6 @@ def text_api(studio: TextStudio) -> list:
                               do_sample=do_sample, seed=seed, temperature=temperature)
         return studio.compare(request)
 
+    generate_text.concurrency = compare_text.concurrency = TEXT_GENERATION  # app.py passes it to gr.api
     return [load_text_model, load_text_adapter, add_text_adapter, train_text_adapter, merge_text_adapters,
             list_text_adapters, delete_text_adapter, generate_text, compare_text]  # fmt: skip

@@ -14,6 +14,7 @@ from peft_core import limits, settings
 from peft_core.text.merge import MERGE_TYPES
 from peft_core.text.requests import ModelInfo
 from peft_core.text.studio import TextStudio
+from ui.api import TEXT_GENERATION
 from ui.common import PRIVATE
 from ui.preset_gallery import card_caption
 from ui.text_cards import cards, draw_cards, kept_ticks
@@ -186,9 +187,9 @@ def wire(p: TextPage, on: TextHandlers) -> None:
                       inputs_kwargs={"adapter_name": p.train_name, "to_learn": p.to_learn, "steps": p.train_steps,
                                      "learning_rate": p.learning_rate, "ticks": p.ticks})  # fmt: skip
     request = _request_inputs(p)
-    generate = {"fn": on.ui_generate, "inputs": request, "outputs": p.output, **PRIVATE}
+    generate = {"fn": on.ui_generate, "inputs": request, "outputs": p.output, **PRIVATE, **TEXT_GENERATION}
     p.generate_btn.click(**generate)
-    p.compare_btn.click(on.ui_compare, request, [p.base_out, p.adapted_out], **PRIVATE)
+    p.compare_btn.click(on.ui_compare, request, [p.base_out, p.adapted_out], **PRIVATE, **TEXT_GENERATION)
     # A preset loads what it needs, then generates (as the Images tab's presets do).
     for i, button in enumerate(p.preset_btns):
         loaded = button.click(on.presetter(i), None, [p.model_md, p.model_id, p.prompt, *lists],

@@ -32,6 +32,13 @@ from peft_core.text.layers import (
     write_adapter_folder,
 )
 from peft_core.text.merge import check_mergeable, weighted_merge
+from peft_core.text.mixed import (
+    ActiveSet,
+    MergedAdapter,
+    MergedWeights,
+    MixedRows,
+    mixable,
+)
 from peft_core.text.repos import MODEL_CONFIG, MODEL_PATTERNS
 from peft_core.text.requests import ModelInfo
 from peft_core.text.train import TrainResult, make_batch, train_adapter
@@ -46,6 +53,7 @@ class TextModel:
 
     def __init__(self, model, tokenizer, info: ModelInfo, device: str):
         self.model, self.tokenizer, self.info, self.device = model, tokenizer, info, device
+        self._merged = MergedWeights()  # lone adapters' merged weights (mixed.py), dropped when they change
 
     @classmethod
     def load(cls, repo: hub.Repo, files: dict, device: str, dtype) -> "TextModel":
@@ -140,6 +148,7 @@ class TextModel:
         return record
 
     def delete(self, adapter_name: str) -> None:
+        self._merged.forget(adapter_name)
         with quiet_libraries():
             self.model.delete_adapter(adapter_name)
 
@@ -162,7 +171,15 @@ class TextModel:
 
     def train(self, adapter_name: str, batch: dict, steps: int, learning_rate: float, each_step) -> TrainResult:
         """`steps` training steps of `adapter_name` alone; `each_step(step, total, loss)` runs after each."""
-        return train_adapter(self.model, adapter_name, batch, steps, learning_rate, each_step)
+
+        def step(done, total, loss):  # a generation in between (each_step hands over) merges the new weights
+            self._merged.forget(adapter_name)
+            each_step(done, total, loss)
+
+        try:
+            return train_adapter(self.model, adapter_name, batch, steps, learning_rate, step)
+        finally:
+            self._merged.forget(adapter_name)
 
     # --- generation ------------------------------------------------------------------------------------------------
 
@@ -199,33 +216,74 @@ class TextModel:
             )
         return ids.to(self.device)
 
-    def generate(
-        self, ids, max_new_tokens: int, do_sample: bool, seed: int, temperature: float, between_tokens
-    ) -> str:
-        """The text that follows `ids` (without the prompt), with the adapters `set_active` made active.
+    def shares_pass(self, keys) -> bool:
+        """Whether a request with exactly `keys` active can be one row of a mixed batch: the base, or one plain
+        LoRA (mixed.mixable). Several adapters at once, DoRA and the other peft types run alone."""
+        return len(keys) == 0 or (len(keys) == 1 and mixable(self.model, keys[0]))
 
-        `between_tokens()` runs before each new token: the studio hands the lock over there and puts its adapters
-        back. The sampling RNG is forked per request (`seeded`), so what runs in between does not change this text.
+    def forward_for(self, keys_per_row, any_loaded: bool = True):
+        """How rows with these active keys reach their adapters in one generation (mixed.py): one set for every
+        row is that set active, or, for one plain LoRA, that LoRA merged (when STUDIO_FUSE allows and its layers'
+        weights fit STUDIO_FUSE_MAX_MB); rows with different sets (each `shares_pass`) are a mixed batch."""
+        sets = {tuple(keys) for keys in keys_per_row}
+        if len(sets) > 1:
+            keys = [keys[0] if keys else None for keys in keys_per_row]
+            return MixedRows(self.model, keys)
+        (keys,) = sets
+        options = settings.current()
+        if len(keys) == 1 and options.fuse and mixable(self.model, keys[0]):
+            merged = self._merged.get(self.model, keys[0], options.fuse_max_mb)
+            if merged is not None:
+                return MergedAdapter(self.model, merged)
+        return ActiveSet(lambda active: self.set_active(active, any_loaded), keys)
+
+    def generate_rows(self, rows, forward, between_tokens, do_sample=False, seed=0, temperature=1.0) -> list[str]:
+        """The text that follows each row's ids (without its prompt), all rows in one `generate`, left-padded.
+
+        Args:
+            rows: [(ids from `encode`, max_new_tokens)]; each row stops at its own count (or its end-of-text).
+            forward: from `forward_for`, applied here and removed when the generation ends.
+            between_tokens: called as `between_tokens(forward)` before each new token, returns one bool per row
+                (True: stop that row); the studio hands the turn over there (removing and re-applying `forward`).
+        The sampling RNG is forked and seeded (`seeded`), so what runs in between does not change the text; one
+        seed serves the whole batch, so a sampled request runs as a batch of one (docs/DEVELOPMENT.md).
         """
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        class HandOver(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                between_tokens()
-                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # never stops
-
         tok = self.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad}
+        width = max(ids.shape[1] for ids, _ in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(ids)
+        for i, (row, _) in enumerate(rows):  # left-padded: every row's next token is at the same position
+            ids[i, width - row.shape[1] :], mask[i, width - row.shape[1] :] = row[0], 1
+        wanted = torch.tensor([n for _, n in rows], device=self.device)
+
+        class EachRow(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                stop = torch.tensor(between_tokens(forward), dtype=torch.bool, device=input_ids.device)
+                return stop | (input_ids.shape[1] - width >= wanted)
+
+        kwargs = {"max_new_tokens": int(wanted.max()), "do_sample": do_sample, "pad_token_id": pad}
         if do_sample:
             kwargs["temperature"] = temperature
-        with seeded(seed, self.device), torch.inference_mode(), quiet_libraries():
-            hand_over = StoppingCriteriaList([HandOver()])
-            out = self.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), stopping_criteria=hand_over, **kwargs
-            )
-        return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        forward.apply()
+        try:
+            with seeded(seed, self.device), torch.inference_mode(), quiet_libraries():
+                out = self.model.generate(
+                    input_ids=ids, attention_mask=mask, stopping_criteria=StoppingCriteriaList([EachRow()]), **kwargs
+                )
+        finally:
+            forward.remove()
+        eos = self.model.generation_config.eos_token_id
+        ends = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        texts = []
+        for i, (_, n) in enumerate(rows):
+            new = out[i, width : width + n].tolist()
+            cut = next((j + 1 for j, t in enumerate(new) if t in ends), len(new))  # what follows is padding
+            texts.append(tok.decode(new[:cut], skip_special_tokens=True))
+        return texts
 
 
 # --- loading the base ------------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ list_adapters, delete_adapter, generate(request), compare(request)). The model a
 every user, so they live here behind one lock (the names are each session's, and the same adapter repo loaded by
 several sessions is held once: pool.py, docs/SESSIONS.md); which adapters are active belongs to each request and
 is set again for every generation (`set_adapter` walks the modules once: cheap next to a forward pass, and never
-stale after a load, a merge or a training run changed the active set).
+stale after a load, a merge or a training run changed the active set). Generations that arrive together share one
+forward pass, each row with its own adapter, and a lone adapter runs merged (batching.py).
 
 Adapters come from the Hub (transformers' `load_adapter`), are added fresh (a LoraConfig), trained on pasted text
 (train.py) or merged from others (peft's `add_weighted_adapter`, merge.py). Every method validates all of its
@@ -24,6 +25,7 @@ from peft_core.pool import AdapterPool, check_base_change, check_base_lock, size
 from peft_core.runtime import pick_device
 from peft_core.startup import Startup
 from peft_core.text.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, TextAdapterInfo
+from peft_core.text.batching import Row, TextBatcher
 from peft_core.text.merge import check_merge_request
 from peft_core.text.model import TextModel
 from peft_core.text.repos import check_model_files, fetch_adapter, open_base
@@ -47,6 +49,8 @@ class TextStudio:
         self.startup = Startup()  # app.py loads the defaults in the background; calls wait for them
         self.lm: TextModel | None = None
         self.pool = AdapterPool()  # records of the adapters in self.lm, in load order
+        # Concurrent generations share one forward pass, each row with its own adapter (batching.py).
+        self.batcher = TextBatcher(self._lock, lambda: (self.lm, self.pool))
 
     @property
     def model(self):
@@ -368,20 +372,14 @@ class TextStudio:
         Empty `adapters` or use_adapters=False gives the base model's text, token for token.
         """
         request = self.check_request(request)
-        with self._lock:
-            # again: another request may have deleted one meanwhile
-            self.pool.check_loaded(request.adapters)
-            ids = self.lm.encode(request.prompt, request.max_new_tokens)
-            return self._run(ids, request, request.adapters if request.use_adapters else (), progress)
+        return self._generate([(request, request.adapters if request.use_adapters else ())], progress)[0]
 
     def compare(self, request: TextRequest, progress=None) -> tuple[str, str]:
         """(base text, adapted text) for the same prompt, seed and settings."""
         request = self.check_request(request)
-        with self._lock:
-            self.pool.check_loaded(request.adapters)
-            ids = self.lm.encode(request.prompt, request.max_new_tokens)
-            adapted = request.adapters if request.use_adapters else ()
-            return self._run(ids, request, (), progress), self._run(ids, request, adapted, progress)
+        adapted = request.adapters if request.use_adapters else ()
+        base, adapted = self._generate([(request, ()), (request, adapted)], progress)  # two rows of one batch
+        return base, adapted
 
     def _apply_active(self, names) -> None:
         """Make exactly `names` (this session's) active (none: the disable toggle), and count them as used."""
@@ -389,31 +387,13 @@ class TextStudio:
         self.pool.touch(keys)
         self.lm.set_active(keys, any_loaded=len(self.pool) > 0)
 
-    def _run(self, ids, request: TextRequest, active, progress=None) -> str:
-        """Generate with exactly `active` adapters on; called with the lock held.
-
-        Between tokens it hands the lock to whoever waits (turns.py); they may set other adapters, or catch a
-        training run in train mode, so both are put back before the next token.
-        """
-        lm = self.lm
-        made = 0  # new tokens so far, for `progress`
-
-        def resume():
-            if self.lm is not lm:
-                raise InputError("generation stopped: the text model was replaced meanwhile")
-            self.pool.check_loaded(active)
-            self._apply_active(active)
-
-        def between_tokens():
-            nonlocal made
-            made += 1
-            if progress is not None:
-                progress(made, request.max_new_tokens)
-            between_steps(self._lock, "the generation", resume)
-
-        self._apply_active(active)
-        return lm.generate(
-            ids, request.max_new_tokens, request.do_sample, request.seed, request.temperature, between_tokens
+    def _generate(self, runs, progress=None) -> list[str]:
+        """The text of each (checked request, active names), gathered with concurrent requests' rows into as few
+        generations as can serve them (batching.py); the lock is taken there, and handed over between tokens.
+        `progress(token, total)` after each of a row's new tokens."""
+        return self.batcher.run(
+            [Row(r.prompt, tuple(active), r.max_new_tokens, r.do_sample, r.seed, r.temperature) for r, active in runs],
+            progress,
         )
 
 
