@@ -19,6 +19,7 @@ BENCHMARKS = {
     "profile": "why time grows with N: cProfile at N = 1 and N = max, and the culprits timed alone",
     "plot": "docs/switch_latency.png from bench/results/resident.json",
     "gpu": "every family, studio against bare diffusers: real-size SDXL and FLUX.1 on CUDA, or --tiny (issue 16)",
+    "compile": "STUDIO_COMPILE=1: compiled ÷ eager generation and the recompiles per switch (issue 30)",
 }
 
 
