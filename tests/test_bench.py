@@ -8,7 +8,8 @@ import pytest
 from bench.__main__ import BENCHMARKS, main
 
 # plot reads resident's JSON, so it runs after it; the rest in the order of the issue.
-ORDER = ["resident", "plot", "generation", "load", "api", "coldstart", "memory", "text", "profile", "gpu", "compile"]
+ORDER = ["resident", "plot", "generation", "load", "api", "coldstart", "memory", "text", "profile", "gpu", "compile",
+         "realsize"]
 
 
 @pytest.fixture(scope="module")
