@@ -10,7 +10,7 @@ process per case, one at a time, so each peak RSS (the kernel's VmHWM) is that c
 - diffusers: `from_pretrained`, `load_lora_weights` twice, `set_adapters`, `fuse_lora`, one image, `unfuse_lora`;
 - studio: `load_pipeline`, `load_adapter` twice, the mix applied (fused, slots.py / fusion.py), one image, the
   base applied (unfused);
-- studio, unfused: the same with STUDIO_FUSE_MAX_MB=0, which never fuses (the mix runs as LoRA layers).
+- studio with STUDIO_FUSE_MAX_MB=8192: the same, with room to fuse this mix (the default 4096 has not: CASES).
 
 Each child watches the machine's available memory and stops itself below MIN_AVAILABLE_GB (the CPU is shared).
 """
@@ -28,10 +28,12 @@ from bench.common import ROOT, BenchConfig, Goal, environ, ms, quiet, studio_env
 RANK = 32
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
 MIX = {"a": 0.8, "b": 0.6}
+# The adapted layers' base weights are 4.07 GiB here, past the CPU's default STUDIO_FUSE_MAX_MB (4096 MiB with the
+# biases): by default the studio runs this mix unfused; with room for the exact unfuse's copy, it fuses.
 CASES = {
     "diffusers": {},
     "studio": {},
-    "studio, unfused": {"STUDIO_FUSE_MAX_MB": "0"},
+    "studio, STUDIO_FUSE_MAX_MB=8192": {"STUDIO_FUSE_MAX_MB": "8192"},
 }
 GOAL_RATIO = 1.2  # studio peak RSS ÷ bare diffusers'
 MIN_AVAILABLE_GB = 4.0  # a child exits at once when the machine has less than this available
@@ -227,9 +229,10 @@ def run(cfg: BenchConfig) -> dict:
         ["case", "fused", "peak RSS GiB", "RSS after pipeline", "after adapters", "after fuse", "load pipeline",
          "load 2 adapters", "fuse", "unfuse", "one image"], rows,
     )  # fmt: skip
-    over = results["studio"]["peak_gb"] / results["diffusers"]["peak_gb"]
-    goals = [Goal(f"studio peak RSS ≤ {GOAL_RATIO} × bare diffusers' (fused, the default)", pipeline="sdxl real size",
-                  measured=f"{over:.2f}×", passed=over <= GOAL_RATIO)]  # fmt: skip
+    goals = [Goal(f"studio peak RSS ≤ {GOAL_RATIO} × bare diffusers' ({case})", pipeline="sdxl real size",
+                  measured=f"{r['peak_gb'] / results['diffusers']['peak_gb']:.2f}×",
+                  passed=r["peak_gb"] / results["diffusers"]["peak_gb"] <= GOAL_RATIO)
+             for case, r in results.items() if case != "diffusers"]  # fmt: skip
     write_result(cfg, "realsize", {"results": results, "table": text, "goals": goals})
     return {"goals": goals}
 
