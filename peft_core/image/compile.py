@@ -14,9 +14,10 @@ A mix that cannot be fused (`STUDIO_FUSE=0`, or past `STUDIO_FUSE_MAX_MB`) needs
 would differ: it runs eagerly instead (torch.compiler.set_stance("force_eager")), set by the slots with the mix,
 which is as global as the stance: both belong to whoever holds the studio's lock.
 
-What still compiles again, as for any compiled model: a new image size or batch (guidance on or off), and an
-adapter that wraps a layer no slot wrapped before (the module tree changed). docs/BENCHMARKS.md measures it
-(`python -m bench compile`).
+What still compiles again, as for any compiled model: a new image size or batch (guidance on or off), and, likely
+(not measured), an adapter that wraps a layer no slot wrapped before (the module tree changes). On a real SDXL
+LoRA on a CPU the default STUDIO_FUSE_MAX_MB is too small to fuse, so such a mix runs eagerly (docs/BENCHMARKS.md,
+which measures the rest: `python -m bench compile`, `python -m bench realsize`). tests/test_compile.py holds it.
 """
 
 
