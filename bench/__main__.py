@@ -21,6 +21,8 @@ BENCHMARKS = {
     "plot": "docs/switch_latency.png from bench/results/resident.json",
     "turns": "a short request behind a long one, step-level against whole-request turns; the mix switch per step",
     "gpu": "every family, studio against bare diffusers: real-size SDXL and FLUX.1 on CUDA, or --tiny (issue 16)",
+    "compile": "STUDIO_COMPILE=1: compiled ÷ eager generation and the recompiles per switch (issue 30)",
+    "realsize": "real-size SDXL on the CPU: peak RSS, load, fuse/unfuse, one image; studio and bare diffusers",
 }
 
 

@@ -16,6 +16,7 @@ reads the environment again. A bad value is refused, naming it, by the `current(
 | STUDIO_LORA_SLOTS            | 4 *     | adapters in the pipeline at once (rest in RAM); * CUDA: 4-16 by memory |
 | STUDIO_FUSE                  | 1       | 0: never merge the mix into the base weights (see fusion.py)         |
 | STUDIO_FUSE_MAX_MB           | 4096 *  | fuse only while the adapted layers' base weights fit; * CUDA: 1/4 of it |
+| STUDIO_COMPILE               | 0       | 1: torch.compile the denoiser once per base (see image/compile.py)   |
 | STUDIO_MAX_IMAGE_COST        | 2 / 4   | one image's work at most, in the pipeline's default images (CPU / GPU) |
 | STUDIO_DTYPE                 | auto    | float32, float16 or bfloat16 for every pipeline; auto: by family     |
 | STUDIO_OFFLOAD               | none    | on CUDA: model or group (diffusers' CPU offload), see image/families |
@@ -52,6 +53,7 @@ class Settings:
     lora_slots: int  # see slots.py: more slots, fewer refills, but every generation walks them all
     fuse: bool
     fuse_max_mb: float  # fusing keeps a copy of the adapted base weights, for an exact unfuse
+    compile: bool  # off by default: compiling takes minutes on a CPU and pays on a GPU (image/compile.py)
     # One image's work at most, counted in the pipeline's default images (limits.image_cost): it bounds how long one
     # visitor's request can keep the others waiting. A GPU gets more: its default image takes seconds, not minutes.
     max_image_cost: float
@@ -163,6 +165,7 @@ def read(env: Mapping[str, str] | None = None) -> Settings:
         lora_slots=_number(env, "STUDIO_LORA_SLOTS", _default_lora_slots(env, device), int),
         fuse=env.get("STUDIO_FUSE", "1").strip().lower() not in ("0", "false", "no"),
         fuse_max_mb=_number(env, "STUDIO_FUSE_MAX_MB", _default_fuse_mb(env, device), float, zero_ok=True),
+        compile=env.get("STUDIO_COMPILE", "0").strip().lower() in ("1", "true", "yes"),
         max_image_cost=_number(env, "STUDIO_MAX_IMAGE_COST", "4" if device != "cpu" else "2", float),
         dtype=_choice(env, "STUDIO_DTYPE", "auto", DTYPES),
         offload=_choice(env, "STUDIO_OFFLOAD", "none", OFFLOADS),

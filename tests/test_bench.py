@@ -9,7 +9,7 @@ from bench.__main__ import BENCHMARKS, main
 
 # plot reads resident's JSON, so it runs after it; the rest in the order of the issue.
 ORDER = ["resident", "plot", "generation", "load", "api", "coldstart", "memory", "text", "textbatch", "profile",
-         "turns", "gpu"]
+         "turns", "gpu", "compile", "realsize"]
 
 
 @pytest.fixture(scope="module")

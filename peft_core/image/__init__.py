@@ -11,6 +11,7 @@ the slots are consulted and changed, then `pipeline.py` calls diffusers, and the
                 run one request.
 - slots.py      the resident adapters' weights in RAM, the few slots in the pipeline.
 - fusion.py     the applied mix merged into the base weights, undone bit for bit; recent mixes' merged weights.
+- compile.py    STUDIO_COMPILE=1: the denoiser compiled once per base, and why a switch does not recompile it.
 - lora_files.py LoRA file layouts (peft, kohya, old diffusers ...), the checked read, AdapterInfo, trigger words.
                 A new adapter file layout starts here.
 - lycoris_files.py  LyCORIS files (LoHa, LoKr): the algorithm, checked per module, and the peft config.

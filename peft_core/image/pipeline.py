@@ -30,13 +30,14 @@ PIPELINE_PATTERNS = ["*.json", "*.txt", "*.model", "README.md", "*/*.safetensors
 # --- the base pipeline -----------------------------------------------------------------------------------------------
 
 
-def build(repo_id: str, folder, device: str, dtype, offload: str = "none"):
+def build(repo_id: str, folder, device: str, dtype, offload: str = "none", compile: bool = False):
     """The pipeline in `folder` (a snapshot whose configs checks.py has passed), on `device`, in `dtype`.
 
     Args:
         offload: on CUDA, "model" keeps each part in CPU memory until the pipeline uses it (diffusers'
             enable_model_cpu_offload: a whole part moves, its LoRA layers with it), "group" moves groups of
             blocks (enable_group_offload, block level); "none" puts everything on `device`.
+        compile: torch.compile the denoiser (STUDIO_COMPILE; image/compile.py).
     """
     from diffusers import DiffusionPipeline
 
@@ -62,6 +63,10 @@ def build(repo_id: str, folder, device: str, dtype, offload: str = "none"):
     else:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    if compile:  # after the move: compiled for the device it runs on, traced at the first generation
+        from peft_core.image.compile import compile_denoiser
+
+        compile_denoiser(pipe)
     return pipe
 
 

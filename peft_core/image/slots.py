@@ -33,6 +33,7 @@ Not thread-safe: the image studio calls it under its lock.
 import math
 from dataclasses import dataclass, field
 
+from peft_core.image.compile import run_compiled
 from peft_core.image.fusion import Fusion, holds
 from peft_core.image.pipeline import drop_adapter_config, lora_components
 from peft_core.runtime import quiet_libraries
@@ -105,10 +106,12 @@ class Slot:
 class LoraSlots:
     """The resident adapters of one pipeline and the slots that hold the ones in use."""
 
-    def __init__(self, pipe, k: int, fuse: bool, fuse_max_mb: float):
+    def __init__(self, pipe, k: int, fuse: bool, fuse_max_mb: float, compiled: bool = False):
         """`k` slots at first (a mix of more adapters adds slots while it is needed); `fuse` and `fuse_max_mb` as
-        settings.py's STUDIO_FUSE and STUDIO_FUSE_MAX_MB."""
+        settings.py's STUDIO_FUSE and STUDIO_FUSE_MAX_MB; `compiled`: the denoiser is compiled (compile.py), so
+        the LoRA layers are kept in the one state its graph was traced in."""
         self.pipe = pipe
+        self.compiled = compiled
         self.slots = [Slot(f"slot{i}") for i in range(max(1, k))]
         self.fuse, self.fuse_max_mb = fuse, fuse_max_mb
         self.residents: dict[str, Resident] = {}
@@ -169,6 +172,11 @@ class LoraSlots:
 
     def activate(self, mix: dict[str, float]) -> None:
         """Make the pipeline compute exactly `mix` (adapter_name -> weight); an empty mix is the base."""
+        self._activate(mix)
+        if self.compiled:  # the base and a fused mix run compiled; an unfused mix needs the LoRA branch: eager
+            run_compiled(self.fusion.fused or not mix)
+
+    def _activate(self, mix: dict[str, float]) -> None:
         key = tuple(mix.items())
         if self.fusion.fused and key == self.fusion.key:
             return  # the same mix, still fused
@@ -193,12 +201,14 @@ class LoraSlots:
         names = [s.name for s in self.slots if s.holder in mix]
         weights = {slot_of[a]: float(w) for a, w in mix.items()}
         layers = self._lora_layers()
-        self._enable(True)
+        if not self.compiled:  # compiled, the layers stay off unless the mix cannot be fused (_fuse says why)
+            self._enable(True)
         for layer in layers:  # scales first: a merge reads them (set_scale skips layers without the adapter)
             for name in names:
                 layer.set_scale(name, weights[name])
         if self.fuse and self._fuse(names, key):
             return
+        self._enable(True)
         for layer in layers:
             if layer.active_adapters != names:
                 layer.set_adapter(names, inference_mode=True)
@@ -237,6 +247,13 @@ class LoraSlots:
         layers = self._lora_layers()
         if not self.fusion.fuse(layers, names, key):
             return False
+        if self.compiled:
+            # What the compiled graph was traced in (compile.py): adapters off, nothing merged on record, so every
+            # LoRA layer computes its base layer alone, which holds the merge. The fusion keeps its own record.
+            for layer in self.fusion.layers:
+                layer.merged_adapters.clear()
+            self._enable(False)
+            return True
         # A merged layer computes its base layer alone, whatever its active adapters, so those are left as they
         # are (set_adapter costs a walk over every parameter of the layer). The layers left unmerged must not
         # keep another slot active.

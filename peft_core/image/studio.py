@@ -79,7 +79,9 @@ class ImageStudio:
         plan = checks.check_pipeline(repo, sizes, self.device)
         folder = repo.snapshot(pipeline.PIPELINE_PATTERNS)
         offload = families.offload_mode(self.device)
-        pipe = pipeline.build(repo.repo_id, folder, self.device, families.torch_dtype(plan.dtype), offload)
+        config = settings.current()
+        pipe = pipeline.build(repo.repo_id, folder, self.device, families.torch_dtype(plan.dtype), offload,
+                              compile=config.compile)  # fmt: skip
         card = checks.check_studio_defaults(repo.card_data())
         info = PipelineInfo(
             model_id=repo.repo_id,
@@ -90,8 +92,8 @@ class ImageStudio:
             offload=offload,
             **pipeline.pipeline_defaults(pipe, plan.family, card, repo.repo_id),
         )
-        config = settings.current()
-        slots = LoraSlots(pipe, k=config.lora_slots, fuse=config.fuse, fuse_max_mb=config.fuse_max_mb)
+        slots = LoraSlots(pipe, k=config.lora_slots, fuse=config.fuse, fuse_max_mb=config.fuse_max_mb,
+                          compiled=config.compile)  # fmt: skip
         with self._lock:
             self.pipe, self.info, self.slots, self._scheduler = pipe, info, slots, pipe.scheduler
             self.family = plan.family
