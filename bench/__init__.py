@@ -16,9 +16,12 @@ See docs/BENCHMARKS.md for the results, the machine and the anchors. One file pe
     coldstart.py   `python app.py` until the page answers and the first image comes
     memory.py      RSS per resident adapter against its parameter bytes
     text.py        tokens per second: base, one adapter, merged
+    textbatch.py   1-8 concurrent text clients with their own adapters against the same requests one at a time
     gpu.py         every family on the studio against bare diffusers, on a GPU (gpu_models.py: real-size
                    SDXL and FLUX.1 from configs, random weights)
     profile.py     why the bare libraries slow down with resident adapters
+    compile.py     STUDIO_COMPILE=1 against eager, and the recompiles per switch
+    realsize.py    real-size SDXL's peak memory, load and fuse times: the studio against bare diffusers
     turns.py       a short request behind a long one, step-level against whole-request turns; the switch per step
 and what they share: common.py (config, pipelines, interleaved timing, tables, JSON), plot.py
 (docs/switch_latency.png), __main__.py (the command line).
