@@ -166,7 +166,7 @@ def child(cfg: BenchConfig, case: str) -> dict:
             with studio._lock:  # what a generation does first: apply its mix
                 studio._apply_mix(request(mix))
 
-        phase("load pipeline", lambda: studio.load_pipeline(str(folder)))
+        phase("load pipeline", lambda: studio.load_base(str(folder)))
         phase("load adapters", lambda: [studio.load_adapter(str(repos[n]), adapter_name=n) for n in MIX])
         phase("fuse", lambda: apply(MIX))
         fused = studio.slots.fused

@@ -52,6 +52,7 @@ def _percentile(values, q: float) -> float:
 def run_model(cfg, name: str) -> dict:
     import os
 
+    from peft_core.text.requests import TextRequest
     from peft_core.text.studio import TextStudio
 
     folder, what = _lm_folder(name, cfg)
@@ -62,13 +63,13 @@ def run_model(cfg, name: str) -> dict:
     dirs = os.pathsep.join(str(p.resolve()) for p in (cfg.work, folder.parent))
     with studio_env(cfg), environ(STUDIO_LOCAL_DIRS=dirs), quiet():
         studio = TextStudio(device="cpu")
-        studio.load_model(str(folder))
+        studio.load_base(str(folder))
         for i, repo in enumerate(repos):
             studio.load_adapter(str(repo), adapter_name=f"client{i}")
     tokenizer = studio.tokenizer
 
     def request(i):
-        return studio.generate(PROMPTS[i], [f"client{i}"], max_new_tokens=tokens)
+        return studio.generate(TextRequest(PROMPTS[i], [f"client{i}"], max_new_tokens=tokens))
 
     def count(texts):
         return sum(max(len(tokenizer(t, add_special_tokens=False)["input_ids"]), 1) for t in texts)

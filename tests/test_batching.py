@@ -8,6 +8,7 @@ import torch
 from peft import LoraConfig
 
 from peft_core.errors import InputError
+from peft_core.text.requests import TextRequest
 from peft_core.text.studio import TextStudio
 from tests.conftest import ALL, write_adapter
 from tiny_models.text import build_tiny_lm
@@ -40,7 +41,7 @@ def eight(tmp_path_factory):
 def studio(eight, monkeypatch):
     monkeypatch.setenv("STUDIO_LOCAL_DIRS", str(eight))
     s = TextStudio(device="cpu")
-    s.load_model(str(eight / "lm"))
+    s.load_base(str(eight / "lm"))
     for name in NAMES:
         s.load_adapter(str(eight / name), adapter_name=name)
     return s
@@ -67,7 +68,8 @@ def together(calls) -> list:
 
 def solo(studio, i, adapters=None, **kwargs):
     names = [NAMES[i]] if adapters is None else adapters
-    return studio.generate(PROMPTS[i], names, max_new_tokens=kwargs.pop("max_new_tokens", TOKENS[i]), **kwargs)
+    tokens = kwargs.pop("max_new_tokens", TOKENS[i])
+    return studio.generate(TextRequest(PROMPTS[i], names, max_new_tokens=tokens, **kwargs))
 
 
 def test_eight_adapters_in_one_batch_equal_their_solo_runs(studio):
@@ -79,14 +81,15 @@ def test_eight_adapters_in_one_batch_equal_their_solo_runs(studio):
     assert studio.batcher.batches[-1] > 1  # they did share a generate (how many depends on the threads' timing)
     after = studio.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # no hook, merge or swap left behind
-    assert solo(studio, 0, []) == studio.generate(PROMPTS[0], ["a"], False, max_new_tokens=TOKENS[0])
+    assert solo(studio, 0, []) == studio.generate(TextRequest(PROMPTS[0], ["a"], False, max_new_tokens=TOKENS[0]))
 
 
 def test_base_rows_and_adapter_rows_mix(studio):
     calls = [lambda i=i: solo(studio, i, [] if i % 2 else None) for i in range(8)]
     alone = [c() for c in calls]
     assert together(calls) == alone
-    assert alone[1] == studio.generate(PROMPTS[1], [NAMES[1]], use_adapters=False, max_new_tokens=TOKENS[1])
+    base = TextRequest(PROMPTS[1], [NAMES[1]], use_adapters=False, max_new_tokens=TOKENS[1])
+    assert alone[1] == studio.generate(base)
 
 
 def test_one_bad_request_fails_alone(studio):
@@ -94,7 +97,7 @@ def test_one_bad_request_fails_alone(studio):
     # Passes validation, fails once the prompt is encoded in the batch: 60 tokens + 12 pass the context of 64.
     long_prompt = " ".join(["the"] * 60)
     calls = [lambda i=i: solo(studio, i) for i in range(8)]
-    calls[3] = lambda: studio.generate(long_prompt, ["d"], max_new_tokens=12)
+    calls[3] = lambda: studio.generate(TextRequest(long_prompt, ["d"], max_new_tokens=12))
     results = together(calls)
     assert isinstance(results[3], InputError) and "passes the model's context of 64 tokens" in str(results[3])
     assert [r for i, r in enumerate(results) if i != 3] == [t for i, t in enumerate(alone) if i != 3]
@@ -102,7 +105,7 @@ def test_one_bad_request_fails_alone(studio):
 
 def test_compare_is_two_rows_of_one_batch_equal_to_two_solo_calls(studio):
     base, adapted = solo(studio, 0, []), solo(studio, 0)
-    assert studio.compare(PROMPTS[0], ["a"], max_new_tokens=TOKENS[0]) == (base, adapted)
+    assert studio.compare(TextRequest(PROMPTS[0], ["a"], max_new_tokens=TOKENS[0])) == (base, adapted)
     assert studio.batcher.batches[-1] == 2
 
 
@@ -126,17 +129,17 @@ def test_a_lone_adapter_runs_merged_and_leaves_the_base_bit_for_bit(studio, monk
     assert solo(studio, 0) == merged
     after = studio.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # base and every adapter, bit for bit
-    assert solo(studio, 0, []) == studio.generate(PROMPTS[0], ["a"], False, max_new_tokens=TOKENS[0])
+    assert solo(studio, 0, []) == studio.generate(TextRequest(PROMPTS[0], ["a"], False, max_new_tokens=TOKENS[0]))
 
 
 def test_training_drops_the_merged_weights_of_the_adapter_it_changes(studio):
     studio.add_adapter("t", r=4, lora_alpha=8, target_modules=ALL)
-    first = studio.generate("the pirate", ["t"], max_new_tokens=8)
+    first = studio.generate(TextRequest("the pirate", ["t"], max_new_tokens=8))
     studio.train_adapter("t", "the captain sails the sea to the island . " * 4, 30, 0.05)
-    trained = studio.generate("the pirate", ["t"], max_new_tokens=8)
+    trained = studio.generate(TextRequest("the pirate", ["t"], max_new_tokens=8))
     assert trained != first
     studio.lm._merged.forget()
-    assert studio.generate("the pirate", ["t"], max_new_tokens=8) == trained  # not the stale merge
+    assert studio.generate(TextRequest("the pirate", ["t"], max_new_tokens=8)) == trained  # not the stale merge
 
 
 def test_a_deleted_adapter_is_refused_in_the_batch(studio):
@@ -177,7 +180,7 @@ def test_other_ranks_and_embedding_loras_share_a_batch_with_their_solo_texts(stu
 def test_a_compare_among_eight_other_requests_equals_two_solo_calls(studio):
     base, adapted = solo(studio, 1, []), solo(studio, 1)
     calls = [lambda i=i: solo(studio, i) for i in range(8)]  # eight rows ahead of it fill a batch
-    calls.append(lambda: studio.compare(PROMPTS[1], ["b"], max_new_tokens=TOKENS[1]))
+    calls.append(lambda: studio.compare(TextRequest(PROMPTS[1], ["b"], max_new_tokens=TOKENS[1])))
     results = together(calls)
     assert results[8] == (base, adapted)
     assert max(studio.batcher.batches) <= 9  # MAX_ROWS, plus a compare's second row that is never split off

@@ -40,7 +40,7 @@ def _studio(monkeypatch, assets, compiled: bool, fuse: bool = True):
     monkeypatch.setenv("STUDIO_FUSE", "1" if fuse else "0")
     monkeypatch.setenv("STUDIO_LORA_SLOTS", "2")  # three adapters, two slots: switches refill them
     studio = ImageStudio(device="cpu")
-    studio.load_pipeline(str(assets["pipeline"]))
+    studio.load_base(str(assets["pipeline"]))
     for name in ("lora_a", "lora_b", "unet_only_a"):
         studio.load_adapter(str(assets[name]), adapter_name=name)
     return studio
