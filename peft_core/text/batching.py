@@ -77,7 +77,7 @@ class TextBatcher:
     def __init__(self, lock, current, window_s: float = WINDOW_S, max_rows: int = MAX_ROWS):
         self.lock, self.current, self.window_s, self.max_rows = lock, current, window_s, max_rows
         self._cond = threading.Condition()
-        self._queue: list[_Waiting] = []
+        self._rows: list[_Waiting] = []
         self._leading = False
         self.batches: list[int] = []  # rows per generate call of the last few (for tests and the bench)
 
@@ -87,7 +87,7 @@ class TextBatcher:
         context, call = contextvars.copy_context(), object()
         mine = [_Waiting(row, context, call, progress=progress) for row in rows]
         with self._cond:
-            self._queue.extend(mine)
+            self._rows.extend(mine)
             self._cond.notify_all()
         while True:
             with self._cond:
@@ -109,15 +109,15 @@ class TextBatcher:
 
     def _lead(self) -> None:
         with self._cond:  # wait for batch-mates, up to the window from the oldest row's arrival
-            deadline = self._queue[0].arrived + self.window_s if self._queue else 0
-            while len(self._queue) < self.max_rows and time.monotonic() < deadline:
+            deadline = self._rows[0].arrived + self.window_s if self._rows else 0
+            while len(self._rows) < self.max_rows and time.monotonic() < deadline:
                 self._cond.wait(deadline - time.monotonic())
         with self.lock:
             with self._cond:
-                n = min(self.max_rows, len(self._queue))
-                while n < len(self._queue) and self._queue[n].call is self._queue[n - 1].call:
+                n = min(self.max_rows, len(self._rows))
+                while n < len(self._rows) and self._rows[n].call is self._rows[n - 1].call:
                     n += 1  # the rest of a compare's rows: the base and the adapted share a batch
-                taken, self._queue = self._queue[:n], self._queue[n:]
+                taken, self._rows = self._rows[:n], self._rows[n:]
             try:
                 self._serve(taken)
             finally:
