@@ -33,7 +33,14 @@ from peft_core.image.lora_report import (
     made_for,
     read_metadata,
 )
-from peft_core.image.lycoris_files import ALGORITHMS, lycoris_algorithm, module_alpha, module_rank, read_modules
+from peft_core.image.lycoris_files import (
+    ALGORITHMS,
+    linear_in_features,
+    lycoris_algorithm,
+    module_alpha,
+    module_rank,
+    read_modules,
+)
 from peft_core.safetensors_file import check_finite, check_safetensors_header, read_tensors
 
 # Trigger words are listed with every adapter on every /list_adapters answer and added to prompts: a few short ones.
@@ -278,8 +285,9 @@ def _read_lycoris(path: Path, header: dict, algorithm: str) -> LoraFile:
         modules.setdefault(component, {})[flat_module(module)] = module
         if "alpha" in tensors:
             alphas[module] = module_alpha(tensors, rank)
-    # LoHa's hada_w1_b takes the layer's whole input; LoKr's factors each take part of it (no width read)
-    width = cross_attention_width({k: v for k, v in header.items() if k.endswith(".hada_w1_b")})
+    # the text width a cross-attention key / value layer takes (LoHa's hada_w1_b; LoKr's factors' c x d)
+    width = next((w for m, t in sorted(lycoris.items()) if m.endswith(("attn2_to_k", "attn2_to_v"))
+                  and (w := linear_in_features(t)) is not None), None)  # fmt: skip
     layout = f"lycoris-{algorithm}"
     report = LoadReport(
         layout=layout,
