@@ -375,20 +375,27 @@ def test_the_size_check_counts_what_from_pretrained_allocates(where, monkeypatch
 
 def test_lora_metadata_never_becomes_the_config(images, where, tmp_path, regex_guard, monkeypatch):
     """diffusers' exporter writes a LoraConfig into `__metadata__["lora_adapter_metadata"]`; a stranger's asks for
-    PiSSA (which rewrites the base weights) and a regex target_modules. The studio gives diffusers the tensors only:
-    the adapter loads as the same tensors without metadata do (as "b"), and the base is untouched."""
+    PiSSA (which rewrites the base weights) and a regex target_modules. The studio gives diffusers the tensors only,
+    with the config's allowlisted scaling (lora_alpha 64 / r 4) folded into lora_B (peft_files.py): the adapter loads
+    as "b"'s tensors with lora_B x 16 do without metadata, and the base is untouched."""
     studio, before = images
     monkeypatch.setenv("STUDIO_LOCAL_DIRS", str(tmp_path))
     metadata = {"init_lora_weights": "pissa", "target_modules": HOSTILE_PATTERN, "r": 4, "lora_alpha": 64}
-    folder = tmp_path / "pissa"
+    folder, scaled = tmp_path / "pissa", tmp_path / "scaled"
     folder.mkdir()
-    save_file(load_file(Path(where["lora_b"]) / LORA), folder / LORA,
-              metadata={"format": "pt", "lora_adapter_metadata": json.dumps(metadata)})  # fmt: skip
+    scaled.mkdir()
+    tensors = load_file(Path(where["lora_b"]) / LORA)
+    assert {t.shape[0] for k, t in tensors.items() if ".lora_A." in k} == {4}
+    save_file(tensors, folder / LORA, metadata={"format": "pt", "lora_adapter_metadata": json.dumps(metadata)})
+    save_file({k: t * 16 if ".lora_B." in k else t for k, t in tensors.items()}, scaled / LORA)
     studio.load_adapter(str(folder), adapter_name="m")
+    studio.load_adapter(str(scaled), adapter_name="b16")
     try:
-        assert (gen(studio, {"m": 1.0}) == gen(studio, {"b": 1.0})).all()
+        assert (gen(studio, {"m": 1.0}) == gen(studio, {"b16": 1.0})).all()
+        assert not (gen(studio, {"m": 1.0}) == gen(studio, {"b": 1.0})).all()
     finally:
         studio.delete_adapter("m")
+        studio.delete_adapter("b16")
     assert regex_guard == []
     assert image_state(studio) == before
 
