@@ -178,7 +178,7 @@ HOSTILE_IMAGES = [
       r"'unet\..*lora_A\.weight' has rank 2 but its up matrix has rank 4; the two halves of a LoRA layer share"),
     E("LoRA file", "more LoRA layers than the pipeline has", lambda s, w: s.load_adapter(w["many-layers-lora"]),
       AdapterError, r"\(peft layout\) names 2,032 LoRA layers but '.*tiny-sd' has only [\d,]+ layers a LoRA can "
-      r"wrap: it was probably made for another base model"),
+      r"wrap: the file names layers this base does not have"),
     E("LoRA file", "alpha that is not a number", lambda s, w: s.load_adapter(w["alpha-not-scalar"]), AdapterError,
       r"'lora_unet_.*\.alpha' has shape \[4\] \(F32\); an alpha is one float \(shape \[\] or \[1\]\)"),
     # --- model cards ---------------------------------------------------------------------------------------------

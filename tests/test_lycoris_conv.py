@@ -141,3 +141,20 @@ def test_tucker_locon_is_refused_by_name(studio, sd_pipe, allow_assets, tmp_path
     with pytest.raises(AdapterError, match=r"is a LoCon with Tucker decomposition \(lora_mid\) adapter"):
         studio.load_adapter(_write(tmp_path / "tucker", state), adapter_name="t")
     assert studio.list_adapters() == before[0] and np.array_equal(gen(studio, {"a": 1.0}), before[1])
+
+
+def test_lokr_for_another_family_is_refused_naming_both(studio, sd_pipe, allow_assets, tmp_path, monkeypatch):
+    """A LoKr's cross-attention width is its factors' c x d (it has no whole-input factor, as LoHa's hada_w1_b):
+    one whose attn2 to_k takes 64 wide text (the tiny SDXL's) on the 32 wide tiny SD is refused naming both."""
+    from tests.layout_keys import lycoris_layer
+
+    monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{allow_assets['root']}:{tmp_path}")
+    targets, state = _file(sd_pipe, "lokr", False, False)
+    module = next(m for m in targets["unet"] if m.endswith("attn2.to_k"))
+    to_k, out = f"lora_unet_{module.replace('.', '_')}", sd_pipe.unet.get_submodule(module).out_features
+    state = {k: v for k, v in state.items() if not k.startswith(f"{to_k}.")}
+    state |= lycoris_layer("lokr", to_k, torch.nn.Linear(64, out), rank=4, alpha=2.0)
+    with pytest.raises(AdapterError, match=r"was made for a UNet \(cross-attention 64\); the loaded base .* is "
+                       r"StableDiffusionPipeline \(cross-attention 32\)"):  # fmt: skip
+        studio.load_adapter(_write(tmp_path / "wide", state), adapter_name="wide")
+    assert studio.list_adapters() == []

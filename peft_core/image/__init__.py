@@ -9,7 +9,9 @@ the slots are consulted and changed, then `pipeline.py` calls diffusers, and the
 - slots.py      the resident adapters' weights in RAM, the few slots in the pipeline.
 - fusion.py     the applied mix merged into the base weights, undone bit for bit; recent mixes' merged weights.
 - lora_files.py LoRA file layouts (peft, kohya, old diffusers ...), the checked read, AdapterInfo, trigger words.
-                A new adapter file layout starts here.
+                A new adapter file layout starts here; LyCORIS files in lycoris_files.py, peft's own saves (three
+                spellings, their LoraConfig's alpha) in peft_files.py, the load report in lora_report.py, and the
+                reasons a refusal gives in diagnosis.py.
 - checks.py     a pipeline repo's configs and declared sizes, checked before anything is downloaded or built.
 - export.py     a mix written out as one LoRA file. sweep.py: X/Y grids of weights. prompts.py: trigger words.
 """

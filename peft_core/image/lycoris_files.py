@@ -8,6 +8,13 @@ two of its algorithms, with the same tensors and the same scaling (alpha / rank)
 (pipeline.py: `add_adapter` with a LoHaConfig / LoKrConfig built here, then `set_peft_model_state_dict`); the
 others, which peft has no tuner for, are refused naming the algorithm.
 
+Networks trained with a conv dimension wrap convolutions too (resnets' conv1 / conv2 / conv_shortcut, samplers,
+conv_in / conv_out), in the shapes LyCORIS gives them: LoHa's factors flatten the kernel into the input side
+((out, r), (r, in x k x k)); LoKr splits the channels (out = a x b, in = c x d) with a 4-D full `lokr_w2` (b, d, k, k)
+or a low-rank (b, r), (r, d x k x k); with `use_tucker`, a 3x3 convolution's factors are (r, out) / (r, in) around a
+core (r, r, k, k) (`hada_t1` / `hada_t2`, `lokr_t2`). peft's LoHa and LoKr hold all of these (use_effective_conv2d
+for the Tucker cores); LoCon's Tucker core (`lora_mid`) has no place in peft's LoRA and is refused by name.
+
 Every key is checked here against the suffixes of its algorithm; module names are never handed to a library as
 they are: pipeline.py maps each to one of the model's own modules (kohya's naming of the model's modules) and
 builds the config from those.

@@ -119,8 +119,8 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
         if "not found in the base model" in str(exc):  # peft's words when no key matches a module at all
             report.matched = {}
             raise AdapterError(
-                f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but none match {model_id!r}: it "
-                f"was probably made for another base model ({report.line()})"
+                f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but none match {model_id!r}: "
+                f"{why_not(pipe, lora, {})} ({report.line()})"
             ) from None
         raise AdapterError(f"{source} ({lora.layout} layout) does not fit {model_id!r}: {first_line(exc)}") from None
     if "unet" in report.named and getattr(pipe, "unet", None) is None and "transformer" in registered:
@@ -133,10 +133,24 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
         undo_load(pipe, slot_name)
         raise AdapterError(
             f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but only "
-            f"{sum(report.matched.values())} match "
-            f"{model_id!r}: it was probably made for another base model ({report.line()})"
+            f"{sum(report.matched.values())} match {model_id!r}: {why_not(pipe, lora, registered)} ({report.line()})"
         )
     return report
+
+
+def why_not(pipe, lora, registered: dict) -> str:
+    """Why `lora`'s layers did not all land in `pipe` (diagnosis.py): both families when its keys point to another,
+    else what did not match and why."""
+    from peft_core.image import diagnosis
+
+    report = lora.report
+    if diagnosis.family_mismatch(report.made_for, pipe):
+        return f"it was made for {report.made_for}; the loaded base is {report.base}"
+    found = diagnosis.reasons(pipe, report.named, lora.modules, registered)
+    if found:
+        return "; ".join(found)
+    missing = sum(report.named.values()) - sum(report.matched.values())
+    return f"{missing} of its layers name modules that this base has under other names or not at all"
 
 
 # kohya's prefix for each pipeline part (sd-scripts networks/lora.py; lora_te1/lora_te2 for SDXL's two encoders)
@@ -289,7 +303,10 @@ def check_layer_count(lora, pipe, source: str, model_id: str) -> None:
     """
     import torch
 
-    wrappable = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding)
+    # what the file's trainer can wrap: LyCORIS' modules take Linear and Conv layers, peft's LoRA Embeddings too
+    wrappable = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    if lora.algorithm == "lora":
+        wrappable += (torch.nn.Embedding,)
     capacity = 0
     for _, model in lora_components(pipe):
         if isinstance(model, torch.nn.Module):
@@ -299,9 +316,18 @@ def check_layer_count(lora, pipe, source: str, model_id: str) -> None:
             )
     if lora.num_layers > capacity:
         raise AdapterError(
-            f"{source} ({lora.layout} layout) names {lora.num_layers:,} LoRA layers but {model_id!r} has only "
-            f"{capacity:,} layers a LoRA can wrap: it was probably made for another base model"
+            f"{source} ({lora.layout} layout) names {lora.num_layers:,} {lora.report.algorithm} layers but "
+            f"{model_id!r} has only {capacity:,} layers a {lora.report.algorithm} can wrap: {_too_many(lora, pipe)}"
         )
+
+
+def _too_many(lora, pipe) -> str:
+    from peft_core.image import diagnosis
+
+    report = lora.report
+    if diagnosis.family_mismatch(report.made_for, pipe):
+        return f"it was made for {report.made_for}; the loaded base is {report.base}"
+    return "the file names layers this base does not have (a larger model of its family, or names it does not use)"
 
 
 def registered_modules(pipe, adapter_name: str) -> dict[str, list[str]]:
