@@ -374,6 +374,11 @@ def sd3_peft(layers: dict, transformer, factor: float = 1.0) -> dict:
 LYCORIS_UNET = ("Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D")
 LYCORIS_UNET_NAMES = ("conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2")
 LYCORIS_TE = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
+# LyCORIS' wrapper (lycoris/wrapper.py LycorisNetwork, what SimpleTuner trains diffusers' models with): its presets'
+# unet_target_module lists are not read by its apply_preset (only target_module), so TARGET_REPLACE_MODULE keeps its
+# default, the layer classes themselves: every Linear and Conv of the one model it is given, named
+# `lycoris_<module with _>` (norms too only with train_norm).
+LYCORIS_WRAPPER = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 # sd-scripts' SDXL UNet (library/sdxl_original_unet.py), which kohya's SDXL trainer hands LyCORIS: a ResnetBlock2D's
 # layers are in_layers.2 (conv1), emb_layers.1 (time_emb_proj), out_layers.3 (conv2), skip_connection (conv_shortcut);
 # Downsample2D's conv is `op`, Upsample2D's `conv`; input_blocks get a Downsample2D after each level's blocks, an
@@ -388,9 +393,9 @@ def lycoris_targets(model, parents: tuple, names: tuple = ()) -> list[str]:
     wraps = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     picked = []
     for parent_name, parent in model.named_modules():
-        if type(parent).__name__ in parents:
-            picked += [f"{parent_name}.{child_name}" for child_name, child in parent.named_modules()
-                       if child_name and isinstance(child, wraps)]  # fmt: skip
+        if type(parent).__name__ in parents:  # create_modules_ on it: itself (name "") and every child
+            picked += [f"{parent_name}.{child_name}" if child_name else parent_name
+                       for child_name, child in parent.named_modules() if isinstance(child, wraps)]  # fmt: skip
         elif parent_name in names:
             picked.append(parent_name)
     return list(dict.fromkeys(picked))

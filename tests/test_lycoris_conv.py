@@ -17,6 +17,7 @@ from tests.layout_keys import (
     LYCORIS_TE,
     LYCORIS_UNET,
     LYCORIS_UNET_NAMES,
+    LYCORIS_WRAPPER,
     lycoris_delta,
     lycoris_network,
     lycoris_sgm_name,
@@ -41,9 +42,12 @@ def _write(folder, state):
     return str(folder)
 
 
-def _file(pipe, algo, tucker, sdxl: bool, seed: int = 1):
+def _file(pipe, algo, tucker, sdxl: bool, seed: int = 1, wrapper: bool = False):
     """{component: module names} and the state dict of a LyCORIS network over every module LyCORIS' kohya network
-    wraps in the UNet and the text encoder(s)."""
+    wraps in the UNet and the text encoder(s), or (`wrapper`) its wrapper in the UNet alone."""
+    if wrapper:
+        unet = lycoris_targets(pipe.unet, LYCORIS_WRAPPER)
+        return {"unet": unet}, lycoris_network(algo, pipe.unet, unet, seed, prefix="lycoris", tucker=tucker)
     unet = lycoris_targets(pipe.unet, LYCORIS_UNET, () if sdxl else LYCORIS_UNET_NAMES)
     targets = {"unet": unet}
     spell = lycoris_sgm_name(pipe.unet) if sdxl else None
@@ -58,11 +62,15 @@ def _file(pipe, algo, tucker, sdxl: bool, seed: int = 1):
     return targets, state
 
 
-def _check_network(studio, pipe, tmp_path, net, sdxl, lora_folder):
+def _check_network(studio, pipe, tmp_path, net, sdxl, lora_folder, wrapper=False):
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     algo, tucker, layout, tuner = NETWORKS[net]
-    targets, state = _file(pipe, algo, tucker, sdxl)
+    targets, state = _file(pipe, algo, tucker, sdxl, wrapper=wrapper)
+    kinds = {m.rsplit(".", 1)[-1] for m in targets["unet"]} | {m.split(".")[2] for m in targets["unet"] if
+                                                              m.count(".") > 2}  # fmt: skip
+    assert {"conv1", "conv2", "conv_shortcut", "time_emb_proj", "downsamplers", "upsamplers"} <= kinds
+    assert sdxl or {"conv_in", "conv_out", "linear_1"} <= kinds
     convs = [m for m in targets["unet"] if isinstance(pipe.unet.get_submodule(m), torch.nn.Conv2d)]
     assert any(pipe.unet.get_submodule(m).kernel_size == (3, 3) for m in convs)
     assert any(pipe.unet.get_submodule(m).kernel_size == (1, 1) for m in convs)
@@ -84,7 +92,7 @@ def _check_network(studio, pipe, tmp_path, net, sdxl, lora_folder):
     for module in checked:
         layer = studio.pipe.unet.get_submodule(module)
         assert isinstance(layer, BaseTunerLayer) and type(layer).__module__.startswith(f"peft.tuners.{tuner}")
-        key = f"lora_unet_{spell(module).replace('.', '_')}"
+        key = f"{'lycoris' if wrapper else 'lora_unet'}_{spell(module).replace('.', '_')}"
         tensors = {k.partition(".")[2]: v for k, v in state.items() if k.partition(".")[0] == key}
         delta = lycoris_delta(tensors, before[module].shape)
         torch.testing.assert_close(layer.get_base_layer().weight.detach(), before[module] + 0.7 * delta,
@@ -112,6 +120,13 @@ def sd_pipe(assets):
 def test_lycoris_with_convolutions_on_sd(studio, sd_pipe, allow_assets, tmp_path, monkeypatch, net):
     monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{allow_assets['root']}:{tmp_path}")
     _check_network(studio, sd_pipe, tmp_path, net, False, str(allow_assets["lora_a"]))
+
+
+@pytest.mark.parametrize("net", ["loha-tucker", "lokr"])
+def test_lycoris_wrapper_with_convolutions_on_sd(studio, sd_pipe, allow_assets, tmp_path, monkeypatch, net):
+    """LyCORIS' wrapper (SimpleTuner) on the UNet: every Linear and Conv, `lycoris_` + diffusers' names."""
+    monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{allow_assets['root']}:{tmp_path}")
+    _check_network(studio, sd_pipe, tmp_path, net, False, str(allow_assets["lora_a"]), wrapper=True)
 
 
 @pytest.fixture(scope="module")
