@@ -157,3 +157,31 @@ def test_bare_keys_of_no_pipeline_part_are_refused(studio, allow_assets, tmp_pat
     with pytest.raises(AdapterError, match=r"this peft LoRA's keys name no pipeline part \('encoder\.layers\.0"):
         studio.load_adapter(str(tmp_path / "x"), adapter_name="x")
     assert studio.list_adapters() == []
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_bare_transformer_keys_load_as_the_prefixed_file(tiny_family, tmp_path, monkeypatch, family):
+    """A transformer's bare peft keys (`transformer_blocks.0.attn.to_q.lora_A.weight`, get_peft_model_state_dict of
+    the transformer) register the same modules and give the image of the `transformer.`-prefixed file."""
+    from diffusers import DiffusionPipeline
+
+    from peft_core.image import pipeline
+    from tiny_models.families import family_lora_state_dict
+
+    loaded = tiny_family(family)
+    studio = family_studio(loaded, monkeypatch, tmp_path)
+    state = family_lora_state_dict(DiffusionPipeline.from_pretrained(loaded[0] / "pipeline"), family, seed=2)
+    for name, keys in (("prefixed", state), ("bare", {k.removeprefix("transformer."): v for k, v in state.items()})):
+        (tmp_path / name).mkdir()
+        save_file({k: v.contiguous() for k, v in keys.items()}, tmp_path / name / "lora.safetensors")
+    base = gen(studio)
+    studio.load_adapter(str(tmp_path / "prefixed"), adapter_name="p")
+    info = studio.load_adapter(str(tmp_path / "bare"), adapter_name="b")[-1]
+    info = next(x for x in studio.list_adapters() if x["adapter_name"] == "b")
+    assert info["layout"] == "peft-bare" and info["report"]["named"] == info["report"]["matched"]
+    slots = studio.slots
+    assert pipeline.registered_modules(studio.pipe, slots.slot_of("b")) == pipeline.registered_modules(
+        studio.pipe, slots.slot_of("p"))  # fmt: skip
+    image = gen(studio, {"b": 1.0})
+    assert not np.array_equal(image, base) and np.array_equal(image, gen(studio, {"p": 1.0}))
+    assert np.array_equal(gen(studio, {"b": 1.0}, use_adapters=False), base)
