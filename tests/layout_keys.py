@@ -363,3 +363,156 @@ def sd3_peft(layers: dict, transformer, factor: float = 1.0) -> dict:
             state[f"transformer.{name}.lora_A.weight"] = down
             state[f"transformer.{name}.lora_B.weight"] = (part * factor).contiguous()
     return state
+
+
+# --- LyCORIS networks with convolutions ------------------------------------------------------------------------------
+
+# LyCORIS' kohya network (lycoris/kohya.py LycorisNetworkKohya, the "full" preset): create_modules gives a module to
+# every Linear / Conv1d-3d inside a module whose class is in UNET_TARGET_REPLACE_MODULE (1x1 convolutions with the
+# linear dim, the others with conv_dim, so all of them once conv_dim is set), named `<prefix>_<parent>_<child>` with
+# "." spelled "_", and to the modules named exactly in UNET_TARGET_REPLACE_NAME; the text encoders likewise.
+LYCORIS_UNET = ("Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D")
+LYCORIS_UNET_NAMES = ("conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2")
+LYCORIS_TE = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
+# LyCORIS' wrapper (lycoris/wrapper.py LycorisNetwork, what SimpleTuner trains diffusers' models with): its presets'
+# unet_target_module lists are not read by its apply_preset (only target_module), so TARGET_REPLACE_MODULE keeps its
+# default, the layer classes themselves: every Linear and Conv of the one model it is given, named
+# `lycoris_<module with _>` (norms too only with train_norm).
+LYCORIS_WRAPPER = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+# sd-scripts' SDXL UNet (library/sdxl_original_unet.py), which kohya's SDXL trainer hands LyCORIS: a ResnetBlock2D's
+# layers are in_layers.2 (conv1), emb_layers.1 (time_emb_proj), out_layers.3 (conv2), skip_connection (conv_shortcut);
+# Downsample2D's conv is `op`, Upsample2D's `conv`; input_blocks get a Downsample2D after each level's blocks, an
+# output block holds [ResnetBlock2D, Transformer2DModel (if any), Upsample2D]. Its conv_in / conv_out / time_embed
+# are input_blocks.0.0, out.2, time_embed.0 / .2: not the names LyCORIS looks for, so SDXL files lack them.
+SGM_RESNET = {"conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "conv2": "out_layers.3",
+              "conv_shortcut": "skip_connection"}  # fmt: skip
+
+
+def lycoris_targets(model, parents: tuple, names: tuple = ()) -> list[str]:
+    """The module names LyCORIS' create_modules picks in `model` (see LYCORIS_UNET)."""
+    wraps = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    picked = []
+    for parent_name, parent in model.named_modules():
+        if type(parent).__name__ in parents:  # create_modules_ on it: itself (name "") and every child
+            picked += [f"{parent_name}.{child_name}" if child_name else parent_name
+                       for child_name, child in parent.named_modules() if isinstance(child, wraps)]  # fmt: skip
+        elif parent_name in names:
+            picked.append(parent_name)
+    return list(dict.fromkeys(picked))
+
+
+def lycoris_sgm_name(unet) -> callable:
+    """A diffusers SDXL UNet module name -> its name in sd-scripts' SDXL UNet (SGM_RESNET, samplers), as kohya's SDXL
+    trainer and so LyCORIS name it."""
+    blocks = sgm_name(unet)
+    per_block = unet.config.layers_per_block
+
+    def convert(module: str) -> str:
+        parts = module.split(".")
+        if parts[0] == "down_blocks" and parts[2] == "downsamplers":
+            return f"input_blocks.{(int(parts[1]) + 1) * (per_block + 1)}.0.op"
+        if parts[0] == "up_blocks" and parts[2] == "upsamplers":
+            inner = 2 if hasattr(unet.up_blocks[int(parts[1])], "attentions") else 1
+            return f"output_blocks.{int(parts[1]) * (per_block + 1) + per_block}.{inner}.conv"
+        if "resnets" in parts and parts[-1] in SGM_RESNET:
+            return f"{blocks('.'.join(parts[:-1]))}.{SGM_RESNET[parts[-1]]}"
+        return blocks(module)
+
+    return convert
+
+
+def lycoris_layer(algo: str, key: str, module, rank: int, alpha: float, tucker: bool = False,
+                  scale: float = 0.3) -> dict:  # fmt: skip
+    """One module's tensors as LyCORIS saves them, with the shapes its modules make for a Linear and for 1x1 / 3x3
+    convolutions (`tucker`: use_tucker, which applies to convolutions larger than 1x1 only):
+
+    - LoCon (modules/locon.py): lora_down (r, in) / (r, in, k, k), lora_up (out, r) / (out, r, 1, 1); Tucker: lora_down
+      (r, in, 1, 1), lora_mid (r, r, k, k), lora_up (out, r, 1, 1);
+    - LoHa (modules/loha.py): hada_w{1,2}_a (out, r), hada_w{1,2}_b (r, in x k x k); Tucker: hada_t{1,2} (r, r, k, k),
+      hada_w{1,2}_a (r, out), hada_w{1,2}_b (r, in);
+    - LoKr (modules/lokr.py, factor -1): out = a x b and in = c x d by `factorization` of the channels, lokr_w1 (a, c);
+      lokr_w2 (b, d[, k, k]) full when r >= max(b, d) / 2; else Tucker lokr_t2 (r, r, k, k), lokr_w2_a (r, b),
+      lokr_w2_b (r, d); else lokr_w2_a (b, r), lokr_w2_b (r, d x k x k).
+    """
+    from peft.tuners.lokr.layer import factorization  # LyCORIS' own function, as peft ships it
+
+    conv = isinstance(module, torch.nn.Conv2d)
+    out, inn = (module.out_channels, module.in_channels) if conv else (module.out_features, module.in_features)
+    kernel = tuple(module.kernel_size) if conv else ()
+    k = kernel[0] * kernel[1] if conv else 1
+    tucker = tucker and conv and kernel != (1, 1)
+
+    def rand(*shape):
+        return torch.randn(*shape) * scale
+
+    state = {f"{key}.alpha": torch.tensor(float(alpha))}
+    if algo == "locon":
+        if tucker:
+            state[f"{key}.lora_down.weight"] = rand(rank, inn, 1, 1)
+            state[f"{key}.lora_mid.weight"] = rand(rank, rank, *kernel)
+        else:
+            state[f"{key}.lora_down.weight"] = rand(rank, inn, *kernel)
+        state[f"{key}.lora_up.weight"] = rand(out, rank, 1, 1) if conv else rand(out, rank)
+    elif algo == "loha":
+        for w in ("1", "2"):
+            if tucker:
+                state |= {f"{key}.hada_t{w}": rand(rank, rank, *kernel), f"{key}.hada_w{w}_a": rand(rank, out),
+                          f"{key}.hada_w{w}_b": rand(rank, inn)}  # fmt: skip
+            else:
+                state |= {f"{key}.hada_w{w}_a": rand(out, rank), f"{key}.hada_w{w}_b": rand(rank, inn * k)}
+    else:
+        (a, b), (c, d) = factorization(out, -1), factorization(inn, -1)
+        state[f"{key}.lokr_w1"] = rand(a, c)
+        if rank >= max(b, d) / 2:
+            state[f"{key}.lokr_w2"] = rand(b, d, *kernel)
+        elif tucker:
+            state |= {f"{key}.lokr_t2": rand(rank, rank, *kernel), f"{key}.lokr_w2_a": rand(rank, b),
+                      f"{key}.lokr_w2_b": rand(rank, d)}  # fmt: skip
+        else:
+            state |= {f"{key}.lokr_w2_a": rand(b, rank), f"{key}.lokr_w2_b": rand(rank, d * k)}
+    return state
+
+
+def lycoris_network(algo: str, model, modules: list[str], seed: int, prefix: str = "lora_unet", rank: int = 4,
+                    alpha: float = 2.0, tucker: bool = False, spell=None) -> dict:  # fmt: skip
+    """A LyCORIS file's tensors for `modules` of `model`, keyed `<prefix>_<name with _>` (`spell`: a module name ->
+    the name the trainer saw, lycoris_sgm_name for SDXL)."""
+    torch.manual_seed(seed)
+    named = dict(model.named_modules())
+    state = {}
+    for name in modules:
+        key = f"{prefix}_{(spell or (lambda n: published(model, n)))(name).replace('.', '_')}"
+        state |= lycoris_layer(algo, key, named[name], rank, alpha, tucker)
+    return state
+
+
+def lycoris_delta(tensors: dict, shape) -> torch.Tensor:
+    """LyCORIS' own formulas for one module's weight delta (functional/loha.py, lokr.py, locon.py; rebuild_tucker's
+    einsum "i j ..., i p, j r -> p r ..."), at the module's weight `shape`: the oracle merged weights are held to."""
+    t = tensors
+
+    def tucker(core, wa, wb):
+        return torch.einsum("i j ..., i p, j r -> p r ...", core, wa, wb)
+
+    alpha = float(t["alpha"])
+    if "hada_w1_a" in t:
+        rank = t["hada_w1_b"].shape[0]
+        if "hada_t1" in t:
+            w1 = tucker(t["hada_t1"], t["hada_w1_a"], t["hada_w1_b"])
+            w = w1 * tucker(t["hada_t2"], t["hada_w2_a"], t["hada_w2_b"])
+        else:
+            w = (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"])
+        return w.reshape(shape) * alpha / rank
+    if "lokr_w1" in t:
+        if "lokr_w2" in t:
+            w2, scale = t["lokr_w2"], 1.0
+        elif "lokr_t2" in t:
+            w2, scale = tucker(t["lokr_t2"], t["lokr_w2_a"], t["lokr_w2_b"]), alpha / t["lokr_w2_b"].shape[0]
+        else:
+            w2, scale = t["lokr_w2_a"] @ t["lokr_w2_b"], alpha / t["lokr_w2_b"].shape[0]
+        w1 = t["lokr_w1"]
+        if w2.dim() == 4:
+            w1 = w1[:, :, None, None]
+        return torch.kron(w1, w2).reshape(shape) * scale
+    up, down = t["lora_up.weight"], t["lora_down.weight"]
+    return (up.flatten(1) @ down.flatten(1)).reshape(shape) * alpha / down.shape[0]

@@ -108,10 +108,11 @@ IMAGES = [
     E("File", "a full model's weights", lambda s, w: s.load_adapter(w["full-model"]), AdapterError,
       r"holds no LoRA weights \(keys such as .*\); it looks like a full model's weights"),
     E("File", "LoRA for another architecture", lambda s, w: s.load_adapter(w["other-arch"]), AdapterError,
-      r"other-arch/.* \(peft layout\) names \d+ LoRA layers but none match '.*tiny-sd': it was probably made for "
-      r"another base model"),
+      r"other-arch/.* \(peft layout\) names \d+ LoRA layers but none match '.*tiny-sd': it names \d+ layers under "
+      r"down_blocks\.\d that it has no module for \(such as other_0_"),
     E("File", "LoRA that half fits", lambda s, w: s.load_adapter(w["half-fits"]), AdapterError,
-      r"names 64 LoRA layers but only 32 match .*made for another base model"),
+      r"names 64 LoRA layers but only 32 match .*: it names 8 layers under down_blocks\.1 that it has no module for "
+      r"\(such as other_0_.*; it names 8 layers under mid_block that"),
     E("File", "NaN inside", lambda s, w: s.load_adapter(w["nan"]), AdapterError,
       rf"'{LORA}' has NaN or infinite values in 'unet\..*lora_B.weight'; the file is broken"),
     E("File", "inf inside", lambda s, w: s.load_adapter(w["inf"]), AdapterError,

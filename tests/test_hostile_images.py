@@ -178,7 +178,7 @@ HOSTILE_IMAGES = [
       r"'unet\..*lora_A\.weight' has rank 2 but its up matrix has rank 4; the two halves of a LoRA layer share"),
     E("LoRA file", "more LoRA layers than the pipeline has", lambda s, w: s.load_adapter(w["many-layers-lora"]),
       AdapterError, r"\(peft layout\) names 2,032 LoRA layers but '.*tiny-sd' has only [\d,]+ layers a LoRA can "
-      r"wrap: it was probably made for another base model"),
+      r"wrap: the file names layers this base does not have"),
     E("LoRA file", "alpha that is not a number", lambda s, w: s.load_adapter(w["alpha-not-scalar"]), AdapterError,
       r"'lora_unet_.*\.alpha' has shape \[4\] \(F32\); an alpha is one float \(shape \[\] or \[1\]\)"),
     # --- model cards ---------------------------------------------------------------------------------------------
@@ -375,20 +375,27 @@ def test_the_size_check_counts_what_from_pretrained_allocates(where, monkeypatch
 
 def test_lora_metadata_never_becomes_the_config(images, where, tmp_path, regex_guard, monkeypatch):
     """diffusers' exporter writes a LoraConfig into `__metadata__["lora_adapter_metadata"]`; a stranger's asks for
-    PiSSA (which rewrites the base weights) and a regex target_modules. The studio gives diffusers the tensors only:
-    the adapter loads as the same tensors without metadata do (as "b"), and the base is untouched."""
+    PiSSA (which rewrites the base weights) and a regex target_modules. The studio gives diffusers the tensors only,
+    with the config's allowlisted scaling (lora_alpha 64 / r 4) folded into lora_B (peft_files.py): the adapter loads
+    as "b"'s tensors with lora_B x 16 do without metadata, and the base is untouched."""
     studio, before = images
     monkeypatch.setenv("STUDIO_LOCAL_DIRS", str(tmp_path))
     metadata = {"init_lora_weights": "pissa", "target_modules": HOSTILE_PATTERN, "r": 4, "lora_alpha": 64}
-    folder = tmp_path / "pissa"
+    folder, scaled = tmp_path / "pissa", tmp_path / "scaled"
     folder.mkdir()
-    save_file(load_file(Path(where["lora_b"]) / LORA), folder / LORA,
-              metadata={"format": "pt", "lora_adapter_metadata": json.dumps(metadata)})  # fmt: skip
+    scaled.mkdir()
+    tensors = load_file(Path(where["lora_b"]) / LORA)
+    assert {t.shape[0] for k, t in tensors.items() if ".lora_A." in k} == {4}
+    save_file(tensors, folder / LORA, metadata={"format": "pt", "lora_adapter_metadata": json.dumps(metadata)})
+    save_file({k: t * 16 if ".lora_B." in k else t for k, t in tensors.items()}, scaled / LORA)
     studio.load_adapter(str(folder), adapter_name="m")
+    studio.load_adapter(str(scaled), adapter_name="b16")
     try:
-        assert (gen(studio, {"m": 1.0}) == gen(studio, {"b": 1.0})).all()
+        assert (gen(studio, {"m": 1.0}) == gen(studio, {"b16": 1.0})).all()
+        assert not (gen(studio, {"m": 1.0}) == gen(studio, {"b": 1.0})).all()
     finally:
         studio.delete_adapter("m")
+        studio.delete_adapter("b16")
     assert regex_guard == []
     assert image_state(studio) == before
 

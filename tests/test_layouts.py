@@ -3,8 +3,11 @@ and the image of the same weights in peft layout) or it is refused for the right
 was. Each row here is a row of docs/LAYOUTS.md; the files are keyed by tests/layout_keys.py's rules.
 """
 
+import re
+
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from peft_core.errors import AdapterError
@@ -126,7 +129,9 @@ def test_half_matching_file_is_refused_with_its_report(studio, sd_pipe, tmp_path
     with pytest.raises(AdapterError) as refused:
         studio.load_adapter(_write(tmp_path / "half", state), adapter_name="partly")
     message = str(refused.value)
-    assert "it was probably made for another base model (kohya layout; layers registered/named: " in message
+    assert ("it names 1 layer under up_blocks.0.attentions.0.transformer_blocks.0 that it has no module for (such "
+            "as attn9_to_q)") in message
+    assert " (kohya layout; layers registered/named: " in message
     te = len(layers["text_encoder"])
     assert f"layers registered/named: text_encoder {te}/{te}, unet {named - 2}/{named}; " in message
     assert "lora_unet_up_blocks_0_attentions_0_transformer_blocks_0_attn9_to_q.lora_down.weight" in message
@@ -285,3 +290,70 @@ def test_flux_file_on_sd_base_is_refused_naming_both(studio, flux, tmp_path, mon
                        r"is StableDiffusionPipeline"):  # fmt: skip
         studio.load_adapter(_write(tmp_path / "flux", state), adapter_name="flux")
     assert studio.list_adapters() == []
+
+
+# --- the refusals' reasons ---------------------------------------------------------------------------------------
+
+
+def _families_said(message: str) -> tuple[bool, bool]:
+    """(the message claims the file was made for another family, the families it names are the same)."""
+    said = re.findall(r"made for (.+?)[;)] the loaded base (?:.* )?is (.+?)(?:\)|;|$)", message)
+    claims = "it was made for " in message or " was made for " in message.split(" (")[0]
+    same = any(a.split(" (")[-1] == b.split(" (")[-1] for a, b in said)
+    return claims, same
+
+
+def _refusal_cases(sd_pipe, flux_transformer):
+    """{row: (studio kind, state dict, a regex the reason must match)}: each refusal row of docs/LAYOUTS.md."""
+    layers = lora_layers(sd_pipe, RULES["kohya"], seed=3)
+    half = kohya(layers, alpha=RANK)
+    moved = sorted(k for k in half if "attn1_to_q" in k and k.startswith("lora_unet_up_blocks_0_attentions_"))
+    half |= {k.replace("attn1_to_q", "attn9_to_q"): half.pop(k) for k in moved}
+    attention = peft(lora_layers(sd_pipe, RULES["attention"], seed=4))
+    blocks = len(sd_pipe.unet.down_blocks)
+    deeper = {k.replace("unet.down_blocks.1.", f"unet.down_blocks.{blocks + 3}."): v.clone()
+              for k, v in attention.items()}  # fmt: skip
+    second = {k.replace("unet.", "text_encoder_2.", 1): v.clone() for k, v in attention.items() if "attn1.to_q" in k}
+    singles = len(flux_transformer.single_transformer_blocks)
+    flux = {f"transformer.single_transformer_blocks.{singles + 10}.attn.to_q.lora_{h}.weight": torch.randn(*shape)
+            for h, shape in (("A", (4, flux_transformer.config.num_attention_heads *
+                                      flux_transformer.config.attention_head_dim)), ("B", (4, 4)))}  # fmt: skip
+    return {
+        "half-matching kohya file": ("sd", half, r"it names 1 layer under up_blocks\.0\.attentions\.0\."
+                                     r"transformer_blocks\.0 that it has no module for \(such as attn9_to_q\)"),
+        "blocks past the base's depth": ("sd", attention | deeper, rf"it names down_blocks\.{blocks + 3} but this "
+                                         rf"SD 1\.x/2\.x has {blocks}"),
+        "a part the base lacks": ("sd", attention | second, r"it names layers of text_encoder_2, which this SD "
+                                  r"1\.x/2\.x pipeline does not have"),
+        "FLUX blocks past the base's depth": ("flux", flux, rf"it names single_transformer_blocks\.{singles + 10} "
+                                              rf"but this FLUX\.1 has {singles}"),
+        "a FLUX file on an SD base": ("sd", flux_kohya(flux_bfl_layers(flux_transformer, seed=2), alpha=RANK),
+                                      r"it was made for FLUX \(double/single blocks\); the loaded base is "
+                                      r"StableDiffusionPipeline"),
+        "an SDXL-wide file on an SD base": ("sd", {k: torch.randn(v.shape[0], 64) if "attn2.to_k.lora_A" in k else v
+                                                   for k, v in attention.items()},  # fmt: skip
+                                            r"was made for a UNet \(cross-attention 64\); the loaded base .* is "
+                                            r"StableDiffusionPipeline \(cross-attention 32\)"),
+    }
+
+
+def test_refusals_say_why_and_never_contradict_the_family(studio, flux_studio, sd_pipe, flux, tmp_path,
+                                                          monkeypatch):  # fmt: skip
+    """Every refusal row: the reason names what did not match (a block past the base's depth, a part it lacks, a
+    module it has no such name for), or both families when they differ; no message says a family matches and that
+    the file was made for another at once."""
+    monkeypatch.setenv("STUDIO_LOCAL_DIRS", f"{studio.info.model_id}:{flux[0]}:{tmp_path}")
+    studio.load_adapter(_write(tmp_path / "good", peft(lora_layers(sd_pipe, RULES["attention"], seed=1))),
+                        adapter_name="good")  # fmt: skip
+    before = studio.list_adapters(), gen(studio, {"good": 1.0})
+    for i, (row, (kind, state, reason)) in enumerate(_refusal_cases(sd_pipe, flux[1].transformer).items()):
+        target = studio if kind == "sd" else flux_studio
+        with pytest.raises(AdapterError) as refused:
+            target.load_adapter(_write(tmp_path / f"case{i}", state), adapter_name=f"case{i}")
+        message = str(refused.value)
+        assert re.search(reason, message), (row, message)
+        assert "probably made for another" not in message, (row, message)
+        claims, same = _families_said(message)
+        assert not (claims and same), (row, message)
+    assert studio.list_adapters() == before[0] and np.array_equal(gen(studio, {"good": 1.0}), before[1])
+    assert flux_studio.list_adapters() == []

@@ -16,6 +16,8 @@ the slots are consulted and changed, then `pipeline.py` calls diffusers, and the
                 A new adapter file layout starts here.
 - lycoris_files.py  LyCORIS files (LoHa, LoKr): the algorithm, checked per module, and the peft config.
 - lora_report.py    what a LoRA file says about itself (its family, alpha, metadata) and the load report.
+- peft_files.py     peft's own saves (bare, `base_model.model.`, prefixed keys) and their LoraConfig's alpha.
+- diagnosis.py      the reasons a refusal gives: where a file's module names leave the base's model.
 - checks.py     a pipeline repo's configs and declared sizes, checked before anything is downloaded or built.
 - recipe.py     the recipe every PNG carries (a text chunk), read back and restored.
 - thumbnails.py each card's picture: the model card's widget image, else one made once with the adapter alone.

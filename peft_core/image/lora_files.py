@@ -7,6 +7,8 @@ with the file); here, down/up matrices must be 2-D or 4-D with one rank per pair
 finite, and the key layout is recognised:
 
 - peft / diffusers: `unet.<module>.lora_A.weight`                      (what diffusers saves today)
+                    bare `<module>.lora_A.weight` and `base_model.model.<module>...`: peft's own saves, prefixed
+                    here; their LoraConfig's alpha folded in (peft_files.py)
 - kohya / A1111:    `lora_unet_<module>.lora_down.weight` + `.alpha`    (most community LoRAs)
 - old diffusers:    `unet.<module>.lora.down.weight`                    (diffusers 0.14-0.20 LoRACompatibleLinear)
 - attn processors:  `unet.<...>.processor.to_k_lora.down.weight`        (diffusers' training scripts up to ~0.20)
@@ -26,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from peft_core.errors import AdapterError
+from peft_core.image import peft_files
 from peft_core.image.lora_report import (
     LoadReport,
     alpha_convention,
@@ -33,7 +36,14 @@ from peft_core.image.lora_report import (
     made_for,
     read_metadata,
 )
-from peft_core.image.lycoris_files import ALGORITHMS, lycoris_algorithm, module_alpha, module_rank, read_modules
+from peft_core.image.lycoris_files import (
+    ALGORITHMS,
+    linear_in_features,
+    lycoris_algorithm,
+    module_alpha,
+    module_rank,
+    read_modules,
+)
 from peft_core.safetensors_file import check_finite, check_safetensors_header, read_tensors
 
 # Trigger words are listed with every adapter on every /list_adapters answer and added to prompts: a few short ones.
@@ -209,8 +219,12 @@ def flat_module(key: str) -> str:
     return module.replace(".", "_")
 
 
-def read_lora_file(path: Path) -> LoraFile:
+def read_lora_file(path: Path, adapter_config: str | None = None) -> LoraFile:
     """Load and check a LoRA safetensors file; never unpickles.
+
+    Args:
+        adapter_config: the text of the `adapter_config.json` beside it (peft's save_pretrained), if any; its
+            scaling fields, or those of the file's `lora_adapter_metadata`, are folded in (peft_files.py).
 
     Every key, dtype and shape is checked on the header, before a tensor is read. diffusers is given the tensors
     only, never the path: given the path it would read `lora_adapter_metadata` in `__metadata__` as a LoraConfig
@@ -229,6 +243,14 @@ def read_lora_file(path: Path) -> LoraFile:
     check_finite(state_dict, repr(path.name))
     if layout == "attn-procs" and all(k.startswith(_UNET_BLOCKS) for k in state_dict):
         state_dict = _prefixed_attn_procs(state_dict)
+    folded = ""
+    if layout == "peft":
+        state_dict, layout = peft_files.respell(state_dict)
+        where, text = ("adapter_config.json", adapter_config) if adapter_config is not None else (
+            "its lora_adapter_metadata", peft_files.metadata_config(path))  # fmt: skip
+        if text is not None:
+            configs = peft_files.read_config_json(text, f"{path.name!r}: {where}")
+            state_dict, folded = peft_files.fold_alpha(state_dict, configs, where)
     downs = {k: v for k, v in state_dict.items() if any(m in k for m in _DOWN_MARKERS)}
     if not downs:
         raise AdapterError(f"{path.name!r} has LoRA keys but no down/A matrices; the file is incomplete")
@@ -247,7 +269,7 @@ def read_lora_file(path: Path) -> LoraFile:
         layout=layout,
         named=dict(sorted(named.items())),
         ranks=dict(sorted(ranks.items())),
-        alpha=alpha_convention(header, len(downs), alphas),
+        alpha=folded or alpha_convention(header, len(downs), alphas),
         made_for=made_for(list(header), width),
         metadata=read_metadata(path),
     )
@@ -278,8 +300,9 @@ def _read_lycoris(path: Path, header: dict, algorithm: str) -> LoraFile:
         modules.setdefault(component, {})[flat_module(module)] = module
         if "alpha" in tensors:
             alphas[module] = module_alpha(tensors, rank)
-    # LoHa's hada_w1_b takes the layer's whole input; LoKr's factors each take part of it (no width read)
-    width = cross_attention_width({k: v for k, v in header.items() if k.endswith(".hada_w1_b")})
+    # the text width a cross-attention key / value layer takes (LoHa's hada_w1_b; LoKr's factors' c x d)
+    width = next((w for m, t in sorted(lycoris.items()) if m.endswith(("attn2_to_k", "attn2_to_v"))
+                  and (w := linear_in_features(t)) is not None), None)  # fmt: skip
     layout = f"lycoris-{algorithm}"
     report = LoadReport(
         layout=layout,

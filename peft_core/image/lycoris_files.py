@@ -8,6 +8,13 @@ two of its algorithms, with the same tensors and the same scaling (alpha / rank)
 (pipeline.py: `add_adapter` with a LoHaConfig / LoKrConfig built here, then `set_peft_model_state_dict`); the
 others, which peft has no tuner for, are refused naming the algorithm.
 
+Networks trained with a conv dimension wrap convolutions too (resnets' conv1 / conv2 / conv_shortcut, samplers,
+conv_in / conv_out), in the shapes LyCORIS gives them: LoHa's factors flatten the kernel into the input side
+((out, r), (r, in x k x k)); LoKr splits the channels (out = a x b, in = c x d) with a 4-D full `lokr_w2` (b, d, k, k)
+or a low-rank (b, r), (r, d x k x k); with `use_tucker`, a 3x3 convolution's factors are (r, out) / (r, in) around a
+core (r, r, k, k) (`hada_t1` / `hada_t2`, `lokr_t2`). peft's LoHa and LoKr hold all of these (use_effective_conv2d
+for the Tucker cores); LoCon's Tucker core (`lora_mid`) has no place in peft's LoRA and is refused by name.
+
 Every key is checked here against the suffixes of its algorithm; module names are never handed to a library as
 they are: pipeline.py maps each to one of the model's own modules (kohya's naming of the model's modules) and
 builds the config from those.
@@ -117,24 +124,59 @@ def _check_module(name: str, label: str, module: str, t: dict) -> None:
             raise AdapterError(
                 f"{name!r}: {module!r} has no {' or '.join(options)}; this LyCORIS {label} layer is incomplete"
             )
-    for a, b in (("hada_w1_a", "hada_w1_b"), ("hada_w2_a", "hada_w2_b"), ("lokr_w1_a", "lokr_w1_b"),
-                 ("lokr_w2_a", "lokr_w2_b")):  # fmt: skip
-        if (a in t) != (b in t) or (a in t and (t[a].dim() != 2 or t[b].dim() not in (2, 4) or
-                                                t[a].shape[1] != t[b].shape[0])):  # fmt: skip
+    if ("hada_t1" in t) != ("hada_t2" in t):
+        raise AdapterError(f"{name!r}: {module!r} has only one of hada_t1 / hada_t2; a Tucker LoHa layer has both")
+    for a, b, core in (("hada_w1_a", "hada_w1_b", "hada_t1"), ("hada_w2_a", "hada_w2_b", "hada_t2"),
+                       ("lokr_w1_a", "lokr_w1_b", None), ("lokr_w2_a", "lokr_w2_b", "lokr_t2")):  # fmt: skip
+        if (a in t) != (b in t) or (a in t and not _is_pair(t[a], t[b], t.get(core) if core else None)):
             raise AdapterError(
                 f"{name!r}: {module!r} has {a} and {b} that do not make a rank-r pair (shapes "
-                f"{list(getattr(t.get(a), 'shape', []))} and {list(getattr(t.get(b), 'shape', []))})"
+                f"{list(getattr(t.get(a), 'shape', []))} and {list(getattr(t.get(b), 'shape', []))}"
+                + (f", {core} {list(t[core].shape)})" if core and core in t else ")")
             )
+    if "lokr_t2" in t and "lokr_w2_a" not in t:
+        raise AdapterError(f"{name!r}: {module!r} has lokr_t2 without lokr_w2_a / lokr_w2_b")
     if "alpha" in t and t["alpha"].numel() != 1:
         raise AdapterError(f"{name!r}: {module}.alpha has shape {list(t['alpha'].shape)}; an alpha is one number")
 
 
+def _is_pair(a, b, core) -> bool:
+    """LyCORIS' two shapes of a rank-r factor pair: a plain one, a (out, r) and b (r, in) (a convolution's `in` is
+    in_channels x kernel: loha.py / lokr.py without Tucker); or a Tucker one around a core (r, r, *kernel), a (r,
+    out) and b (r, in) (`use_tucker` on a 3x3 convolution: hada_t1 / hada_t2 / lokr_t2)."""
+    if a.dim() != 2 or b.dim() != 2:
+        return False
+    if core is None:
+        return a.shape[1] == b.shape[0]
+    r = a.shape[0]
+    return b.shape[0] == r and core.dim() in (3, 4) and tuple(core.shape[:2]) == (r, r)
+
+
 def module_rank(tensors: dict) -> int:
-    """The rank LyCORIS trained a module with (its `lora_dim`)."""
+    """The rank LyCORIS trained a module with (its `lora_dim`); a LoKr with both factors full has none, so the rank
+    peft needs to keep them full (r >= half of every factor side, as LyCORIS decided)."""
     for key in ("hada_w1_b", "lokr_w2_b", "lokr_w1_b"):
         if key in tensors:
             return int(tensors[key].shape[0])
-    return max(int(s) for s in tensors["lokr_w2"].shape[:2])  # full factors: peft's rank that keeps them full
+    return max(int(s) for key in ("lokr_w1", "lokr_w2") for s in tensors[key].shape[:2])
+
+
+def factor_sides(tensors: dict) -> tuple[int, int]:
+    """A LoKr module's first Kronecker factor's sides (a, c): out = a x b, in = c x d (lokr.py)."""
+    if "lokr_w1" in tensors:
+        return int(tensors["lokr_w1"].shape[0]), int(tensors["lokr_w1"].shape[1])
+    return int(tensors["lokr_w1_a"].shape[0]), int(tensors["lokr_w1_b"].shape[1])
+
+
+def linear_in_features(tensors: dict) -> int | None:
+    """The input width of a LyCORIS layer shaped for a Linear (LoHa's hada_w1_b; LoKr's c x d), or None for a
+    Tucker convolution's: what a file's cross-attention width is read from (only attn2 to_k / to_v are asked)."""
+    if "hada_t1" in tensors or "lokr_t2" in tensors:
+        return None
+    if "hada_w1_b" in tensors:
+        return int(tensors["hada_w1_b"].shape[1])
+    w2 = tensors["lokr_w2"] if "lokr_w2" in tensors else tensors["lokr_w2_b"]
+    return factor_sides(tensors)[1] * int(w2.shape[1]) if w2.dim() == 2 else None
 
 
 def module_alpha(tensors: dict, rank: int) -> float:
@@ -145,10 +187,11 @@ def module_alpha(tensors: dict, rank: int) -> float:
     return float(tensors["alpha"].float().reshape(-1)[0]) if "alpha" in tensors else float(rank)
 
 
-def peft_config(algorithm: str, modules: dict):
+def peft_config(algorithm: str, modules: dict, sizes: dict):
     """The LoHaConfig / LoKrConfig of a file's modules in one pipeline part ({module name: {suffix: tensor}}, the
     names the model's own): targets those modules exactly, with each one's rank and alpha (the most common as the
-    default, the others in rank_pattern / alpha_pattern, escaped: peft reads those keys as regular expressions)."""
+    default, the others in rank_pattern / alpha_pattern, escaped: peft reads those keys as regular expressions).
+    `sizes`: {module name: (out, in)} channels or features of the model's modules, which LoKr's factors split."""
     import re
     from collections import Counter
 
@@ -171,21 +214,25 @@ def peft_config(algorithm: str, modules: dict):
     return LoKrConfig(
         use_effective_conv2d=any("lokr_t2" in t for t in modules.values()),
         decompose_both=any("lokr_w1_a" in t for t in modules.values()),
-        decompose_factor=_decompose_factor(modules),
+        decompose_factor=_decompose_factor(modules, sizes),
         **common,
     )
 
 
-def _decompose_factor(modules: dict) -> int:
+def _decompose_factor(modules: dict, sizes: dict) -> int:
     """The Kronecker factor under which peft splits every module's sizes as the file's factors do (LyCORIS' `factor`
-    argument; -1 is its default, the most square split), or a refusal."""
+    argument; -1 is its default, the most square split), or a refusal. A factor's sides are read from `lokr_w1`
+    (a, c); the module's own sizes give b and d (out = a x b, in = c x d), whatever shape the second factor has
+    (2-D, a convolution's 4-D, or Tucker's (r, b) / (r, d))."""
     from peft.tuners.lokr.layer import factorization
 
     shapes = {}
     for module, t in modules.items():
-        out_l, in_m = t["lokr_w1"].shape[:2] if "lokr_w1" in t else (t["lokr_w1_a"].shape[0], t["lokr_w1_b"].shape[1])
-        out_k, in_n = t["lokr_w2"].shape[:2] if "lokr_w2" in t else (t["lokr_w2_a"].shape[0], t["lokr_w2_b"].shape[1])
-        shapes[module] = ((int(out_l), int(out_k)), (int(in_m), int(in_n)))
+        a, c = factor_sides(t)
+        out, inn = sizes[module]
+        if out % a or inn % c:
+            raise AdapterError(f"{module[:120]!r}: its lokr_w1 ({a} x {c}) does not divide the layer's {out} x {inn}")
+        shapes[module] = ((a, out // a), (c, inn // c))
     for factor in [-1, *sorted({s[0][0] for s in shapes.values()})]:
         if all(factorization(a * b, factor) == (a, b) and factorization(c * d, factor) == (c, d)
                for (a, b), (c, d) in shapes.values()):  # fmt: skip

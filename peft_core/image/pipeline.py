@@ -128,8 +128,8 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
         if "not found in the base model" in str(exc):  # peft's words when no key matches a module at all
             report.matched = {}
             raise AdapterError(
-                f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but none match {model_id!r}: it "
-                f"was probably made for another base model ({report.line()})"
+                f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but none match {model_id!r}: "
+                f"{why_not(pipe, lora, {})} ({report.line()})"
             ) from None
         raise AdapterError(f"{source} ({lora.layout} layout) does not fit {model_id!r}: {first_line(exc)}") from None
     if "unet" in report.named and getattr(pipe, "unet", None) is None and "transformer" in registered:
@@ -142,10 +142,24 @@ def load_lora(pipe, slot_name: str, lora, source: str, model_id: str):
         undo_load(pipe, slot_name)
         raise AdapterError(
             f"{source} ({lora.layout} layout) names {lora.num_layers} LoRA layers but only "
-            f"{sum(report.matched.values())} match "
-            f"{model_id!r}: it was probably made for another base model ({report.line()})"
+            f"{sum(report.matched.values())} match {model_id!r}: {why_not(pipe, lora, registered)} ({report.line()})"
         )
     return report
+
+
+def why_not(pipe, lora, registered: dict) -> str:
+    """Why `lora`'s layers did not all land in `pipe` (diagnosis.py): both families when its keys point to another,
+    else what did not match and why."""
+    from peft_core.image import diagnosis
+
+    report = lora.report
+    if diagnosis.family_mismatch(report.made_for, pipe):
+        return f"it was made for {report.made_for}; the loaded base is {report.base}"
+    found = diagnosis.reasons(pipe, dict(lora_components(pipe)), report.named, lora.modules, registered)
+    if found:
+        return "; ".join(found)
+    missing = sum(report.named.values()) - sum(report.matched.values())
+    return f"{missing} of its layers name modules that this base has under other names or not at all"
 
 
 # kohya's prefix for each pipeline part (sd-scripts networks/lora.py; lora_te1/lora_te2 for SDXL's two encoders)
@@ -186,12 +200,19 @@ _SGM_RESNET = {"conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "conv2":
 def _sgm_spelling(unet, name: str) -> str | None:
     """A UNet module's name in Stability's sgm/LDM UNet, which kohya's SDXL trainer (and so LyCORIS files trained
     with it) name: `down_blocks.1.attentions.0.proj_in` -> `input_blocks.4.1.proj_in`, `mid_block.attentions.0`
-    -> `middle_block.1`, resnets' conv1 -> `in_layers.2`. The inverse of diffusers' _maybe_map_sgm_blocks_to_diffusers;
-    None for what has no such name here (convolutions around the blocks, samplers)."""
+    -> `middle_block.1`, resnets' conv1 -> `in_layers.2`, a down block's sampler -> `input_blocks.3.0.op`, an up
+    block's -> `output_blocks.2.2.conv` (sd-scripts' sdxl_original_unet.py). The inverse of diffusers'
+    _maybe_map_sgm_blocks_to_diffusers; None for what has no such name here (the convolutions around the blocks)."""
     per_block = getattr(getattr(unet, "config", None), "layers_per_block", None)
     parts = name.split(".")
     if type(per_block) is not int or len(parts) < 4:  # noqa: E721 - bool is an int subclass
         return None
+    if parts[2:] == ["downsamplers", "0", "conv"] and parts[0] == "down_blocks":  # sd-scripts' Downsample2D.op
+        return f"input_blocks.{(int(parts[1]) + 1) * (per_block + 1)}.0.op"
+    if parts[2:] == ["upsamplers", "0", "conv"] and parts[0] == "up_blocks":  # after the block's resnet (+ attention)
+        block = unet.up_blocks[int(parts[1])] if int(parts[1]) < len(unet.up_blocks) else None
+        inner = 2 if getattr(block, "attentions", None) else 1
+        return f"output_blocks.{int(parts[1]) * (per_block + 1) + per_block}.{inner}.conv"
     if parts[0] == "mid_block" and parts[1] in ("resnets", "attentions"):
         head, rest = ["middle_block", "1" if parts[1] == "attentions" else str(2 * int(parts[2]))], parts[3:]
     elif parts[0] in ("down_blocks", "up_blocks") and parts[2] in ("resnets", "attentions") and len(parts) > 4:
@@ -236,11 +257,20 @@ def _load_lycoris(pipe, slot_name: str, lora) -> None:
         model = getattr(pipe, component)
         with warnings.catch_warnings():  # "Already found a peft_config": the other slots, as intended
             warnings.simplefilter("ignore", UserWarning)
-            model.add_adapter(peft_config(lora.algorithm, modules), adapter_name=slot_name)
+            sizes = {m: _io_sizes(model.get_submodule(m)) for m in modules}
+            model.add_adapter(peft_config(lora.algorithm, modules, sizes), adapter_name=slot_name)
         state = {f"{m}.{k}": t for m, tensors in modules.items() for k, t in tensors.items() if k != "alpha"}
         result = set_peft_model_state_dict(model, state, adapter_name=slot_name)
         if getattr(result, "unexpected_keys", None):
             raise ValueError(f"keys peft did not place: {result.unexpected_keys[:3]}")
+
+
+def _io_sizes(module) -> tuple[int, int]:
+    """(out, in) channels or features of a Linear / Conv (its base layer when another slot's adapter wraps it)."""
+    base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+    if hasattr(base, "out_channels"):
+        return int(base.out_channels), int(base.in_channels // base.groups)
+    return int(base.out_features), int(base.in_features)
 
 
 def _sgm_kwargs(pipe, lora) -> dict:
@@ -282,7 +312,10 @@ def check_layer_count(lora, pipe, source: str, model_id: str) -> None:
     """
     import torch
 
-    wrappable = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding)
+    # what the file's trainer can wrap: LyCORIS' modules take Linear and Conv layers, peft's LoRA Embeddings too
+    wrappable = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    if lora.algorithm == "lora":
+        wrappable += (torch.nn.Embedding,)
     capacity = 0
     for _, model in lora_components(pipe):
         if isinstance(model, torch.nn.Module):
@@ -292,9 +325,18 @@ def check_layer_count(lora, pipe, source: str, model_id: str) -> None:
             )
     if lora.num_layers > capacity:
         raise AdapterError(
-            f"{source} ({lora.layout} layout) names {lora.num_layers:,} LoRA layers but {model_id!r} has only "
-            f"{capacity:,} layers a LoRA can wrap: it was probably made for another base model"
+            f"{source} ({lora.layout} layout) names {lora.num_layers:,} {lora.report.algorithm} layers but "
+            f"{model_id!r} has only {capacity:,} layers a {lora.report.algorithm} can wrap: {_too_many(lora, pipe)}"
         )
+
+
+def _too_many(lora, pipe) -> str:
+    from peft_core.image import diagnosis
+
+    report = lora.report
+    if diagnosis.family_mismatch(report.made_for, pipe):
+        return f"it was made for {report.made_for}; the loaded base is {report.base}"
+    return "the file names layers this base does not have (a larger model of its family, or names it does not use)"
 
 
 def registered_modules(pipe, adapter_name: str) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from peft_core import bundled, hub, limits, sessions, settings
 from peft_core.errors import HubError, InputError
-from peft_core.image import checks, families, pipeline, recipe
+from peft_core.image import checks, families, peft_files, pipeline, recipe
 from peft_core.image.export import save_mix
 from peft_core.image.lora_files import AdapterInfo, read_lora_file, trigger_words
 from peft_core.image.requests import ImageRequest, PipelineInfo
@@ -139,9 +139,11 @@ class ImageStudio:
             file_bytes = sizes[weight_name]
             hub.check_file_size(repo, weight_name, sizes[weight_name], settings.current().max_adapter_mb)
             sessions.check_held(session, *self.pool.held(session), (sizes[weight_name] or 0) / 2**20)
+            config = peft_files.adapter_config(repo, weight_name, sizes)  # peft's save_pretrained writes one
             lora = hub.read_healing_cache(
-                repo, [weight_name], lambda force: repo.file_path(weight_name, force), read_lora_file
-            )
+                repo, [weight_name], lambda force: repo.file_path(weight_name, force),
+                lambda path: read_lora_file(path, config),
+            )  # fmt: skip
             card = repo.card_data(sizes) if "README.md" in sizes else {}
             words = trigger_words(card)
             picture = card_picture(card, sizes, words)  # checks its widget image; downloads nothing
