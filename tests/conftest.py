@@ -3,6 +3,7 @@
 import contextlib
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -238,3 +239,11 @@ def family_studio(family, monkeypatch, tmp_path):
     studio = ImageStudio(device="cpu")
     studio.load_base(str(root / "pipeline"))
     return studio
+
+
+def wait_for_the_others(studio, timeout_s: float = 60) -> None:
+    """Hold the first visitor's first step until the second waits for the pipeline: on a tiny pipeline the first
+    could otherwise finish every step before the second's request, still being checked, asks for the lock."""
+    deadline = time.monotonic() + timeout_s
+    while not studio._lock.contended and time.monotonic() < deadline:
+        time.sleep(0.005)

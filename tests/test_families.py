@@ -13,7 +13,7 @@ from peft_core.errors import HubError, InputError
 from peft_core.image import families
 from peft_core.image.studio import ImageRequest, ImageStudio
 from peft_core.image.sweep import sweep
-from tests.conftest import pixels
+from tests.conftest import pixels, wait_for_the_others
 from tests.hubserver import running_hub
 from tiny_models.families import FAMILIES, build_tiny_family, family_lora_state_dict
 from tiny_models.image import write_repo
@@ -230,7 +230,9 @@ def test_two_visitors_alternating_step_by_step_get_their_solo_images(studios, fa
 
         def progress(step, total):
             order.append(name)
-            first_stepped.set()
+            if name == "A" and not first_stepped.is_set():
+                first_stepped.set()
+                wait_for_the_others(studio)  # else A may take every step before B asks for the lock
 
         results[name] = pixels(studio.generate(req, progress))
 

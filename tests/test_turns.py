@@ -15,7 +15,7 @@ from peft_core.errors import InputError
 from peft_core.image.studio import ImageRequest
 from peft_core.text.studio import TextRequest, TextStudio
 from peft_core.turns import Cancelled, TurnLock
-from tests.conftest import ALL, launch_app, pixels
+from tests.conftest import ALL, launch_app, pixels, wait_for_the_others
 
 LONG = 40  # steps of the long image: 1.6x the tiny pipeline's default request, inside the CPU budget of 2
 
@@ -98,7 +98,9 @@ def _alternate(studio, requests: dict) -> tuple[dict, list]:
 
         def progress(step, total):
             order.append((name, step))
-            first_stepped.set()
+            if name == "A" and not first_stepped.is_set():
+                first_stepped.set()
+                wait_for_the_others(studio)
 
         results[name] = _image(studio, mix, steps, progress, seed=seed, guidance=guidance)
 
