@@ -3,6 +3,7 @@
 import contextlib
 import os
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -247,3 +248,22 @@ def wait_for_the_others(studio, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while not studio._lock.contended and time.monotonic() < deadline:
         time.sleep(0.005)
+
+
+def together(calls, timeout_s: float = 120) -> list:
+    """Run the calls in threads started at once; each result, or the exception it raised."""
+    results, start = [None] * len(calls), threading.Barrier(len(calls))
+
+    def run(i):
+        start.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # returned, for the test to assert on
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout_s)
+    return results

@@ -1,7 +1,6 @@
 """Concurrent text requests share one generate (peft_core/text/batching.py, mixed.py): each row's text equals its
 solo run, a bad row fails alone, a lone LoRA runs merged and leaves the base bit for bit."""
 
-import threading
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from peft import LoraConfig
 from peft_core.errors import InputError
 from peft_core.text.requests import TextRequest
 from peft_core.text.studio import TextStudio
-from tests.conftest import ALL, write_adapter
+from tests.conftest import ALL, together, write_adapter
 from tiny_models.text import build_tiny_lm
 
 NAMES = ["a", "b", "c", "d", "e", "f", "g", "h"]
@@ -45,25 +44,6 @@ def studio(eight, monkeypatch):
     for name in NAMES:
         s.load_adapter(str(eight / name), adapter_name=name)
     return s
-
-
-def together(calls) -> list:
-    """Run the calls in threads started at once; each result, or the exception it raised."""
-    results, start = [None] * len(calls), threading.Barrier(len(calls))
-
-    def run(i):
-        start.wait()
-        try:
-            results[i] = calls[i]()
-        except Exception as exc:  # returned, for the test to assert on
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return results
 
 
 def solo(studio, i, adapters=None, **kwargs):

@@ -41,10 +41,13 @@ def gen(studio, adapters=(), use_adapters=True, prompt=PROMPT, **kwargs):
 
 
 def logits(studio, adapters=()):
-    """Next-token logits for PROMPT with `adapters` active, through the same switch generate uses."""
+    """Next-token logits for PROMPT with exactly `adapters` active (none: the disable toggle), set as generate sets
+    a request's active set when it cannot share a batch (set_adapter)."""
     with studio._lock, torch.no_grad():
         ids = studio.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
-        studio._apply_active(tuple(adapters))
+        keys = studio.pool.keys(tuple(adapters))
+        studio.pool.touch(keys)
+        studio.lm.set_active(keys, any_loaded=len(studio.pool) > 0)
         return studio.model(ids).logits[0, -1].clone()
 
 

@@ -95,15 +95,13 @@ def test_eight_sessions_with_their_own_adapters_share_batches_and_equal_their_so
     """Eight gradio_client sessions, each with an adapter of its own under the same name, greedy: their
     concurrent calls (batched by the studio) equal their solo calls token for token; one bad request among them
     fails alone; a concurrent compare equals two solo calls."""
-    import threading
-
     from gradio_client import Client
     from gradio_client.exceptions import AppError
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
     from peft_core.text.batching import TextBatcher
-    from tests.conftest import ALL
+    from tests.conftest import ALL, together
     from tiny_models.text import write_adapter
 
     batch_sizes, run_group = [], TextBatcher._generate
@@ -140,20 +138,7 @@ def test_eight_sessions_with_their_own_adapters_share_batches_and_equal_their_so
         calls = [lambda i=i: call(i) for i in range(8)]
         calls[5] = lambda: clients[5].predict(" ".join(["the"] * 60), ["mine"], True, 12, api_name="/generate_text")
         calls.append(lambda: clients[0].predict(prompts[0], ["mine"], 12, api_name="/compare_text"))
-        results, start = [None] * len(calls), threading.Barrier(len(calls))
-
-        def run(i):
-            start.wait()
-            try:
-                results[i] = calls[i]()
-            except AppError as exc:
-                results[i] = exc
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
+        results = together(calls, timeout_s=300)
     assert isinstance(results[5], AppError) and "passes the model's context of 64 tokens" in str(results[5])
     assert [r for i, r in enumerate(results[:8]) if i != 5] == [t for i, t in enumerate(alone) if i != 5]
     assert tuple(results[8]) == compare_alone

@@ -381,12 +381,6 @@ class TextStudio:
         base, adapted = self._generate([(request, ()), (request, adapted)], progress)  # two rows of one batch
         return base, adapted
 
-    def _apply_active(self, names) -> None:
-        """Make exactly `names` (this session's) active (none: the disable toggle), and count them as used."""
-        keys = self.pool.keys(names)
-        self.pool.touch(keys)
-        self.lm.set_active(keys, any_loaded=len(self.pool) > 0)
-
     def _generate(self, runs, progress=None) -> list[str]:
         """The text of each (checked request, active names), gathered with concurrent requests' rows into as few
         generations as can serve them (batching.py); the lock is taken there, and handed over between tokens.
